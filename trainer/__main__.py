@@ -1,0 +1,104 @@
+"""Command line: python -m trainer train|check|demo ..."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, UserError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UserError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="Danlu LoRA trainer")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a LoRA from a config file (YAML, JSON or TOML)")
+    train.add_argument("config", type=Path)
+    train.add_argument("--run-dir", type=Path, help="use this run folder instead of output_dir/runs/<time>")
+    train.set_defaults(func=_train)
+    check = commands.add_parser("check", help="validate a config and print the step plan; loads no model")
+    check.add_argument("config", type=Path)
+    check.set_defaults(func=_check)
+    demo = commands.add_parser("demo", help="build a tiny local model and dataset and train on them")
+    demo.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo model and data go")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .config_io import load_config
+    from .preflight import output_paths, run_preflight
+
+    config = load_config(args.config)
+    pre = run_preflight(config)
+    for warning in pre.warnings:
+        print(f"warning: {warning}")
+    print(pre.plan.describe())
+    print(f"output: {output_paths(config, pre.plan)[0]}")
+    return EXIT_OK
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config_io import load_config
+
+    return run_training(load_config(args.config), args.run_dir)
+
+
+def run_training(config, run_dir: Path | None) -> int:
+    from .events import new_run_dir
+    from .loop import train
+
+    _quiet_libraries()
+    run_dir = run_dir or new_run_dir(Path(config.output_dir).expanduser())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run folder: {run_dir}")
+    try:
+        status = train(config, run_dir)
+    except UserError:
+        raise
+    except Exception as exc:  # a crash is logged in the run folder; the user gets one line
+        print(f"error: training failed: {type(exc).__name__}: {exc} (details in {run_dir / 'train.log'})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (progress bars, dtype notes) would drown the training log users read."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import demo_config
+
+    return run_training(demo_config(args.dir.resolve()), None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Load any supported image as 8-bit RGB, turn it into a tensor, and fit it to a bucket."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_WHITE = (255, 255, 255)
+
+
+def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
+    # PIL's convert("L") clips 16-bit values at 255 (mid-gray becomes white): scale 0..65535 to 0..255 instead.
+    # Mode "I" is what 16-bit grayscale PNG/TIFF open as in some PIL versions, so it gets the 16-bit range too.
+    values = np.asarray(img).astype(np.float32)
+    return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L")
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    # Transparent areas are usually "no background": white matches how viewers show them; black would teach
+    # the model dark halos.
+    background = Image.new("RGBA", img.size, _WHITE + (255,))
+    return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (alpha on white, 16-bit scaled, CMYK/palette/gray converted)."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        img = _sixteen_bit_to_l(img)
+    if _has_alpha(img):
+        return _on_white(img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_image_rgb(path: Path) -> Image.Image:
+    """Open an image upright (EXIF orientation applied) as 8-bit RGB."""
+    with Image.open(path) as img:
+        upright = ImageOps.exif_transpose(img)
+        return to_rgb(upright)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB image -> float32 CHW tensor in [-1, 1] (the VAE's input range)."""
+    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+def resize_and_crop(img: Image.Image, bucket: tuple[int, int], random_crop: bool = False,
+                    rng: random.Random | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Scale to cover the bucket (w, h) keeping aspect, then crop to it. Returns (image, (top, left))."""
+    bucket_w, bucket_h = bucket
+    width, height = img.size
+    scale = max(bucket_w / width, bucket_h / height)
+    size = (max(bucket_w, int(width * scale + 0.5)), max(bucket_h, int(height * scale + 0.5)))
+    if size != img.size:
+        resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
+        img = img.resize(size, resample=resample)
+    spare_w, spare_h = size[0] - bucket_w, size[1] - bucket_h
+    if random_crop:
+        rng = rng or random.Random()
+        top, left = rng.randint(0, spare_h), rng.randint(0, spare_w)
+    else:
+        top, left = spare_h // 2, spare_w // 2
+    return img.crop((left, top, left + bucket_w, top + bucket_h)), (top, left)

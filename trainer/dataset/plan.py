@@ -1,0 +1,199 @@
+"""Epoch entries (repeats, regularization matching), bucketed batches and the step plan users see before training.
+
+Semantics follow sd-scripts' DreamBoothDataset and BucketBatchIndex so step counts match what users know.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .scan import DatasetScan, ImageItem, Subset
+
+Bucket = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One sample of an epoch: an image with N repeats gives N entries."""
+    item: ImageItem
+    bucket: Bucket
+    is_reg: bool
+
+
+@dataclass
+class FolderPlan:
+    path: Path
+    name: str
+    images: int
+    repeats: int
+    is_reg: bool
+    used: int | None = None  # reg folders: entries actually used after matching the training count
+
+    @property
+    def entries(self) -> int:
+        return self.images * self.repeats if self.used is None else self.used
+
+
+@dataclass
+class StepPlan:
+    folders: list[FolderPlan]
+    buckets: dict[Bucket, int]
+    train_images: int
+    reg_images: int
+    batches_per_epoch: int
+    train_batch_size: int
+    gradient_accumulation_steps: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    max_train_epochs: int | None = None
+    max_train_steps: int | None = None
+    capped: bool = False  # max_train_steps cut the epoch-based total
+
+    def describe(self) -> str:
+        lines = [_folder_line(f) for f in self.folders]
+        lines.append("buckets: " + ", ".join(f"{_bucket_name(b)}: {n}" for b, n in self.buckets.items()))
+        lines.append(f"batches per epoch = Σ ceil(bucket entries / batch {self.train_batch_size}) "
+                     f"= {self.batches_per_epoch}")
+        lines.append(f"steps per epoch = ceil({self.batches_per_epoch} / accumulation "
+                     f"{self.gradient_accumulation_steps}) = {self.steps_per_epoch}")
+        lines.append(self._total_line())
+        return "\n".join(lines)
+
+    def _total_line(self) -> str:
+        if self.max_train_epochs is None:
+            return (f"total steps = max_train_steps {self.total_steps} "
+                    f"({self.epochs} epochs of {self.steps_per_epoch})")
+        by_epochs = self.max_train_epochs * self.steps_per_epoch
+        line = f"total steps = {self.max_train_epochs} epochs × {self.steps_per_epoch} = {by_epochs}"
+        if self.capped:
+            line += f", capped by max_train_steps {self.max_train_steps} ({self.epochs} epochs)"
+        return line
+
+    def as_event(self) -> dict:
+        return {
+            "images": self.train_images,
+            "reg_images": self.reg_images,
+            "repeats": {f.name: f.repeats for f in self.folders},
+            "folders": [{"name": f.name, "images": f.images, "repeats": f.repeats, "entries": f.entries,
+                         "is_reg": f.is_reg} for f in self.folders],
+            "buckets": {_bucket_name(b): n for b, n in self.buckets.items()},
+            "batches_per_epoch": self.batches_per_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "epochs": self.epochs,
+            "train_batch_size": self.train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+        }
+
+
+def _bucket_name(bucket: Bucket) -> str:
+    return f"{bucket[0]}x{bucket[1]}"
+
+
+def _folder_line(folder: FolderPlan) -> str:
+    line = f"{folder.name}: {folder.images} images × {folder.repeats} repeats"
+    if folder.is_reg:
+        return f"reg {line}, {folder.entries} used to match the training entries"
+    return f"{line} = {folder.entries}"
+
+
+def _reg_repeats(reg_subsets: list[Subset], num_train: int) -> list[tuple[ImageItem, int]]:
+    """sd-scripts' matching: the first pass registers each reg image with its folder's repeats, later passes add
+    one repeat per image, stopping as soon as the count reaches the training entries (so it may overshoot by
+    less than one folder's repeats)."""
+    images = [(item, subset.repeats) for subset in reg_subsets for item in subset.images]
+    repeats: list[int] = []
+    n, first_loop = 0, True
+    while images and n < num_train:
+        for i, (_, folder_repeats) in enumerate(images):
+            if first_loop:
+                repeats.append(folder_repeats)
+                n += folder_repeats
+            else:
+                repeats[i] += 1
+                n += 1
+            if n >= num_train:
+                break
+        first_loop = False
+    return [(item, r) for (item, _), r in zip(images, repeats)]
+
+
+def build_entries(scan: DatasetScan, bucket_of: Callable[[ImageItem], Bucket]) -> list[Entry]:
+    """Training entries (image × repeats), then regularization entries matched to their count."""
+    entries = []
+    for subset in scan.train_subsets:
+        for item in subset.images:
+            entries += [Entry(item, bucket_of(item), False)] * subset.repeats
+    for item, repeats in _reg_repeats(scan.reg_subsets, len(entries)):
+        entries += [Entry(item, bucket_of(item), True)] * repeats
+    return entries
+
+
+def _bucket_indices(entries: list[Entry]) -> dict[Bucket, list[int]]:
+    groups: dict[Bucket, list[int]] = {}
+    for index, entry in enumerate(entries):
+        groups.setdefault(entry.bucket, []).append(index)
+    return dict(sorted(groups.items()))
+
+
+def _batch_starts(count: int, batch_size: int) -> range:
+    """Start index of each batch of one bucket: the single definition of how a bucket is cut into batches."""
+    return range(0, count, batch_size)
+
+
+def count_batches(bucket_sizes: dict[Bucket, int] | list[int], batch_size: int) -> int:
+    sizes = bucket_sizes.values() if isinstance(bucket_sizes, dict) else bucket_sizes
+    return sum(len(_batch_starts(n, batch_size)) for n in sizes)
+
+
+def epoch_batches(entries: list[Entry], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Entry indices grouped in batches that never mix buckets; shuffled, deterministic per (seed, epoch)."""
+    rng = random.Random(seed * 1000003 + epoch)
+    batches = []
+    for indices in _bucket_indices(entries).values():
+        rng.shuffle(indices)
+        batches += [indices[start:start + batch_size] for start in _batch_starts(len(indices), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _folder_plans(entries: list[Entry], scan: DatasetScan) -> list[FolderPlan]:
+    used = Counter((e.is_reg, e.item.path.parent) for e in entries)
+    return [FolderPlan(path=s.path, name=s.path.name, images=len(s.images), repeats=s.repeats, is_reg=s.is_reg,
+                       used=used[(True, s.path)] if s.is_reg else None) for s in scan.subsets]
+
+
+def _total_steps(steps_per_epoch: int, max_train_epochs: int | None, max_train_steps: int | None) -> int:
+    limits = [max_train_steps] if max_train_steps else []
+    if max_train_epochs:
+        limits.append(max_train_epochs * steps_per_epoch)
+    if not limits:
+        raise ValueError("set max_train_epochs or max_train_steps (at least one, above 0)")
+    return min(limits)
+
+
+def make_plan(entries: list[Entry], scan: DatasetScan, *, train_batch_size: int, gradient_accumulation_steps: int,
+              max_train_epochs: int | None, max_train_steps: int | None) -> StepPlan:
+    """How many batches, optimizer steps and epochs a run does (sd-scripts' formulas)."""
+    if train_batch_size < 1 or gradient_accumulation_steps < 1:
+        raise ValueError("train_batch_size and gradient_accumulation_steps must be at least 1")
+    if not entries:
+        raise ValueError("no training images: nothing to plan")
+    buckets = dict(sorted(Counter(e.bucket for e in entries).items()))
+    batches = count_batches(buckets, train_batch_size)
+    steps_per_epoch = math.ceil(batches / gradient_accumulation_steps)
+    total = _total_steps(steps_per_epoch, max_train_epochs, max_train_steps)
+    return StepPlan(
+        folders=_folder_plans(entries, scan), buckets=buckets,
+        train_images=sum(not e.is_reg for e in entries), reg_images=sum(e.is_reg for e in entries),
+        batches_per_epoch=batches, train_batch_size=train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, steps_per_epoch=steps_per_epoch,
+        epochs=math.ceil(total / steps_per_epoch), total_steps=total,
+        max_train_epochs=max_train_epochs, max_train_steps=max_train_steps,
+        capped=bool(max_train_epochs and total < max_train_epochs * steps_per_epoch),
+    )

@@ -1,0 +1,200 @@
+"""Scan a kohya-style dataset folder: `train_data_dir/N_name/` sub-folders, N = repeats.
+
+Every problem a user can fix (bad folder name, unreadable image, stray file) becomes a `Problem` that names the
+path and says what to do, instead of an exception in the middle of training.
+"""
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# Files that legitimately sit next to images (captions, metadata, sd-scripts/Danlu caches).
+_SIDECAR_SUFFIXES = (".txt", ".caption", ".json", ".npz")
+_CACHE_SUFFIX = ".latents.safetensors"
+_EXIF_ORIENTATION = 0x0112
+_FOLDER_NAME = re.compile(r"^([0-9]+)(?:_(.*))?$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    path: Path
+    caption: str  # caption file text, or the folder's class tokens when there is none
+    has_caption_file: bool
+    width: int  # after EXIF orientation
+    height: int
+
+
+@dataclass
+class Subset:
+    path: Path
+    repeats: int
+    class_tokens: str
+    images: list[ImageItem]
+    is_reg: bool
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    reason: str
+    level: str  # "error" or "warning"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class DatasetScan:
+    subsets: list[Subset] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "warning"]
+
+    @property
+    def train_subsets(self) -> list[Subset]:
+        return [s for s in self.subsets if not s.is_reg]
+
+    @property
+    def reg_subsets(self) -> list[Subset]:
+        return [s for s in self.subsets if s.is_reg]
+
+
+def _warn(path: Path, reason: str) -> Problem:
+    return Problem(path, reason, "warning")
+
+
+def _error(path: Path, reason: str) -> Problem:
+    return Problem(path, reason, "error")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _is_sidecar(path: Path, caption_extension: str) -> bool:
+    name = path.name.lower()
+    return name.endswith(_SIDECAR_SUFFIXES + (_CACHE_SUFFIX, caption_extension.lower()))
+
+
+def parse_folder_name(name: str) -> tuple[int, str] | None:
+    """`10_girl` -> (10, "girl"); None when there is no positive repeat count (sd-scripts skips those)."""
+    match = _FOLDER_NAME.match(name)
+    if match is None or int(match.group(1)) < 1:
+        return None
+    return int(match.group(1)), match.group(2) or ""
+
+
+def _read_size(path: Path) -> tuple[int, int]:
+    """Size as the model will see it. A full decode (not `verify()`) because verify() misses truncated JPEG/BMP."""
+    with Image.open(path) as img:
+        width, height = img.size
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        img.load()
+    # EXIF orientations 5..8 rotate by 90 degrees: exif_transpose swaps the sides when loading.
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _read_caption(image: Path, caption_extension: str, class_tokens: str) -> tuple[str, bool, Problem | None]:
+    caption_path = image.with_name(image.stem + caption_extension)
+    if not caption_path.is_file():
+        return class_tokens, False, None
+    try:
+        text = caption_path.read_text(encoding="utf-8-sig")  # -sig: a BOM written by Windows editors is fine
+    except UnicodeDecodeError as exc:
+        reason = f"caption is not UTF-8 text ({exc.reason}); re-save it as UTF-8. Using the folder's class tokens."
+        return class_tokens, False, _warn(caption_path, reason)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return class_tokens, False, _warn(caption_path, "caption file is empty; using the folder's class tokens.")
+    return ", ".join(lines), True, None
+
+
+def _read_item(path: Path, caption_extension: str, class_tokens: str) -> tuple[ImageItem | None, list[Problem]]:
+    try:
+        width, height = _read_size(path)
+    # PIL signals bad files with OSError, SyntaxError, ValueError or DecompressionBombError depending on format.
+    except Exception as exc:  # noqa: BLE001
+        return None, [_warn(path, f"cannot be read as an image: {exc}; re-export or remove it. Skipped.")]
+    caption, has_file, problem = _read_caption(path, caption_extension, class_tokens)
+    item = ImageItem(path=path, caption=caption, has_caption_file=has_file, width=width, height=height)
+    return item, [problem] if problem else []
+
+
+def _visible_children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _scan_subset(folder: Path, repeats: int, class_tokens: str, caption_extension: str, is_reg: bool,
+                 problems: list[Problem]) -> Subset:
+    images: list[Path] = []
+    for child in _visible_children(folder):
+        if child.is_dir():
+            problems.append(_warn(child, "sub-folders inside a dataset folder are not scanned; move its images "
+                                         "up or into its own folder named like 10_name next to this one."))
+        elif is_image_file(child):
+            images.append(child)
+        elif not _is_sidecar(child, caption_extension):
+            problems.append(_warn(child, f"not an image (supported: {', '.join(IMAGE_EXTENSIONS)}). Skipped."))
+    # Decoding releases the GIL, so threads make large folders scan several times faster.
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 4)) as pool:
+        results = list(pool.map(lambda p: _read_item(p, caption_extension, class_tokens), images))
+    items = [item for item, _ in results if item is not None]
+    problems.extend(p for _, found in results for p in found)
+    if not items:
+        problems.append(_warn(folder, "no usable images in this folder."))
+    return Subset(path=folder, repeats=repeats, class_tokens=class_tokens, images=items, is_reg=is_reg)
+
+
+def _scan_root(root: Path, caption_extension: str, is_reg: bool, problems: list[Problem]) -> list[Subset]:
+    subsets = []
+    for child in _visible_children(root):
+        if child.is_file():
+            if is_image_file(child):
+                problems.append(_warn(child, f"images directly in {root} are ignored; put them in a sub-folder "
+                                             f"named like 10_name (10 = repeats)."))
+            continue
+        parsed = parse_folder_name(child.name)
+        if parsed is None:
+            problems.append(_warn(child, f"folder name has no repeat count; rename it like 10_{child.name} "
+                                         f"(10 = repeats, at least 1). Skipped."))
+            continue
+        subsets.append(_scan_subset(child, *parsed, caption_extension, is_reg, problems))
+    return subsets
+
+
+def _check_root(root: Path, what: str, problems: list[Problem]) -> bool:
+    if root.is_dir():
+        return True
+    reason = "is a file, not a folder" if root.exists() else "folder does not exist"
+    problems.append(_error(root, f"{what}: {reason}; check the path."))
+    return False
+
+
+def scan_dataset(train_data_dir: Path, reg_data_dir: Path | None, caption_extension: str) -> DatasetScan:
+    """Scan training (and regularization) folders; never raises for user-fixable dataset problems."""
+    train_data_dir = Path(train_data_dir)
+    ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+    scan = DatasetScan()
+    if _check_root(train_data_dir, "train_data_dir", scan.problems):
+        scan.subsets += _scan_root(train_data_dir, ext, False, scan.problems)
+        if not any(s.images for s in scan.train_subsets):
+            scan.problems.append(_error(train_data_dir, "no training images found; put images in a sub-folder "
+                                                        "named like 10_name (10 = repeats)."))
+    if reg_data_dir is not None and _check_root(Path(reg_data_dir), "reg_data_dir", scan.problems):
+        scan.subsets += _scan_root(Path(reg_data_dir), ext, True, scan.problems)
+        if not any(s.images for s in scan.reg_subsets):
+            scan.problems.append(_warn(Path(reg_data_dir), "no regularization images found; training runs without "
+                                                           "them. Put them in a sub-folder named like 1_person."))
+    return scan

@@ -1,0 +1,104 @@
+"""Stable Diffusion 1.x / 2.x: CLIP text encoder, UNet, VAE, DDPM noise schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ..config import TrainConfig
+from ..errors import UserError
+
+# kohya "LierLa": the linear / 1x1 layers of the UNet's transformer blocks, the text encoder's attention + MLP.
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+UNET_PREFIX, TEXT_ENCODER_PREFIX = "lora_unet", "lora_te"
+
+
+@dataclass
+class SDModel:
+    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    noise_scheduler: DDPMScheduler
+    v2: bool
+    v_parameterization: bool
+
+    @property
+    def base_model_version(self) -> str:
+        return "sd_v2" if self.v2 else "sd_v1"
+
+    @property
+    def latent_scale(self) -> float:
+        return self.vae.config.scaling_factor
+
+
+def load_sd(config: TrainConfig, dtype: torch.dtype) -> SDModel:
+    """Frozen parts in `dtype`; the VAE always in fp32 (fp16 VAEs overflow into NaN latents)."""
+    source = config.pretrained_model_name_or_path
+    _check_source(source)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
+        noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"pretrained_model_name_or_path: cannot load '{source}': {_first_line(exc)}",
+                        "give a diffusers model folder (with unet/, vae/, text_encoder/, tokenizer/, "
+                        "scheduler/) or a Hugging Face repo id while online") from None
+    detected_v2 = text_encoder.config.hidden_act == "gelu"  # OpenCLIP ViT-H; SD1's CLIP uses quick_gelu
+    if config.v2 is not None and config.v2 != detected_v2:
+        raise UserError(f"v2: set to {config.v2}, but '{source}' is an SD{'2' if detected_v2 else '1'}.x model",
+                        "leave v2 empty to detect it")
+    if config.clip_skip > text_encoder.config.num_hidden_layers:
+        raise UserError(f"clip_skip: {config.clip_skip} is more than the text encoder's "
+                        f"{text_encoder.config.num_hidden_layers} layers", "use 1 or 2")
+    v_pred = config.v_parameterization
+    if v_pred is None:
+        v_pred = noise_scheduler.config.prediction_type == "v_prediction"
+    # sd-scripts trains and samples with clip_sample off; previews inherit this config.
+    noise_scheduler.register_to_config(prediction_type="v_prediction" if v_pred else "epsilon", clip_sample=False)
+    vae.requires_grad_(False).eval()
+    return SDModel(tokenizer, text_encoder, unet, vae, noise_scheduler, detected_v2, v_pred)
+
+
+def _check_source(source: str) -> None:
+    path = Path(source).expanduser()
+    if path.is_file():
+        raise UserError(f"pretrained_model_name_or_path: '{source}' is a single file",
+                        "this version loads diffusers model folders; convert the checkpoint with diffusers' "
+                        "convert scripts or pick the model folder")
+    looks_local = path.is_absolute() or source.startswith((".", "~")) or source.count("/") != 1
+    if looks_local and not path.is_dir():
+        raise UserError(f"pretrained_model_name_or_path: folder '{source}' does not exist",
+                        "pick the diffusers model folder, or give a repo id like owner/name")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
+def encode_tokens(text_encoder: CLIPTextModel, input_ids: torch.Tensor, clip_skip: int) -> torch.Tensor:
+    """sd-scripts' clip_skip: the hidden state clip_skip layers from the end, through the final layer norm."""
+    if clip_skip == 1:
+        return text_encoder(input_ids)[0]
+    hidden = text_encoder(input_ids, output_hidden_states=True).hidden_states[-clip_skip]
+    unwrapped = getattr(text_encoder, "module", text_encoder)  # under DDP the model is .module
+    return unwrapped.text_model.final_layer_norm(hidden)
+
+
+def training_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
+                    timesteps: torch.Tensor) -> torch.Tensor:
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    return noise

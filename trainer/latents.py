@@ -1,0 +1,102 @@
+"""VAE latents of the training images, cached in memory and optionally on disk next to each image.
+
+A disk entry is reused only when the image bytes, its bucket and the VAE are the ones it was made from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from diffusers import AutoencoderKL
+
+from .dataset.images import load_image_rgb, resize_and_crop, to_tensor
+from .dataset.plan import Entry
+from .export import atomic_write
+
+CACHE_SUFFIX = ".latents.safetensors"
+CACHE_VERSION = "1"
+
+
+def vae_fingerprint(vae: AutoencoderKL) -> str:
+    """Identifies the VAE's weights without hashing all of them: config plus a few whole tensors."""
+    digest = hashlib.sha256(repr(sorted(vae.config.items())).encode())
+    params = list(vae.state_dict().values())
+    for tensor in params[:2] + params[-2:]:
+        digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encode_pixels(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> scaled latents (the distribution's mean: deterministic)."""
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+    return latents * vae.config.scaling_factor
+
+
+class LatentCache:
+    def __init__(self, vae: AutoencoderKL, to_disk: bool):
+        self.vae = vae
+        self.to_disk = to_disk
+        self.vae_id = vae_fingerprint(vae)
+        self._memory: dict[tuple[Path, tuple[int, int]], torch.Tensor] = {}
+
+    def fill(self, entries: Iterable[Entry], batch_size: int = 4, progress=None) -> int:
+        """Encode every (image, bucket) not cached yet; returns how many were encoded."""
+        todo = {}
+        for entry in entries:
+            key = (entry.item.path, entry.bucket)
+            if key not in self._memory and key not in todo:
+                loaded = self._load_from_disk(*key) if self.to_disk else None
+                if loaded is not None:
+                    self._memory[key] = loaded
+                else:
+                    todo[key] = entry
+        keys = list(todo)
+        for start in range(0, len(keys), batch_size):
+            self._encode_group(keys[start:start + batch_size])
+            if progress is not None:
+                progress(min(start + batch_size, len(keys)), len(keys))
+        return len(keys)
+
+    def get(self, entry: Entry) -> torch.Tensor:
+        return self._memory[(entry.item.path, entry.bucket)]
+
+    def _encode_group(self, keys: list[tuple[Path, tuple[int, int]]]) -> None:
+        by_bucket: dict[tuple[int, int], list[Path]] = {}
+        for path, bucket in keys:
+            by_bucket.setdefault(bucket, []).append(path)
+        for bucket, paths in by_bucket.items():
+            pixels = torch.stack([to_tensor(resize_and_crop(load_image_rgb(p), bucket)[0]) for p in paths])
+            for path, latent in zip(paths, encode_pixels(self.vae, pixels).float().cpu()):
+                self._memory[(path, bucket)] = latent
+                if self.to_disk:
+                    self._save_to_disk(path, bucket, latent)
+
+    def _stamp(self, image: Path, bucket: tuple[int, int]) -> dict[str, str]:
+        return {"version": CACHE_VERSION, "vae": self.vae_id, "bucket": f"{bucket[0]}x{bucket[1]}",
+                "image_sha256": hashlib.sha256(image.read_bytes()).hexdigest()}
+
+    def _load_from_disk(self, image: Path, bucket: tuple[int, int]) -> torch.Tensor | None:
+        path = cache_path(image)
+        if not path.is_file():
+            return None
+        try:
+            with safetensors.safe_open(str(path), "pt") as handle:
+                if handle.metadata() != self._stamp(image, bucket):
+                    return None
+                return handle.get_tensor("latent")
+        except (OSError, safetensors.SafetensorError):
+            return None  # a damaged cache file is simply rebuilt
+
+    def _save_to_disk(self, image: Path, bucket: tuple[int, int], latent: torch.Tensor) -> None:
+        tensors = {"latent": latent.contiguous()}
+        atomic_write(cache_path(image), lambda tmp: safetensors.torch.save_file(
+            tensors, str(tmp), self._stamp(image, bucket)))
+
+
+def cache_path(image: Path) -> Path:
+    return image.with_name(image.name + CACHE_SUFFIX)

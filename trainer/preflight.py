@@ -1,0 +1,97 @@
+"""What `check` and `train` both do before any model loads: readiness, dataset scan, step plan, outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+from .dataset.buckets import assign_bucket
+from .dataset.plan import Entry, StepPlan, build_entries, make_plan
+from .dataset.scan import DatasetScan, scan_dataset
+from .errors import ConfigError
+
+
+@dataclass
+class Preflight:
+    scan: DatasetScan
+    entries: list[Entry]
+    plan: StepPlan
+    warnings: list[str]
+
+
+def run_preflight(config: TrainConfig) -> Preflight:
+    """Raise ConfigError with every problem found, or return the plan the training will follow."""
+    problems = readiness_problems(config)
+    if not config.train_data_dir:
+        raise ConfigError(problems)
+    scan = scan_dataset(Path(config.train_data_dir).expanduser(),
+                        Path(config.reg_data_dir).expanduser() if config.reg_data_dir else None,
+                        config.caption_extension)
+    problems += [f"{_dataset_key(config, p.path)}: {p}" for p in scan.errors]
+    if problems:
+        raise ConfigError(problems)
+    entries = build_entries(scan, lambda item: bucket_for(config, item.width, item.height))
+    plan = make_plan(entries, scan, train_batch_size=config.train_batch_size,
+                     gradient_accumulation_steps=config.gradient_accumulation_steps,
+                     max_train_epochs=config.max_train_epochs, max_train_steps=config.max_train_steps)
+    problems += overwrite_problems(config, plan)
+    if problems:
+        raise ConfigError(problems)
+    warnings = [str(p) for p in scan.problems if p.level != "error"]
+    return Preflight(scan, entries, plan, warnings)
+
+
+def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
+    return assign_bucket(width, height, resolution=config.resolution_wh, enable_bucket=config.enable_bucket,
+                         min_bucket_reso=config.min_bucket_reso, max_bucket_reso=config.max_bucket_reso,
+                         bucket_reso_steps=config.bucket_reso_steps, bucket_no_upscale=config.bucket_no_upscale)
+
+
+def readiness_problems(config: TrainConfig) -> list[str]:
+    """Values a preset may leave empty but a run needs, and what this machine cannot do."""
+    problems = []
+    if not config.pretrained_model_name_or_path:
+        problems.append("pretrained_model_name_or_path: empty; pick the base model folder or repo id")
+    if not config.train_data_dir:
+        problems.append("train_data_dir: empty; pick the folder that holds the N_name image folders")
+    problems += _device_problems(config.mixed_precision)
+    return problems
+
+
+def _device_problems(mixed_precision: str) -> list[str]:
+    import torch
+
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        return ["mixed_precision: 'fp16' needs an NVIDIA GPU (CUDA), and none was found; use 'no' on the CPU"]
+    if mixed_precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return ["mixed_precision: 'bf16' is not supported by this GPU; use 'fp16'"]
+    return []
+
+
+def output_paths(config: TrainConfig, plan: StepPlan) -> list[Path]:
+    """Every LoRA file the run will write: one per save_every_n_epochs epoch, and the final one."""
+    out_dir = Path(config.output_dir).expanduser()
+    suffix = "." + config.save_model_as
+    paths = [out_dir / f"{config.output_name}{suffix}"]
+    if config.save_every_n_epochs:
+        paths += [out_dir / f"{config.output_name}-{epoch:06d}{suffix}"
+                  for epoch in range(config.save_every_n_epochs, plan.epochs, config.save_every_n_epochs)]
+    return paths
+
+
+def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[str]:
+    if config.overwrite:
+        return []
+    existing = [p for p in output_paths(config, plan) if p.exists()]
+    if not existing:
+        return []
+    names = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+    return [f"output_name: {names} already exists from an earlier run; choose another output_name or "
+            "output_dir, or set overwrite: true to replace it"]
+
+
+def _dataset_key(config: TrainConfig, path: Path) -> str:
+    if config.reg_data_dir and Path(path).is_relative_to(Path(config.reg_data_dir).expanduser()):
+        return "reg_data_dir"
+    return "train_data_dir"
