@@ -107,8 +107,7 @@ rem TORCH_SPEC = pip arguments for torch, from DANLU_TORCH or the GPU check.
 set "CHOICE=%DANLU_TORCH%"
 if defined CHOICE goto torch_spec_of_choice
 set "CHOICE=cpu"
-nvidia-smi -L 2>nul | findstr /b "GPU" >nul
-if not errorlevel 1 set "CHOICE=cuda"
+for /f "tokens=1" %%g in ('nvidia-smi -L 2^>nul') do if "%%g"=="GPU" set "CHOICE=cuda"
 :torch_spec_of_choice
 set "TORCH_SPEC=!CHOICE!"
 if /i "!CHOICE!"=="cpu" set "TORCH_SPEC=torch==%TORCH_VERSION%"
@@ -125,7 +124,9 @@ if not defined REQ_HASH (
     echo [danlu] error: could not hash requirements.txt 1>&2
     exit /b 1
 )
-set "KEY=!REQ_HASH: =!;!TORCH_SPEC!"
+rem Older certutil puts spaces between the hex bytes.
+set "REQ_HASH=%REQ_HASH: =%"
+set "KEY=%REQ_HASH%;!TORCH_SPEC!"
 exit /b 0
 
 rem PY = a Python 3.10+ to create .venv with.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
 from transformers import AutoTokenizer
 
@@ -43,9 +43,13 @@ def test_inference_is_finite(tiny):
 
 
 def test_variant_shapes(tiny):
-    variant, _, pipe = tiny
+    variant, path, pipe = tiny
     sd2 = variant == "sd2v"
     assert pipe.scheduler.config.prediction_type == ("v_prediction" if sd2 else "epsilon")
+    # What a trainer loads for training from the same folder.
+    ddpm = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+    assert ddpm.config.prediction_type == pipe.scheduler.config.prediction_type
+    assert ddpm.config.clip_sample is False
     assert pipe.vae_scale_factor == 8
     assert pipe.vae.config.scaling_factor == 0.18215
     assert pipe.unet.config.cross_attention_dim == CROSS_ATTENTION_DIM[variant]

@@ -208,8 +208,9 @@ class Trainer:
         if self.config.train_unet:
             tensors.update(kohya_state_dict(self.accelerator.unwrap_model(self.model.unet), sd.UNET_PREFIX, alpha))
         if self.config.train_text_encoder:
-            tensors.update(kohya_state_dict(self.accelerator.unwrap_model(self.model.text_encoder),
-                                            sd.TEXT_ENCODER_PREFIX, alpha))
+            text_encoder = self.accelerator.unwrap_model(self.model.text_encoder)
+            tensors.update(kohya_state_dict(text_encoder, sd.TEXT_ENCODER_PREFIX, alpha,
+                                            sd.text_encoder_module_root(text_encoder)))
         save_lora(path, tensors, for_save(self.metadata, epoch, self.step), self.config.save_precision)
         self.log.event("checkpoint", path=str(path), epoch=epoch, step=self.step)
         self.log.info(f"saved {path}")

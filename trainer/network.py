@@ -26,13 +26,16 @@ def add_lora(model: torch.nn.Module, targets: list[str], dim: int, alpha: float)
     return params
 
 
-def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float) -> dict[str, torch.Tensor]:
-    """The model's LoRA weights as kohya keys: <prefix>_<module path with _>.lora_down/.lora_up/.alpha."""
+def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float, module_root: str = "") -> dict[str, torch.Tensor]:
+    """The model's LoRA weights as kohya keys: <prefix>_<module_root + module path, with _>.lora_down/.lora_up/.alpha.
+
+    module_root restores a path prefix that kohya's names carry but the loaded model lacks.
+    """
     state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         module_path, kind = key.rsplit(".lora_", 1)
-        name = f"{prefix}_{module_path.replace('.', '_')}"
+        name = f"{prefix}_{(module_root + module_path).replace('.', '_')}"
         out[f"{name}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = tensor.detach()
         # diffusers' own kohya converter writes alpha = rank; kohya readers need the real alpha.
         out[f"{name}.alpha"] = torch.tensor(float(alpha))

@@ -51,12 +51,26 @@ def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
 def readiness_problems(config: TrainConfig) -> list[str]:
     """Values a preset may leave empty but a run needs, and what this machine cannot do."""
     problems = []
-    if not config.pretrained_model_name_or_path:
-        problems.append("pretrained_model_name_or_path: empty; pick the base model folder or repo id")
+    problems += _model_source_problems(config.pretrained_model_name_or_path)
     if not config.train_data_dir:
         problems.append("train_data_dir: empty; pick the folder that holds the N_name image folders")
     problems += _device_problems(config.mixed_precision)
     return problems
+
+
+def _model_source_problems(source: str) -> list[str]:
+    key = "pretrained_model_name_or_path"
+    if not source:
+        return [f"{key}: empty; pick the base model folder or repo id"]
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [f"{key}: '{source}' is a single file; this version loads diffusers model folders (with unet/, "
+                "vae/, text_encoder/, tokenizer/, scheduler/): pick such a folder"]
+    looks_like_repo_id = not path.is_absolute() and not source.startswith((".", "~")) and source.count("/") == 1
+    if not path.is_dir() and not looks_like_repo_id:
+        return [f"{key}: folder '{source}' does not exist; pick the diffusers model folder, or give a "
+                "Hugging Face repo id like owner/name"]
+    return []
 
 
 def _device_problems(mixed_precision: str) -> list[str]:

@@ -168,7 +168,10 @@ def build_scheduler(variant: str) -> PNDMScheduler | DDIMScheduler:
     )
     if variant == "sd2v":
         return DDIMScheduler(**common, clip_sample=False, prediction_type="v_prediction")
-    return PNDMScheduler(**common, skip_prk_steps=True, prediction_type="epsilon")
+    scheduler = PNDMScheduler(**common, skip_prk_steps=True, prediction_type="epsilon")
+    # SD1.5's file also says clip_sample false, which PNDM ignores but a DDPM/DDIM loaded from it needs.
+    scheduler.register_to_config(clip_sample=False)
+    return scheduler
 
 
 def build_tiny_sd(path: Path, variant: str = "sd1", seed: int = 0) -> Path:

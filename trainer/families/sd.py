@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -40,7 +38,6 @@ class SDModel:
 def load_sd(config: TrainConfig, dtype: torch.dtype) -> SDModel:
     """Frozen parts in `dtype`; the VAE always in fp32 (fp16 VAEs overflow into NaN latents)."""
     source = config.pretrained_model_name_or_path
-    _check_source(source)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype)
@@ -67,20 +64,14 @@ def load_sd(config: TrainConfig, dtype: torch.dtype) -> SDModel:
     return SDModel(tokenizer, text_encoder, unet, vae, noise_scheduler, detected_v2, v_pred)
 
 
-def _check_source(source: str) -> None:
-    path = Path(source).expanduser()
-    if path.is_file():
-        raise UserError(f"pretrained_model_name_or_path: '{source}' is a single file",
-                        "this version loads diffusers model folders; convert the checkpoint with diffusers' "
-                        "convert scripts or pick the model folder")
-    looks_local = path.is_absolute() or source.startswith((".", "~")) or source.count("/") != 1
-    if looks_local and not path.is_dir():
-        raise UserError(f"pretrained_model_name_or_path: folder '{source}' does not exist",
-                        "pick the diffusers model folder, or give a repo id like owner/name")
-
-
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def text_encoder_module_root(text_encoder: CLIPTextModel) -> str:
+    """kohya's names (and A1111/ComfyUI's loaders) use transformers 4 paths, text_model.encoder...;
+    transformers 5 dropped the text_model level."""
+    return "" if hasattr(text_encoder, "text_model") else "text_model."
 
 
 def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
@@ -94,7 +85,7 @@ def encode_tokens(text_encoder: CLIPTextModel, input_ids: torch.Tensor, clip_ski
         return text_encoder(input_ids)[0]
     hidden = text_encoder(input_ids, output_hidden_states=True).hidden_states[-clip_skip]
     unwrapped = getattr(text_encoder, "module", text_encoder)  # under DDP the model is .module
-    return unwrapped.text_model.final_layer_norm(hidden)
+    return getattr(unwrapped, "text_model", unwrapped).final_layer_norm(hidden)
 
 
 def training_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
