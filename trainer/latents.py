@@ -34,7 +34,7 @@ def encode_pixels(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] -> scaled latents (the distribution's mean: deterministic)."""
     with torch.no_grad():
         latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
-    return latents * vae.config.scaling_factor
+    return (latents * vae.config.scaling_factor).contiguous()  # mode() is a strided view
 
 
 class LatentCache:

@@ -144,7 +144,8 @@ class Trainer:
         else:
             latents = encode_pixels(model.vae, data["pixels"])
         ids = sd.tokenize(model.tokenizer, data["captions"]).to(accelerator.device)
-        noise = torch.randn_like(latents)
+        # randn of a shape, not randn_like: the same seed gives the same noise whatever the latents' strides
+        noise = torch.randn(latents.shape, dtype=latents.dtype, device=latents.device)
         timesteps = torch.randint(0, model.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                                   device=latents.device)
         noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
