@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="build a tiny local model and dataset and train on them")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo model and data go")
     demo.set_defaults(func=_demo)
+    reference = commands.add_parser("reference", help="print the parameter reference (docs/parameters.md)")
+    reference.set_defaults(func=_reference)
     return parser
 
 
@@ -81,6 +83,13 @@ def run_training(config, run_dir: Path | None) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
+
+
+def _reference(args: argparse.Namespace) -> int:
+    from .reference import parameter_reference
+
+    sys.stdout.write(parameter_reference())
+    return EXIT_OK
 
 
 def _quiet_libraries() -> None:

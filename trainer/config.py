@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
         metadata=False)
     v2: bool | None = field(
         None, "paths", "model",
-        "The base model is Stable Diffusion 2.x. Empty = detect from the model (its text encoder size).",
+        "The base model is Stable Diffusion 2.x. Empty = detect from the model (its text encoder).",
         advanced=True)
     v_parameterization: bool | None = field(
         None, "paths", "model",
