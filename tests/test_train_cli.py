@@ -88,3 +88,24 @@ def _generate(pipe) -> np.ndarray:
     with torch.no_grad():
         return pipe("red circle", num_inference_steps=3, height=64, width=64, output_type="np",
                     generator=torch.Generator().manual_seed(0)).images
+
+
+def test_two_cpu_processes_share_the_epoch(tmp_path, make_config):
+    """torchrun with 2 processes: gloo-synchronised data parallel, one writer, half the steps per epoch."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = write_config(tmp_path / "c.yaml", make_config(max_train_steps=None, max_train_epochs=1))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "trainer",
+                             "train", str(path), "--run-dir", str(tmp_path / "run")], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = read_events(tmp_path / "run")
+    plan = events[0]
+    assert plan["num_processes"] == 2 and plan["steps_per_epoch"] == plan["batches_per_epoch"] // 2
+    assert [e["type"] for e in events].count("finished") == 1
+    assert len([e for e in events if e["type"] == "step"]) == plan["total_steps"]
+    assert (tmp_path / "out" / "test.safetensors").is_file()

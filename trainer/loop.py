@@ -234,10 +234,15 @@ class Trainer:
 
 def train(config: TrainConfig, run_dir: Path) -> str:
     """Run one training into run_dir; every outcome ends with a `finished` event."""
-    log = RunLog(run_dir, enabled=PartialState().is_main_process)
+    # cpu=True without CUDA: several CPU processes (torchrun) then sync through gloo instead of running apart.
+    # PartialState is a singleton, so the first call decides for the Accelerator below too.
+    cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    log = RunLog(run_dir, enabled=state.is_main_process)
     try:
-        pre = run_preflight(config)  # before Accelerator: it rejects fp16 on the CPU with a traceback
-        trainer = Trainer(config, pre, log, Accelerator(mixed_precision=config.mixed_precision))
+        pre = run_preflight(config, state.num_processes)  # before Accelerator: it rejects fp16 on the CPU with a traceback
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
+        trainer = Trainer(config, pre, log, accelerator)
         trainer.setup()
         return trainer.run()
     except UserError as exc:

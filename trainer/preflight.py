@@ -20,7 +20,7 @@ class Preflight:
     warnings: list[str]
 
 
-def run_preflight(config: TrainConfig) -> Preflight:
+def run_preflight(config: TrainConfig, num_processes: int = 1) -> Preflight:
     """Raise ConfigError with every problem found, or return the plan the training will follow."""
     problems = readiness_problems(config)
     if not config.train_data_dir:
@@ -34,7 +34,8 @@ def run_preflight(config: TrainConfig) -> Preflight:
     entries = build_entries(scan, lambda item: bucket_for(config, item.width, item.height))
     plan = make_plan(entries, scan, train_batch_size=config.train_batch_size,
                      gradient_accumulation_steps=config.gradient_accumulation_steps,
-                     max_train_epochs=config.max_train_epochs, max_train_steps=config.max_train_steps)
+                     max_train_epochs=config.max_train_epochs, max_train_steps=config.max_train_steps,
+                     num_processes=num_processes)
     problems += overwrite_problems(config, plan)
     if problems:
         raise ConfigError(problems)

@@ -53,13 +53,16 @@ class StepPlan:
     max_train_epochs: int | None = None
     max_train_steps: int | None = None
     capped: bool = False  # max_train_steps cut the epoch-based total
+    num_processes: int = 1  # with several GPUs each process takes every n-th batch
 
     def describe(self) -> str:
         lines = [_folder_line(f) for f in self.folders]
         lines.append("buckets: " + ", ".join(f"{_bucket_name(b)}: {n}" for b, n in self.buckets.items()))
         lines.append(f"batches per epoch = Σ ceil(bucket entries / batch {self.train_batch_size}) "
                      f"= {self.batches_per_epoch}")
-        lines.append(f"steps per epoch = ceil({self.batches_per_epoch} / accumulation "
+        share = (f"⌊{self.batches_per_epoch} / {self.num_processes} processes⌋" if self.num_processes > 1
+                 else str(self.batches_per_epoch))
+        lines.append(f"steps per epoch = ceil({share} / accumulation "
                      f"{self.gradient_accumulation_steps}) = {self.steps_per_epoch}")
         lines.append(self._total_line())
         return "\n".join(lines)
@@ -88,6 +91,7 @@ class StepPlan:
             "epochs": self.epochs,
             "train_batch_size": self.train_batch_size,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "num_processes": self.num_processes,
         }
 
 
@@ -178,7 +182,7 @@ def _total_steps(steps_per_epoch: int, max_train_epochs: int | None, max_train_s
 
 
 def make_plan(entries: list[Entry], scan: DatasetScan, *, train_batch_size: int, gradient_accumulation_steps: int,
-              max_train_epochs: int | None, max_train_steps: int | None) -> StepPlan:
+              max_train_epochs: int | None, max_train_steps: int | None, num_processes: int = 1) -> StepPlan:
     """How many batches, optimizer steps and epochs a run does (sd-scripts' formulas)."""
     if train_batch_size < 1 or gradient_accumulation_steps < 1:
         raise ValueError("train_batch_size and gradient_accumulation_steps must be at least 1")
@@ -186,7 +190,10 @@ def make_plan(entries: list[Entry], scan: DatasetScan, *, train_batch_size: int,
         raise ValueError("no training images: nothing to plan")
     buckets = dict(sorted(Counter(e.bucket for e in entries).items()))
     batches = count_batches(buckets, train_batch_size)
-    steps_per_epoch = math.ceil(batches / gradient_accumulation_steps)
+    per_process = batches // num_processes if num_processes > 1 else batches  # equal share, rest dropped
+    steps_per_epoch = math.ceil(per_process / gradient_accumulation_steps)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{batches} batches cannot be shared by {num_processes} processes")
     total = _total_steps(steps_per_epoch, max_train_epochs, max_train_steps)
     return StepPlan(
         folders=_folder_plans(entries, scan), buckets=buckets,
@@ -195,5 +202,5 @@ def make_plan(entries: list[Entry], scan: DatasetScan, *, train_batch_size: int,
         gradient_accumulation_steps=gradient_accumulation_steps, steps_per_epoch=steps_per_epoch,
         epochs=math.ceil(total / steps_per_epoch), total_steps=total,
         max_train_epochs=max_train_epochs, max_train_steps=max_train_steps,
-        capped=bool(max_train_epochs and total < max_train_epochs * steps_per_epoch),
+        capped=bool(max_train_epochs and total < max_train_epochs * steps_per_epoch), num_processes=num_processes,
     )
