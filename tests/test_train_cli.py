@@ -98,14 +98,15 @@ def test_two_cpu_processes_share_the_epoch(tmp_path, make_config):
 
     from conftest import REPO
 
-    path = write_config(tmp_path / "c.yaml", make_config(max_train_steps=None, max_train_epochs=1))
+    path = write_config(tmp_path / "c.yaml", make_config(max_train_steps=None, max_train_epochs=1,
+                                                         gradient_accumulation_steps=2))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "trainer",
                              "train", str(path), "--run-dir", str(tmp_path / "run")], cwd=REPO, capture_output=True,
                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-3000:]
     events = read_events(tmp_path / "run")
     plan = events[0]
-    assert plan["num_processes"] == 2 and plan["steps_per_epoch"] == plan["batches_per_epoch"] // 2
+    assert plan["num_processes"] == 2 and plan["steps_per_epoch"] == -(-(plan["batches_per_epoch"] // 2) // 2)
     assert [e["type"] for e in events].count("finished") == 1
     assert len([e for e in events if e["type"] == "step"]) == plan["total_steps"]
     assert (tmp_path / "out" / "test.safetensors").is_file()

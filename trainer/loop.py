@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 import uuid
@@ -121,14 +122,16 @@ class Trainer:
             self._sample(epoch=0)
         status = "completed"
         self.step_times.append(time.time())
+        micro_losses: list[float] = []
         for index, data in enumerate(self.loader):
             batch = self.batches[index]
-            loss = self._forward_backward(data, batch)
+            micro_losses.append(self._forward_backward(data, batch))
             if not batch.last_of_step:
                 continue
-            self._optimizer_step(loss, batch)
+            self._optimizer_step(float(np.mean(micro_losses)), batch)
+            micro_losses.clear()
             epoch_ends = index + 1 == len(self.batches) or self.batches[index + 1].epoch != batch.epoch
-            if self.log.stop_requested():
+            if self._stop_requested():
                 status = "stopped"
                 break
             self._after_step(batch, epoch_ends)
@@ -155,8 +158,24 @@ class Trainer:
             prediction = self.unet(noisy, timesteps, hidden).sample
         target = sd.training_target(model.noise_scheduler, latents, noise, timesteps)
         loss = diffusion_loss(prediction, target, data["is_reg"], self.config.prior_loss_weight)
-        accelerator.backward(loss / batch.micro_batches)
+        with self._sync_only_on_last(batch):
+            accelerator.backward(loss / batch.micro_batches)
         return loss.item()
+
+    def _sync_only_on_last(self, batch: MicroBatch) -> contextlib.ExitStack:
+        """Gradients of an accumulation group are all-reduced once, with its last micro-batch."""
+        stack = contextlib.ExitStack()
+        if not batch.last_of_step:
+            for part in (self.unet, self.text_encoder):
+                if hasattr(part, "no_sync"):  # only DDP-wrapped (trained, multi-process) parts sync
+                    stack.enter_context(self.accelerator.no_sync(part))
+        return stack
+
+    def _stop_requested(self) -> bool:
+        """The main process reads STOP; every process learns it in the same step, so none waits alone."""
+        if self.accelerator.is_main_process and self.log.stop_requested():
+            self.accelerator.set_trigger()
+        return self.accelerator.check_trigger()
 
     def _optimizer_step(self, loss: float, batch: MicroBatch) -> None:
         if self.config.max_grad_norm > 0:
@@ -240,7 +259,8 @@ def train(config: TrainConfig, run_dir: Path) -> str:
     state = PartialState(cpu=cpu)
     log = RunLog(run_dir, enabled=state.is_main_process)
     try:
-        pre = run_preflight(config, state.num_processes)  # before Accelerator: it rejects fp16 on the CPU with a traceback
+        # Preflight comes before Accelerator, which rejects fp16 on a CPU with a bare traceback.
+        pre = run_preflight(config, state.num_processes)
         accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
         trainer = Trainer(config, pre, log, accelerator)
         trainer.setup()
