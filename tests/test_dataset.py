@@ -188,8 +188,7 @@ def test_every_problem_names_its_path(tmp_path):
 
 def test_fatal_problems(tmp_path):
     missing = scan_dataset(tmp_path / "nope", None, ".txt")
-    assert [str(e) for e in missing.errors] == [f"{tmp_path / 'nope'}: train_data_dir: folder does not exist; "
-                                                "check the path."]
+    assert [str(e) for e in missing.errors] == [f"{tmp_path / 'nope'}: folder does not exist; check the path."]
     (tmp_path / "empty" / "girl").mkdir(parents=True)
     empty = scan_dataset(tmp_path / "empty", None, ".txt")
     assert any("no training images found" in str(e) and "10_name" in str(e) for e in empty.errors)

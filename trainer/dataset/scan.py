@@ -174,11 +174,11 @@ def _scan_root(root: Path, caption_extension: str, is_reg: bool, problems: list[
     return subsets
 
 
-def _check_root(root: Path, what: str, problems: list[Problem]) -> bool:
+def _check_root(root: Path, problems: list[Problem]) -> bool:
     if root.is_dir():
         return True
     reason = "is a file, not a folder" if root.exists() else "folder does not exist"
-    problems.append(_error(root, f"{what}: {reason}; check the path."))
+    problems.append(_error(root, f"{reason}; check the path."))
     return False
 
 
@@ -187,12 +187,12 @@ def scan_dataset(train_data_dir: Path, reg_data_dir: Path | None, caption_extens
     train_data_dir = Path(train_data_dir)
     ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
     scan = DatasetScan()
-    if _check_root(train_data_dir, "train_data_dir", scan.problems):
+    if _check_root(train_data_dir, scan.problems):
         scan.subsets += _scan_root(train_data_dir, ext, False, scan.problems)
         if not any(s.images for s in scan.train_subsets):
             scan.problems.append(_error(train_data_dir, "no training images found; put images in a sub-folder "
                                                         "named like 10_name (10 = repeats)."))
-    if reg_data_dir is not None and _check_root(Path(reg_data_dir), "reg_data_dir", scan.problems):
+    if reg_data_dir is not None and _check_root(Path(reg_data_dir), scan.problems):
         scan.subsets += _scan_root(Path(reg_data_dir), ext, True, scan.problems)
         if not any(s.images for s in scan.reg_subsets):
             scan.problems.append(_warn(Path(reg_data_dir), "no regularization images found; training runs without "
