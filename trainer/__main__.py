@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="build a tiny local model and dataset and train on them")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo model and data go")
     demo.set_defaults(func=_demo)
-    reference = commands.add_parser("reference", help="print the parameter reference (docs/parameters.md)")
+    reference = commands.add_parser("reference", help="print the parameter reference (docs/parameters*.md)")
+    reference.add_argument("--lang", choices=("en", "zh"), default="en")
     reference.set_defaults(func=_reference)
     return parser
 
@@ -88,7 +89,7 @@ def run_training(config, run_dir: Path | None) -> int:
 def _reference(args: argparse.Namespace) -> int:
     from .reference import parameter_reference
 
-    sys.stdout.write(parameter_reference())
+    sys.stdout.write(parameter_reference(args.lang))
     return EXIT_OK
 
 

@@ -1,4 +1,7 @@
-"""docs/parameters.md, generated from the config schema (python -m trainer reference > docs/parameters.md)."""
+"""docs/parameters.md and docs/parameters.zh.md, generated from the config schema.
+
+python -m trainer reference > docs/parameters.md; python -m trainer reference --lang zh > docs/parameters.zh.md
+"""
 
 from __future__ import annotations
 
@@ -8,23 +11,36 @@ from pydantic.fields import FieldInfo
 
 from .config import TrainConfig, field_info
 
-TABS = {"paths": "Paths", "steps": "Steps", "effect": "Model effect", "run": "Run"}
+TEXT = {
+    "en": {"title": "Parameter reference", "tabs": {"paths": "Paths", "steps": "Steps", "effect": "Model effect",
+                                                   "run": "Run"},
+           "intro": ["Generated from the schema (`trainer/schema/`) by `python -m trainer reference`; do not edit.",
+                     "Keys are kohya sd-scripts' argument names, so sd-scripts and lora-scripts configs carry over.",
+                     "Advanced fields are marked *(advanced)*."],
+           "header": "| key | type | default | allowed | what it does |", "advanced": "*(advanced)*",
+           "empty": "empty"},
+    "zh": {"title": "参数说明", "tabs": {"paths": "路径", "steps": "步数", "effect": "模型效果", "run": "运行"},
+           "intro": ["由 `python -m trainer reference --lang zh` 根据参数定义（`trainer/schema/`）生成，请勿手改。",
+                     "参数名与 kohya sd-scripts 一致，sd-scripts 和秋叶训练器的配置可以直接使用。",
+                     "标有 *（高级）* 的是高级选项。"],
+           "header": "| 参数 | 类型 | 默认值 | 取值 | 作用 |", "advanced": "*（高级）*", "empty": "留空"},
+}
 
 
-def parameter_reference() -> str:
-    lines = ["# Parameter reference", "",
-             "Generated from `trainer/config.py` by `python -m trainer reference`; do not edit by hand.",
-             "Keys are kohya sd-scripts' argument names, so sd-scripts and lora-scripts configs carry over.",
-             "Advanced fields are marked *(advanced)*.", ""]
-    for tab, title in TABS.items():
-        lines += [f"## {title}", "", "| key | type | default | allowed | what it does |", "|---|---|---|---|---|"]
+def parameter_reference(lang: str = "en") -> str:
+    text = TEXT[lang]
+    lines = [f"# {text['title']}", "", *text["intro"], ""]
+    for tab, title in text["tabs"].items():
+        lines += [f"## {title}", "", text["header"], "|---|---|---|---|---|"]
         for name, info in TrainConfig.model_fields.items():
             extra = field_info(name)
             if extra["tab"] != tab:
                 continue
-            advanced = " *(advanced)*" if extra["advanced"] else ""
-            lines.append(f"| `{name}` | {_type_name(info)} | {_default(info)} | {_allowed(info)} | "
-                         f"{info.description}{advanced} |")
+            help_text = extra["help_zh"] if lang == "zh" else info.description
+            advanced = f" {text['advanced']}" if extra["advanced"] else ""
+            default = text["empty"] if info.default in (None, "") else f"`{info.default}`"
+            lines.append(f"| `{name}` | {_type_name(info)} | {default} | {_allowed(info)} | "
+                         f"{help_text}{advanced} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -37,10 +53,6 @@ def _type_name(info: FieldInfo) -> str:
     if any(typing.get_origin(a) is typing.Literal for a in args):
         return "choice"
     return " or ".join("list" if n == "list" else n for n in names)
-
-
-def _default(info: FieldInfo) -> str:
-    return "empty" if info.default in (None, "") else f"`{info.default}`"
 
 
 def _allowed(info: FieldInfo) -> str:

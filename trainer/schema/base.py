@@ -1,0 +1,41 @@
+"""Building blocks of the config schema: a field carries its GUI placement and help in English and Chinese."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SchemaPart(BaseModel):
+    """One area of the config; TrainConfig combines all of them into one flat mapping."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def field(default: Any, tab: str, group: str, help: str, help_zh: str, *, advanced: bool = False,
+          metadata: bool = True, **constraints: Any) -> Any:
+    """A schema field with its GUI placement (tab, group, advanced) and help text in both languages.
+
+    help: what it does, typical values, its effect on the images. metadata=False keeps a value out of the
+    saved LoRA's ss_* metadata (paths, private text).
+    """
+    extra = {"tab": tab, "group": group, "advanced": advanced, "metadata": metadata, "help_zh": help_zh}
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
+def parse_resolution(value: Any) -> tuple[int, int]:
+    """'512', '512,768', 512 or [512, 768] -> (width, height), as sd-scripts' --resolution."""
+    if isinstance(value, (list, tuple)):
+        parts = [str(v) for v in value]
+    else:
+        parts = str(value).replace("x", ",").split(",")
+    try:
+        sizes = [int(p.strip()) for p in parts if p.strip()]
+    except ValueError:
+        raise ValueError("must be one number or 'width,height', e.g. 512 or 768,512") from None
+    if len(sizes) == 1:
+        sizes *= 2
+    if len(sizes) != 2 or min(sizes) < 64:
+        raise ValueError("must be one number or 'width,height' with each side at least 64")
+    return sizes[0], sizes[1]

@@ -1,0 +1,85 @@
+"""Steps tab: image size and buckets, how long to train, when to save, speed and memory."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator
+
+from .base import SchemaPart, field, parse_resolution
+
+
+class StepsFields(SchemaPart):
+    resolution: str = field(
+        "512,512", "steps", "image",
+        "Training size 'width,height' or one number: 512 for SD1.5, 768 for SD2-v. With buckets it sets the "
+        "pixel area every bucket keeps. Larger learns finer detail, costs VRAM and time.",
+        "训练分辨率，'宽,高' 或一个数：SD1.5 用 512，SD2-v 用 768。开启分桶时它决定每个桶的像素面积。"
+        "越大细节越多，显存和时间也越多。")
+    enable_bucket: bool = field(
+        True, "steps", "image",
+        "Aspect-ratio buckets: train each image near its own shape instead of a square crop, so nothing is cut "
+        "off.", "宽高比分桶：每张图按接近自身比例的尺寸训练，而不是裁成正方形，避免主体被裁掉。")
+    min_bucket_reso: int = field(256, "steps", "image", "Smallest bucket side in pixels.", "分桶的最小边长（像素）。",
+                                 advanced=True, ge=64)
+    max_bucket_reso: int = field(1024, "steps", "image", "Largest bucket side in pixels.", "分桶的最大边长（像素）。",
+                                 advanced=True, ge=64)
+    bucket_reso_steps: int = field(
+        64, "steps", "image", "Bucket sides are multiples of this; 64 is safe for every model.",
+        "分桶边长取它的整数倍，64 对所有模型都安全。", advanced=True, ge=8)
+    bucket_no_upscale: bool = field(
+        False, "steps", "image",
+        "Never enlarge small images: each gets a bucket of its own size, rounded down to bucket_reso_steps.",
+        "不放大小图：小图按自身尺寸（向下取整到分桶步长）分桶。", advanced=True)
+    train_batch_size: int = field(
+        1, "steps", "steps",
+        "Images per step. Larger is faster per epoch but needs more VRAM and takes fewer steps, so raise the "
+        "learning rate or epochs with it.",
+        "每步同时训练的图片数。越大每轮越快，但更吃显存、总步数变少，需要相应提高学习率或轮数。", ge=1, le=256)
+    max_train_epochs: int | None = field(
+        10, "steps", "steps",
+        "Epochs: one epoch shows every image its folder's repeat count times. 10-20 is typical.",
+        "训练轮数：每轮每张图按其文件夹的重复次数各训练一次。常用 10-20。", ge=1)
+    max_train_steps: int | None = field(
+        None, "steps", "steps", "Upper limit on optimizer steps; empty = epochs decide.",
+        "最大训练步数上限；留空则由轮数决定。", ge=1)
+    gradient_accumulation_steps: int = field(
+        1, "steps", "steps",
+        "Add up the gradients of this many batches before each optimizer step: a larger effective batch without "
+        "more VRAM.", "梯度累积：累积这么多批的梯度再更新一次，不增加显存也能得到更大的等效批大小。",
+        advanced=True, ge=1, le=1024)
+    save_every_n_epochs: int | None = field(
+        None, "steps", "saving", "Also save a LoRA file every N epochs (name-000004.safetensors), to pick the best "
+        "epoch later.", "每 N 轮额外保存一次 LoRA（name-000004.safetensors），方便事后挑出效果最好的一轮。", ge=1)
+    save_precision: Literal["float", "fp16", "bf16"] = field(
+        "fp16", "steps", "saving", "Number format of the saved file. fp16 halves the size and loads everywhere.",
+        "保存文件的精度。fp16 体积减半，所有工具都能加载。")
+    save_model_as: Literal["safetensors", "ckpt", "pt"] = field(
+        "safetensors", "steps", "saving",
+        "File format. safetensors is safe and loads everywhere; ckpt and pt only for old tools.",
+        "文件格式。safetensors 安全且通用；ckpt 和 pt 只为兼容旧工具。", advanced=True)
+    seed: int = field(1337, "steps", "steps", "Random seed: the same seed and config give the same result.",
+                      "随机种子：相同的种子和配置得到相同的结果。", ge=0, le=2**32 - 1)
+    cache_latents: bool = field(
+        True, "steps", "speed", "Encode every image with the VAE once before training instead of every step.",
+        "训练前用 VAE 把所有图片编码一次并缓存，不必每步重复编码，明显更快。")
+    cache_latents_to_disk: bool = field(
+        False, "steps", "speed", "Keep the latent cache next to the images so later runs skip encoding.",
+        "把潜变量缓存保存在图片旁边，之后的训练可直接复用。", advanced=True)
+    gradient_checkpointing: bool = field(
+        False, "steps", "speed", "Recompute activations in the backward pass: much less VRAM, ~20-30% slower.",
+        "梯度检查点：反向传播时重算激活值，显存大幅减少，速度慢约 20-30%。")
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(
+        "fp16", "steps", "speed",
+        "Compute precision. fp16 for most NVIDIA cards, bf16 on RTX 30xx and newer (fewer NaN problems); "
+        "'no' (fp32) on a CPU.",
+        "计算精度。大多数 N 卡用 fp16，RTX 30 系及更新的显卡用 bf16（更不容易出现 NaN）；CPU 上用 no（fp32）。")
+    max_data_loader_n_workers: int = field(
+        2, "steps", "speed", "Processes that load images in the background (0 = in the training process).",
+        "后台加载图片的进程数（0 表示在训练进程内加载）。", advanced=True, ge=0, le=64)
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _normalise_resolution(cls, value: Any) -> str:
+        width, height = parse_resolution(value)
+        return f"{width},{height}"
