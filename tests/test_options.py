@@ -11,7 +11,7 @@ from trainer.export import load_lora
 from trainer.families import sd
 from trainer.latents import LatentCache, cache_path
 from trainer.loop import Trainer, train
-from trainer.loss import diffusion_loss
+from trainer.loss import training_loss
 from trainer.preflight import run_preflight
 from trainer.sampling import generate, load_prompts, make_sampler, parse_prompt_line
 from trainer.config import SAMPLERS
@@ -90,11 +90,17 @@ def test_clip_skip_deeper_than_the_model_is_an_error(tmp_path, make_config):
         train(validate_config(make_config(clip_skip=9)), tmp_path / "r")
 
 
-def test_prior_loss_weight_scales_regularization_samples():
+def test_prior_loss_weight_scales_regularization_samples(tiny_sd1):
+    from diffusers import DDPMScheduler
+
+    from trainer.config import TrainConfig
+
+    scheduler = DDPMScheduler.from_pretrained(tiny_sd1, subfolder="scheduler")
     prediction, target = torch.ones(2, 4, 2, 2), torch.zeros(2, 4, 2, 2)
-    is_reg = torch.tensor([False, True])
-    assert diffusion_loss(prediction, target, is_reg, 1.0) == pytest.approx(1.0)
-    assert diffusion_loss(prediction, target, is_reg, 0.5) == pytest.approx(0.75)
+    is_reg, timesteps = torch.tensor([False, True]), torch.tensor([10, 10])
+    for weight, expected in ((1.0, 1.0), (0.5, 0.75)):
+        config = TrainConfig(prior_loss_weight=weight)
+        assert training_loss(config, scheduler, prediction, target, timesteps, is_reg) == pytest.approx(expected)
 
 
 def test_regularization_images_join_the_plan(tmp_path, make_config):

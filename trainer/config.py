@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import model_validator
 
 from .schema.base import parse_resolution
+from .schema.data import DataFields
+from .schema.loss import LossFields
 from .schema.network import NetworkFields
 from .schema.optimizer import OptimizerFields
 from .schema.paths import PathsFields
@@ -22,7 +24,8 @@ __all__ = ["SAMPLERS", "TrainConfig", "field_info", "parse_resolution"]
 
 
 # pydantic lists the fields of the last base first: this order is the order of the form and the docs.
-class TrainConfig(SampleFields, TextFields, OptimizerFields, NetworkFields, StepsFields, PathsFields):
+class TrainConfig(SampleFields, DataFields, TextFields, LossFields, OptimizerFields, NetworkFields, StepsFields,
+                  PathsFields):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.network_train_unet_only and self.network_train_text_encoder_only:

@@ -23,9 +23,10 @@ from .events import RunLog
 from .export import save_lora
 from .families import sd
 from .latents import LatentCache, encode_pixels
-from .loss import diffusion_loss
+from .loss import training_loss
 from .metadata import build_metadata, for_save
 from .network import add_lora, kohya_state_dict
+from .noise import noisy_latents
 from .optim import make_optimizer, make_scheduler, optimizer_name
 from .preflight import Preflight, output_paths, run_preflight
 from .sampling import generate, load_prompts
@@ -141,26 +142,25 @@ class Trainer:
         return status
 
     def _forward_backward(self, data: dict, batch: MicroBatch) -> float:
-        model, accelerator = self.model, self.accelerator
+        model, accelerator, config = self.model, self.accelerator, self.config
         if "latents" in data:
             latents = data["latents"].to(accelerator.device)
         else:
             latents = encode_pixels(model.vae, data["pixels"])
-        ids = sd.tokenize(model.tokenizer, data["captions"]).to(accelerator.device)
-        # randn of a shape, not randn_like: the same seed gives the same noise whatever the latents' strides
-        noise = torch.randn(latents.shape, dtype=latents.dtype, device=latents.device)
-        timesteps = torch.randint(0, model.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                  device=latents.device)
-        noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
+        noisy, noise, timesteps = noisy_latents(config, model.noise_scheduler, latents)
         with accelerator.autocast():
-            with torch.set_grad_enabled(self.config.train_text_encoder):
-                hidden = sd.encode_tokens(self.text_encoder, ids, self.config.clip_skip)
+            hidden = self._text_embeddings(data)
             prediction = self.unet(noisy, timesteps, hidden).sample
         target = sd.training_target(model.noise_scheduler, latents, noise, timesteps)
-        loss = diffusion_loss(prediction, target, data["is_reg"], self.config.prior_loss_weight)
+        loss = training_loss(config, model.noise_scheduler, prediction, target, timesteps, data["is_reg"])
         with self._sync_only_on_last(batch):
             accelerator.backward(loss / batch.micro_batches)
         return loss.item()
+
+    def _text_embeddings(self, data: dict) -> torch.Tensor:
+        ids = sd.tokenize(self.model.tokenizer, data["captions"]).to(self.accelerator.device)
+        with torch.set_grad_enabled(self.config.train_text_encoder):
+            return sd.encode_tokens(self.text_encoder, ids, self.config.clip_skip)
 
     def _sync_only_on_last(self, batch: MicroBatch) -> contextlib.ExitStack:
         """Gradients of an accumulation group are all-reduced once, with its last micro-batch."""
