@@ -42,7 +42,7 @@ def make_config(tmp_path, tiny_sd1, train_dir):
             "pretrained_model_name_or_path": str(tiny_sd1), "train_data_dir": str(train_dir),
             "output_dir": str(tmp_path / "out"), "output_name": "test", "resolution": "64",
             "bucket_reso_steps": 16, "min_bucket_reso": 64, "max_bucket_reso": 128, "train_batch_size": 2,
-            "max_train_epochs": 1, "max_train_steps": 4, "network_dim": 4, "network_alpha": 2,
+            "max_train_epochs": None, "max_train_steps": 4, "network_dim": 4, "network_alpha": 2,
             "learning_rate": 1e-3, "mixed_precision": "no", "save_precision": "float",
             "max_data_loader_n_workers": 0, "seed": 7,
         }

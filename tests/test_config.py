@@ -31,14 +31,14 @@ def test_resolution_forms(value, expected):
 def test_every_problem_gets_one_line_naming_key_value_and_rule():
     with pytest.raises(ConfigError) as caught:
         validate_config({"netwrok_dim": 8, "network_dim": 0, "optimizer_type": "Adam", "resolution": "big",
-                         "xformers": True})
+                         "mem_eff_attn": True})
     lines = caught.value.problems
     assert len(lines) == 5
     assert "netwrok_dim: unknown key; did you mean 'network_dim'?" in lines
     assert any(l.startswith("network_dim: 0 is not valid") and "greater than or equal to 1" in l for l in lines)
     assert any(l.startswith("optimizer_type: 'Adam'") and "'AdamW'" in l for l in lines)
     assert any(l.startswith("resolution: 'big'") for l in lines)
-    assert any(l.startswith("xformers: not needed") for l in lines)
+    assert any(l.startswith("mem_eff_attn: not needed") for l in lines)
 
 
 def test_cross_field_rules():

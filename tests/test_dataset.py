@@ -98,13 +98,15 @@ def test_step_plan_matches_formula(tmp_path):
     assert (event["images"], event["total_steps"], event["epochs"]) == (40, 33, 3)
 
 
-@pytest.mark.parametrize("cap, total, epochs", [(25, 25, 3), (20, 20, 2), (100, 33, 3)])
-def test_max_train_steps_caps(tmp_path, cap, total, epochs):
+@pytest.mark.parametrize("steps", [20, 100])
+def test_max_train_epochs_takes_precedence_over_max_train_steps(tmp_path, steps):
+    """sd-scripts: with max_train_epochs set, max_train_steps is ignored; alone, it decides."""
     scan = scan_dataset(build_two_folders(tmp_path), None, ".txt")
     plan = make_plan(build_entries(scan, bucket_512), scan, train_batch_size=2, gradient_accumulation_steps=2,
-                     max_train_epochs=3, max_train_steps=cap)
-    assert (plan.total_steps, plan.epochs) == (total, epochs)
-    assert ("capped by max_train_steps" in plan.describe()) == (total < 33)
+                     max_train_epochs=3, max_train_steps=steps)
+    assert (plan.total_steps, plan.epochs) == (33, 3)
+    assert f"max_train_steps {steps} ignored" in plan.describe()
+    cap = steps
     only_steps = make_plan(build_entries(scan, bucket_512), scan, train_batch_size=2, gradient_accumulation_steps=2,
                            max_train_epochs=None, max_train_steps=cap)
     assert (only_steps.total_steps, only_steps.epochs) == (cap, -(-cap // 11))

@@ -50,14 +50,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> int:
     from .config_io import load_config
-    from .preflight import output_paths, run_preflight
+    from .checkpoints import final_file
+    from .preflight import run_preflight
 
     config = load_config(args.config)
     pre = run_preflight(config)
     for warning in pre.warnings:
         print(f"warning: {warning}")
     print(pre.plan.describe())
-    print(f"output: {output_paths(config, pre.plan)[0]}")
+    print(f"output: {final_file(config)}")
     return EXIT_OK
 
 

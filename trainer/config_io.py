@@ -22,10 +22,7 @@ else:  # pragma: no cover - Python 3.10
 
 # sd-scripts options that have no meaning in Danlu, with the reason a user reads instead of "unknown key".
 NOT_NEEDED = {
-    "xformers": "Danlu always uses PyTorch's scaled-dot-product attention",
-    "sdpa": "Danlu always uses PyTorch's scaled-dot-product attention",
-    "mem_eff_attn": "Danlu always uses PyTorch's scaled-dot-product attention",
-    "persistent_data_loader_workers": "Danlu keeps its loader workers alive between epochs",
+    "mem_eff_attn": "use sdpa: true (PyTorch's memory-efficient attention) instead",
     "logging_dir": "TensorBoard logs go to the run folder (output_dir/runs/<time>/tb)",
     "log_with": "TensorBoard logs go to the run folder (output_dir/runs/<time>/tb)",
 }

@@ -1,19 +1,27 @@
 """The training data stream: every micro-batch of the whole run, in order, loaded by DataLoader workers.
 
 All epochs' batches are laid out up front (indices only), so one DataLoader with persistent workers serves
-the whole run and the order depends only on the seed.
+the whole run and the order depends only on the seed. Captions and augmentations are drawn per sample from
+(seed, epoch, entry index), so they too depend only on the seed, whichever worker or process loads them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+
+import random
+from dataclasses import dataclass, fields
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from .dataset.images import load_image_rgb, resize_and_crop, to_tensor
+from .captions import CAPTION_STREAM, CaptionOptions, process_caption, sample_rng
+from .config import TrainConfig
+from .dataset.images import color_aug, load_image_rgb, resize_and_crop, to_tensor
 from .dataset.plan import Entry, epoch_batches
 from .latents import LatentCache
+
+IMAGE_STREAM = "image"
 
 
 @dataclass(frozen=True)
@@ -47,32 +55,73 @@ def schedule(entries: list[Entry], batch_size: int, accumulation: int, seed: int
     return out
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Image augmentation keys of the config; field names are the config keys."""
+
+    flip_aug: bool = False
+    color_aug: bool = False
+    random_crop: bool = False
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> Augment:
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+
 class BatchDataset(Dataset):
     """Item i is micro-batch i: latents from the cache, or pixels loaded here (in a worker)."""
 
-    def __init__(self, entries: list[Entry], batches: list[MicroBatch], cache: LatentCache | None):
+    def __init__(self, entries: list[Entry], batches: list[MicroBatch], cache: LatentCache | None, *,
+                 seed: int = 0, captions: CaptionOptions = CaptionOptions(), augment: Augment = Augment()):
+        if cache is not None and (augment.color_aug or augment.random_crop):
+            raise ValueError("color_aug and random_crop need pixels; cached latents cannot serve them")
         self.entries = entries
         self.batches = batches
         self.cache = cache
+        self.seed = seed
+        self.captions = captions
+        self.augment = augment
+
+    @classmethod
+    def from_config(cls, entries: list[Entry], batches: list[MicroBatch], cache: LatentCache | None,
+                    config: TrainConfig) -> BatchDataset:
+        return cls(entries, batches, cache, seed=config.seed, captions=CaptionOptions.from_config(config),
+                   augment=Augment.from_config(config))
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> dict:
         batch = self.batches[index]
-        chosen = [self.entries[i] for i in batch.indices]
-        item = {"captions": [e.item.caption for e in chosen],
-                "is_reg": torch.tensor([e.is_reg for e in chosen])}
-        if self.cache is not None:
-            item["latents"] = torch.stack([self.cache.get(e) for e in chosen])
-        else:
-            item["pixels"] = torch.stack([to_tensor(resize_and_crop(load_image_rgb(e.item.path), e.bucket)[0])
-                                          for e in chosen])
+        captions, images = [], []
+        for i in batch.indices:
+            entry = self.entries[i]
+            rng = sample_rng(self.seed, batch.epoch, i, CAPTION_STREAM)
+            captions.append(process_caption(entry.item.caption, self.captions, rng, batch.epoch))
+            images.append(self._image(entry, sample_rng(self.seed, batch.epoch, i, IMAGE_STREAM)))
+        item = {"captions": captions, "is_reg": torch.tensor([self.entries[i].is_reg for i in batch.indices])}
+        item["latents" if self.cache is not None else "pixels"] = torch.stack(images)
         return item
 
+    def _image(self, entry: Entry, rng: random.Random) -> torch.Tensor:
+        """Cached latents (plain or of the mirrored image), or pixels: crop, colour, then mirror, as sd-scripts."""
+        flipped = self.augment.flip_aug and rng.random() < 0.5
+        if self.cache is not None:
+            return self.cache.get(entry, flipped)
+        img, _ = resize_and_crop(load_image_rgb(entry.item.path), entry.bucket, self.augment.random_crop, rng)
+        if self.augment.color_aug:
+            img = color_aug(img, rng)
+        pixels = to_tensor(img)
+        return torch.flip(pixels, [2]) if flipped else pixels
 
-def make_loader(dataset: BatchDataset, workers: int) -> DataLoader:
+
+def make_loader(dataset: BatchDataset, indices: Sequence[int], workers: int, seed: int) -> DataLoader:
+    """A loader over some of the run's micro-batches, in order.
+
+    Its own seeded generator: creating a loader must not draw from the global RNG, or a resumed run's noise
+    would drift from the uninterrupted one.
+    """
     # Cached latents are already in memory: worker processes would only copy them.
     workers = 0 if dataset.cache is not None else workers
-    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    return DataLoader(Subset(dataset, list(indices)), batch_size=None, shuffle=False, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed))

@@ -43,7 +43,8 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
     if path.suffix == ".safetensors":
         metadata = dict(metadata)
-        metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = model_hashes(tensors, metadata)
+        if metadata:  # no_metadata means none at all, as sd-scripts: not even the hashes
+            metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = model_hashes(tensors, metadata)
         atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata))
     else:
         atomic_write(path, lambda tmp: torch.save(tensors, tmp))

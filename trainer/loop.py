@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +21,20 @@ from .config import TrainConfig
 from .config_io import config_to_yaml
 from .data import BatchDataset, MicroBatch, make_loader, schedule
 from .errors import UserError
+from .checkpoints import (epoch_file, final_file, keep_only_lora_weights, load_train_state, outdated_epoch,
+                          outdated_step, remove_output, save_train_state, state_dir, step_file)
 from .events import RunLog
-from .export import save_lora
+from .export import load_lora, save_lora
 from .families import sd
 from .latents import LatentCache, encode_pixels
 from .loss import training_loss
 from .metadata import build_metadata, for_save
-from .network import add_lora, kohya_state_dict
-from .noise import noisy_latents
-from .optim import make_optimizer, make_scheduler, optimizer_name
-from .preflight import Preflight, output_paths, run_preflight
+from .network import add_dropouts, add_lora, apply_max_norm, kohya_state_dict, load_kohya_weights, lora_layers
+from .noise import noisy_latents, prepare_scheduler
+from .optim import make_optimizer, make_scheduler, optimizer_name, step_lrs
+from .preflight import Preflight, run_preflight
 from .sampling import generate, load_prompts
+from .te_cache import build_text_encoder_cache
 
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -54,18 +59,21 @@ class Trainer:
         self.log.info("step plan:\n" + plan.describe())
         set_seed(config.seed)
         self.model = sd.load_sd(config, HALF.get(config.mixed_precision, torch.float32))
+        for warning in prepare_scheduler(config, self.model.noise_scheduler):  # zero_terminal_snr, SNR table
+            self.log.warning(warning)
         resolved = config.model_copy(update={"v2": self.model.v2,
                                              "v_parameterization": self.model.v_parameterization})
         if self.log.enabled:
             (self.log.run_dir / "config.yaml").write_text(config_to_yaml(resolved), encoding="utf-8")
         self._place_models()
+        self._set_attention()
         groups = self._inject_lora()
         self.cache = self._build_cache()
+        self.te_cache = build_text_encoder_cache(config, self.model, self.pre.entries, self.accelerator, self.log.info)
         self.batches = schedule(self.pre.entries, config.train_batch_size, config.gradient_accumulation_steps,
                                 config.seed, plan.total_steps, self.accelerator.process_index,
                                 self.accelerator.num_processes)
-        self.loader = make_loader(BatchDataset(self.pre.entries, self.batches, self.cache),
-                                  config.max_data_loader_n_workers)
+        self.dataset = BatchDataset.from_config(self.pre.entries, self.batches, self.cache, config)
         self.optimizer = make_optimizer(config, groups)
         self.group_names = [g["name"] for g in groups]
         self.scheduler = make_scheduler(config, self.optimizer, plan.total_steps)
@@ -76,6 +84,9 @@ class Trainer:
         if config.train_text_encoder:
             self.text_encoder = self.accelerator.prepare(self.text_encoder)
         self.optimizer = self.accelerator.prepare(self.optimizer)
+        self.accelerator.register_save_state_pre_hook(keep_only_lora_weights)
+        if config.full_fp16:
+            _allow_fp16_gradients(self.accelerator)
         self.metadata = build_metadata(
             config, plan, self.pre.scan, base_model_version=self.model.base_model_version, v2=self.model.v2,
             v_parameterization=self.model.v_parameterization, optimizer=optimizer_name(self.optimizer.optimizer),
@@ -83,7 +94,9 @@ class Trainer:
 
     def _place_models(self) -> None:
         device, model = self.accelerator.device, self.model
-        for part in (model.vae, model.unet, model.text_encoder):
+        # A text encoder whose outputs are cached runs only while caching (te_cache moves it), not per step.
+        cached = self.config.text_encoder_outputs_cached
+        for part in (model.vae, model.unet) if cached else (model.vae, model.unet, model.text_encoder):
             part.to(device)
         if self.config.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
@@ -93,25 +106,69 @@ class Trainer:
         config, model = self.config, self.model
         model.text_encoder.requires_grad_(False).eval()
         model.unet.requires_grad_(False)
-        groups = []
-        if config.train_unet:
-            groups.append({"name": "unet", "lr": config.effective_unet_lr,
-                           "params": add_lora(model.unet, sd.UNET_TARGETS, config.network_dim, config.network_alpha)})
+        weights = load_lora(Path(config.network_weights).expanduser())[0] if config.network_weights else None
+        dim, self.alpha = _network_shape(config, weights)
+        parts = [("unet", model.unet, sd.UNET_TARGETS, config.effective_unet_lr, config.train_unet),
+                 ("text_encoder", model.text_encoder, sd.TEXT_ENCODER_TARGETS, config.effective_text_encoder_lr,
+                  config.train_text_encoder)]
+        groups = [{"name": name, "lr": lr, "params": add_lora(part, targets, dim, self.alpha)}
+                  for name, part, targets, lr, trained in parts if trained]
+        for _, part, _, _, trained in parts:
+            if trained:
+                add_dropouts(part, config.network_dropout, config.rank_dropout, config.module_dropout)
+        if weights is not None:
+            self._load_network_weights(weights)
         if config.train_text_encoder:
-            groups.append({"name": "text_encoder", "lr": config.effective_text_encoder_lr,
-                           "params": add_lora(model.text_encoder, sd.TEXT_ENCODER_TARGETS,
-                                              config.network_dim, config.network_alpha)})
             model.text_encoder.train()
         model.unet.train(config.train_unet)
-        for group in groups:  # trained weights stay fp32 even when the frozen base is half precision
+        # Trained weights stay fp32 under a half-precision base, unless full_fp16/full_bf16 asks otherwise.
+        dtype = HALF[config.mixed_precision] if config.full_fp16 or config.full_bf16 else torch.float32
+        for group in groups:
             for param in group["params"]:
-                param.data = param.data.float()
+                param.data = param.data.to(dtype)
         return groups
+
+    def _load_network_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        model, used, config = self.model, set(), self.config
+        file_alpha = next((float(v) for k, v in weights.items() if k.endswith(".alpha")), self.alpha)
+        if file_alpha != self.alpha:
+            raise UserError(f"network_alpha: {self.alpha:g} differs from the alpha {file_alpha:g} in network_weights",
+                            "set network_alpha to the file's value, or dim_from_weights: true")
+        try:
+            if config.train_unet:
+                used |= load_kohya_weights(model.unet, weights, sd.UNET_PREFIX)
+            if config.train_text_encoder:
+                used |= load_kohya_weights(model.text_encoder, weights, sd.TEXT_ENCODER_PREFIX,
+                                           sd.text_encoder_module_root(model.text_encoder))
+        except RuntimeError as exc:  # peft reports rank mismatches as size mismatches
+            raise UserError(f"network_weights: the file's rank differs from network_dim {config.network_dim}: "
+                            f"{str(exc).splitlines()[-1].strip()}", "set dim_from_weights: true") from None
+        if not used:
+            raise UserError(f"network_weights: no key of '{self.config.network_weights}' matches this model's "
+                            "LoRA layers", "pick a LoRA trained for this model family and network type")
+        unused = sorted(set(weights) - used)
+        if unused:
+            self.log.warning(f"network_weights: {len(unused)} keys of the file were not used, e.g. {unused[0]}")
+        self.log.info(f"network_weights: continued from {self.config.network_weights}")
+
+    def _set_attention(self) -> None:
+        """xformers when asked (and installed), else SDPA, else the plain attention (sd-scripts' choices)."""
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        if self.config.xformers:
+            try:
+                self.model.unet.enable_xformers_memory_efficient_attention()
+            except (ImportError, ModuleNotFoundError, ValueError, NotImplementedError) as exc:
+                raise UserError(f"xformers: cannot be used here: {exc}",
+                                "install xformers for your CUDA build, or set xformers: false (sdpa is as fast)")
+        else:
+            self.model.unet.set_attn_processor(AttnProcessor2_0() if self.config.sdpa else AttnProcessor())
 
     def _build_cache(self) -> LatentCache | None:
         if not self.config.cache_latents:
             return None
-        cache = LatentCache(self.model.vae, self.config.cache_latents_to_disk)
+        # flip_aug picks the plain or the mirrored image's latents per sample, so both are cached.
+        cache = LatentCache(self.model.vae, self.config.cache_latents_to_disk, with_flipped=self.config.flip_aug)
         started = time.time()
         encoded = cache.fill(self.pre.entries, batch_size=self.config.train_batch_size)
         self.log.info(f"latents cached: {encoded} encoded in {time.time() - started:.1f}s")
@@ -122,9 +179,10 @@ class Trainer:
         if self.config.sample_at_first:
             self._sample(epoch=0)
         status = "completed"
+        first = self._resume() if self.config.resume else 0
         self.step_times.append(time.time())
         micro_losses: list[float] = []
-        for index, data in enumerate(self.loader):
+        for index, data in self._stream(first):
             batch = self.batches[index]
             micro_losses.append(self._forward_backward(data, batch))
             if not batch.last_of_step:
@@ -136,10 +194,34 @@ class Trainer:
                 status = "stopped"
                 break
             self._after_step(batch, epoch_ends)
-        self._save(self._final_path(), self.epoch)
+        self._save(final_file(self.config), self.epoch)
+        if self.config.save_state_on_train_end:
+            save_train_state(self.accelerator, state_dir(final_file(self.config)), self.step, self.epoch)
         self.log.event("finished", status=status, step=self.step)
         self.log.info(f"training {status} at step {self.step}")
         return status
+
+    def _stream(self, first: int) -> Iterator[tuple[int, dict]]:
+        """(index, data) of the micro-batches from `first` on: one loader for the run, or a fresh one (and fresh
+        workers) each epoch when persistent_data_loader_workers is off, as in sd-scripts."""
+        indices = range(first, len(self.batches))
+        spans = [indices] if self.config.persistent_data_loader_workers else [
+            list(group) for _, group in itertools.groupby(indices, key=lambda i: self.batches[i].epoch)]
+        for span in spans:
+            loader = make_loader(self.dataset, span, self.config.max_data_loader_n_workers, self.config.seed)
+            yield from zip(span, loader)
+
+    def _resume(self) -> int:
+        """Restore a saved state; returns the index of the first micro-batch still to train."""
+        step, epoch = load_train_state(self.accelerator, Path(self.config.resume).expanduser())
+        if step >= self.pre.plan.total_steps:
+            raise UserError(f"resume: the state is at step {step}, and this plan has {self.pre.plan.total_steps} "
+                            "steps in all", "raise max_train_epochs to train further")
+        for _ in range(step):  # the schedule is a pure function of the step: replay it
+            self.scheduler.step()
+        self.step, self.epoch = step, epoch
+        self.log.info(f"resumed from {self.config.resume} at step {step}, epoch {epoch}")
+        return next(i for i, batch in enumerate(self.batches) if batch.step > step)
 
     def _forward_backward(self, data: dict, batch: MicroBatch) -> float:
         model, accelerator, config = self.model, self.accelerator, self.config
@@ -158,9 +240,11 @@ class Trainer:
         return loss.item()
 
     def _text_embeddings(self, data: dict) -> torch.Tensor:
-        ids = sd.tokenize(self.model.tokenizer, data["captions"]).to(self.accelerator.device)
+        if self.te_cache is not None:  # the text encoder does not run in training steps
+            return self.te_cache.get(data["captions"]).to(self.accelerator.device)
+        ids = sd.tokenize(self.model.tokenizer, data["captions"], self.config.max_token_length)
         with torch.set_grad_enabled(self.config.train_text_encoder):
-            return sd.encode_tokens(self.text_encoder, ids, self.config.clip_skip)
+            return sd.encode_tokens(self.text_encoder, ids.to(self.accelerator.device), self.config.clip_skip)
 
     def _sync_only_on_last(self, batch: MicroBatch) -> contextlib.ExitStack:
         """Gradients of an accumulation group are all-reduced once, with its last micro-batch."""
@@ -181,57 +265,84 @@ class Trainer:
         if self.config.max_grad_norm > 0:
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
             self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm)
-        lrs = {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)}
         self.optimizer.step()
+        # The LRs this step used (and d·lr for D-Adaptation/Prodigy), read before the scheduler moves on.
+        lrs, lr_effective = step_lrs(self.optimizer.optimizer, self.group_names)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step, self.epoch = batch.step, batch.epoch
         self.losses.append(loss)
         self.step_times.append(time.time())
-        self._log_step(loss, lrs, batch.epoch)
+        self._log_step(loss, lrs, batch.epoch, lr_effective)
 
-    def _log_step(self, loss: float, lrs: dict[str, float], epoch: int) -> None:
+    def _log_step(self, loss: float, lrs: dict[str, float], epoch: int,
+                  lr_effective: dict[str, float] | None = None) -> None:
         total = self.pre.plan.total_steps
         it_s = (len(self.step_times) - 1) / max(self.step_times[-1] - self.step_times[0], 1e-9)
         avg = float(np.mean(self.losses))
+        adapted = {"lr_effective": lr_effective} if lr_effective else {}
         self.log.event("step", step=self.step, epoch=epoch, loss=loss, avg_loss=avg,
-                       lr=next(iter(lrs.values())), lrs=lrs, it_s=round(it_s, 4),
+                       lr=next(iter(lrs.values())), lrs=lrs, **adapted, it_s=round(it_s, 4),
                        eta_s=round((total - self.step) / it_s, 1) if it_s > 0 else None)
         self.log.scalars({"loss/current": loss, "loss/average": avg,
-                          **{f"lr/{name}": lr for name, lr in lrs.items()}}, self.step)
+                          **{f"lr/{name}": lr for name, lr in lrs.items()},
+                          **{f"lr_effective/{name}": lr for name, lr in (lr_effective or {}).items()}}, self.step)
         if self.step == 1 or self.step % 10 == 0 or self.step == total:
             self.log.info(f"step {self.step}/{total} epoch {epoch} loss {loss:.4f} avg {avg:.4f} {it_s:.2f} it/s")
 
     def _after_step(self, batch: MicroBatch, epoch_ends: bool) -> None:
         config = self.config
+        self._apply_max_norm()
+        last_step = self.step == self.pre.plan.total_steps  # its file is the final one
+        if config.save_every_n_steps and self.step % config.save_every_n_steps == 0 and not last_step:
+            self._save_checkpoint(step_file(config, self.step), batch.epoch)
+            self._prune(outdated_step(config, self.step, config.save_last_n_steps), step_file, False)
+            self._prune(outdated_step(config, self.step, config.save_last_n_steps_state), step_file, True)
         if config.sample_every_n_steps and self.step % config.sample_every_n_steps == 0:
             self._sample(batch.epoch)
         if not epoch_ends:
             return
-        last_epoch = self.step == self.pre.plan.total_steps  # its file is the final one
-        if config.save_every_n_epochs and batch.epoch % config.save_every_n_epochs == 0 and not last_epoch:
-            self._save(self._final_path().with_name(
-                f"{config.output_name}-{batch.epoch:06d}.{config.save_model_as}"), batch.epoch)
+        if config.save_every_n_epochs and batch.epoch % config.save_every_n_epochs == 0 and not last_step:
+            self._save_checkpoint(epoch_file(config, batch.epoch), batch.epoch)
+            self._prune(outdated_epoch(config, batch.epoch, config.save_last_n_epochs), epoch_file, False)
+            self._prune(outdated_epoch(config, batch.epoch, config.save_last_n_epochs_state), epoch_file, True)
         if config.sample_every_n_epochs and batch.epoch % config.sample_every_n_epochs == 0:
             self._sample(batch.epoch)
 
-    # --- outputs ------------------------------------------------------------------------------------
-    def _final_path(self) -> Path:
-        return output_paths(self.config, self.pre.plan)[0]
+    def _apply_max_norm(self) -> None:
+        if not self.config.scale_weight_norms:
+            return
+        layers = [layer for part in (self.model.unet, self.model.text_encoder) for layer in lora_layers(part).values()]
+        scaled, mean, largest = apply_max_norm(layers, self.config.scale_weight_norms)
+        self.log.scalars({"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean,
+                          "max_norm/max_key_norm": largest}, self.step)
 
+    def _save_checkpoint(self, path: Path, epoch: int) -> None:
+        self._save(path, epoch)
+        if self.config.save_state:
+            save_train_state(self.accelerator, state_dir(path), self.step, epoch)
+
+    def _prune(self, number: int | None, name_of, state: bool) -> None:
+        if number is None or not self.accelerator.is_main_process:
+            return
+        path = name_of(self.config, number)
+        remove_output(state_dir(path) if state else path)
+
+    # --- outputs ------------------------------------------------------------------------------------
     def _save(self, path: Path, epoch: int) -> None:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
         tensors = {}
-        alpha = self.config.network_alpha
+        alpha = self.alpha
         if self.config.train_unet:
             tensors.update(kohya_state_dict(self.accelerator.unwrap_model(self.model.unet), sd.UNET_PREFIX, alpha))
         if self.config.train_text_encoder:
             text_encoder = self.accelerator.unwrap_model(self.model.text_encoder)
             tensors.update(kohya_state_dict(text_encoder, sd.TEXT_ENCODER_PREFIX, alpha,
                                             sd.text_encoder_module_root(text_encoder)))
-        save_lora(path, tensors, for_save(self.metadata, epoch, self.step), self.config.save_precision)
+        metadata = {} if self.config.no_metadata else for_save(self.metadata, epoch, self.step)
+        save_lora(path, tensors, metadata, self.config.save_precision)
         self.log.event("checkpoint", path=str(path), epoch=epoch, step=self.step)
         self.log.info(f"saved {path}")
 
@@ -243,7 +354,7 @@ class Trainer:
         model.unet.eval(), model.text_encoder.eval()
         for index, spec in enumerate(self.prompts):
             image = generate(model, spec, self.config.sample_sampler, self.config.clip_skip, self.config.seed,
-                             self.accelerator.device, self.accelerator.autocast)
+                             self.accelerator.device, self.accelerator.autocast, self.config.max_token_length)
             path = self.log.samples_dir / f"e{epoch:04d}-s{self.step:06d}-p{index}.png"
             Image.fromarray(image).save(path)
             self.log.event("sample", path=str(path), step=self.step, epoch=epoch, prompt=spec.prompt)
@@ -276,3 +387,26 @@ def train(config: TrainConfig, run_dir: Path) -> str:
         raise
     finally:
         log.close()
+
+
+def _network_shape(config: TrainConfig, weights: dict[str, torch.Tensor] | None) -> tuple[int, float]:
+    """(dim, alpha) from the config, or from the network_weights file with dim_from_weights."""
+    if weights is None or not config.dim_from_weights:
+        return config.network_dim, config.network_alpha
+    down = next((v for k, v in weights.items() if k.endswith(".lora_down.weight")), None)
+    if down is None:
+        raise UserError(f"network_weights: '{config.network_weights}' holds no lora_down weights",
+                        "pick a kohya-format LoRA file")
+    alpha = next((float(v) for k, v in weights.items() if k.endswith(".alpha")), float(down.shape[0]))
+    return down.shape[0], alpha
+
+
+def _allow_fp16_gradients(accelerator: Accelerator) -> None:
+    """full_fp16 keeps fp16 gradients, which torch's GradScaler refuses to unscale; sd-scripts patches it the same
+    way (patch_accelerator_for_fp16_training)."""
+    original = accelerator.scaler._unscale_grads_
+
+    def unscale(optimizer, inv_scale, found_inf, allow_fp16):
+        return original(optimizer, inv_scale, found_inf, True)
+
+    accelerator.scaler._unscale_grads_ = unscale

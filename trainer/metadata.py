@@ -15,8 +15,9 @@ from .dataset.scan import DatasetScan
 
 def config_metadata(config: TrainConfig) -> dict[str, str]:
     """ss_<key> for every schema field marked as metadata (paths and private values are not)."""
-    return {f"ss_{name}": _text(getattr(config, name))
-            for name in TrainConfig.model_fields if field_info(name)["metadata"]}
+    keys = {name: field_info(name)["metadata"] for name in TrainConfig.model_fields}
+    return {(key if isinstance(key, str) else f"ss_{name}"): _text(getattr(config, name))
+            for name, key in keys.items() if key}
 
 
 def tag_frequency(scan: DatasetScan) -> dict[str, dict[str, int]]:

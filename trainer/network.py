@@ -3,12 +3,17 @@
 kohya's LoRA ("LierLa") adapts every linear/1x1 layer inside the UNet's transformer blocks and the text
 encoder's attention and MLP. peft's scaling is lora_alpha / r, the same as kohya's alpha / dim, and its
 initialisation (A random, B zero) matches kohya's, so a peft LoRA is a kohya LoRA under other key names.
+kohya's extra regularisers (feature, rank and module dropout, max-norm) are added here as hooks on peft's layers.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 
 ADAPTER = "default"
 
@@ -26,17 +31,92 @@ def add_lora(model: torch.nn.Module, targets: list[str], dim: int, alpha: float)
     return params
 
 
-def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float, module_root: str = "") -> dict[str, torch.Tensor]:
-    """The model's LoRA weights as kohya keys: <prefix>_<module_root + module path, with _>.lora_down/.lora_up/.alpha.
+def lora_layers(model: torch.nn.Module) -> dict[str, LoraLayer]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+
+
+def kohya_name(prefix: str, module_root: str, module_path: str) -> str:
+    """kohya's module name: <prefix>_<module_root + module path, dots as underscores>.
 
     module_root restores a path prefix that kohya's names carry but the loaded model lacks.
     """
+    return f"{prefix}_{(module_root + module_path).replace('.', '_')}"
+
+
+def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float, module_root: str = "") -> dict[str, torch.Tensor]:
+    """The model's LoRA weights as kohya keys: <name>.lora_down.weight / .lora_up.weight / .alpha."""
     state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         module_path, kind = key.rsplit(".lora_", 1)
-        name = f"{prefix}_{(module_root + module_path).replace('.', '_')}"
+        name = kohya_name(prefix, module_root, module_path)
         out[f"{name}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = tensor.detach()
         # diffusers' own kohya converter writes alpha = rank; kohya readers need the real alpha.
         out[f"{name}.alpha"] = torch.tensor(float(alpha))
     return out
+
+
+def load_kohya_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str,
+                       module_root: str = "") -> set[str]:
+    """Load a kohya LoRA's weights into the model's peft layers; returns the file keys it used."""
+    state, used = {}, set()
+    for path in lora_layers(model):
+        name = kohya_name(prefix, module_root, path)
+        down, up = tensors.get(f"{name}.lora_down.weight"), tensors.get(f"{name}.lora_up.weight")
+        if down is None or up is None:
+            continue
+        state[f"{path}.lora_A.weight"], state[f"{path}.lora_B.weight"] = down, up
+        used |= {f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha"}
+    set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
+    return used
+
+
+def add_dropouts(model: torch.nn.Module, network_dropout: float | None, rank_dropout: float | None,
+                 module_dropout: float | None) -> None:
+    """kohya's LoRA regularisers, active only while the model is in training mode."""
+    for layer in lora_layers(model).values():
+        if network_dropout or rank_dropout:
+            layer.lora_A[ADAPTER].register_forward_hook(
+                partial(_drop_features, network_dropout=network_dropout or 0.0, rank_dropout=rank_dropout or 0.0))
+        if module_dropout:
+            layer.lora_B[ADAPTER].register_forward_hook(partial(_drop_module, p=module_dropout))
+
+
+def _drop_features(module, inputs, output: torch.Tensor, network_dropout: float, rank_dropout: float):
+    if not module.training:
+        return output
+    if network_dropout:
+        output = F.dropout(output, p=network_dropout)
+    if rank_dropout:
+        conv = output.dim() == 4  # Conv2d LoRA: ranks are channels (dim 1); Linear: the last dim
+        rank = output.shape[1] if conv else output.shape[-1]
+        keep = (torch.rand(output.shape[0], rank, device=output.device) > rank_dropout).to(output.dtype)
+        shape = (output.shape[0], rank, 1, 1) if conv else (output.shape[0],) + (1,) * (output.dim() - 2) + (rank,)
+        output = output * keep.view(shape) / (1.0 - rank_dropout)  # kohya scales the survivors up
+    return output
+
+
+def _drop_module(module, inputs, output: torch.Tensor, p: float):
+    if module.training and torch.rand(()) < p:
+        return output * 0  # this step the layer acts as if it had no LoRA
+    return output
+
+
+@torch.no_grad()
+def apply_max_norm(layers: list[LoraLayer], max_norm: float) -> tuple[int, float, float]:
+    """kohya's scale_weight_norms: shrink every module whose up·down·scale norm exceeds max_norm.
+
+    Returns (modules scaled, mean norm, max norm) after scaling, as sd-scripts logs them.
+    """
+    scaled, norms = 0, []
+    for layer in layers:
+        down, up = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+        updown = up.flatten(1).float() @ down.flatten(1).float() * layer.scaling[ADAPTER]
+        norm = updown.norm().clamp(min=max_norm / 2)
+        ratio = norm.clamp(max=max_norm) / norm
+        if ratio < 1:
+            scaled += 1
+            down.mul_(ratio.sqrt().to(down.dtype))
+            up.mul_(ratio.sqrt().to(up.dtype))
+        norms.append((updown.norm() * ratio).item())
+    return scaled, sum(norms) / max(len(norms), 1), max(norms, default=0.0)

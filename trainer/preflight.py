@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoints import planned_outputs
 from .config import TrainConfig
 from .dataset.buckets import assign_bucket
 from .dataset.plan import Entry, StepPlan, build_entries, make_plan
@@ -53,6 +54,10 @@ def readiness_problems(config: TrainConfig) -> list[str]:
     """Values a preset may leave empty but a run needs, and what this machine cannot do."""
     problems = []
     problems += _model_source_problems(config.pretrained_model_name_or_path)
+    for key in ("network_weights", "resume"):
+        value = getattr(config, key)
+        if value and not Path(value).expanduser().exists():
+            problems.append(f"{key}: '{value}' does not exist; check the path")
     if not config.train_data_dir:
         problems.append("train_data_dir: empty; pick the folder that holds the N_name image folders")
     problems += _device_problems(config.mixed_precision)
@@ -84,21 +89,10 @@ def _device_problems(mixed_precision: str) -> list[str]:
     return []
 
 
-def output_paths(config: TrainConfig, plan: StepPlan) -> list[Path]:
-    """Every LoRA file the run will write: one per save_every_n_epochs epoch, and the final one."""
-    out_dir = Path(config.output_dir).expanduser()
-    suffix = "." + config.save_model_as
-    paths = [out_dir / f"{config.output_name}{suffix}"]
-    if config.save_every_n_epochs:
-        paths += [out_dir / f"{config.output_name}-{epoch:06d}{suffix}"
-                  for epoch in range(config.save_every_n_epochs, plan.epochs, config.save_every_n_epochs)]
-    return paths
-
-
 def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[str]:
     if config.overwrite:
         return []
-    existing = [p for p in output_paths(config, plan) if p.exists()]
+    existing = [p for p in planned_outputs(config, plan.epochs, plan.total_steps) if p.exists()]
     if not existing:
         return []
     names = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")

@@ -36,7 +36,7 @@ def parameter_reference(lang: str = "en") -> str:
             extra = field_info(name)
             if extra["tab"] != tab:
                 continue
-            help_text = extra["help_zh"] if lang == "zh" else info.description
+            help_text = (extra["help_zh"] if lang == "zh" else info.description).replace("|", "\\|")
             advanced = f" {text['advanced']}" if extra["advanced"] else ""
             default = text["empty"] if info.default in (None, "") else f"`{info.default}`"
             lines.append(f"| `{name}` | {_type_name(info)} | {default} | {_allowed(info)} | "

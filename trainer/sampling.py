@@ -69,15 +69,18 @@ def make_sampler(name: str, training_scheduler_config) -> object:
 
 @torch.no_grad()
 def generate(model: SDModel, spec: SamplePrompt, sampler_name: str, clip_skip: int, seed: int,
-             device: torch.device, autocast) -> np.ndarray:
-    """One preview image as HxWx3 uint8, made with the LoRA layers as they are now."""
+             device: torch.device, autocast, max_token_length: int | None = None) -> np.ndarray:
+    """One preview image as HxWx3 uint8, made with the LoRA layers as they are now.
+
+    Prompts are read as training reads captions (max_token_length), by the text encoder where it is: on the
+    CPU when its outputs are cached for training."""
     pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
                                    unet=model.unet, scheduler=make_sampler(sampler_name, model.noise_scheduler.config),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    ids = tokenize(model.tokenizer, [spec.prompt, spec.negative]).to(device)
+    ids = tokenize(model.tokenizer, [spec.prompt, spec.negative], max_token_length).to(model.text_encoder.device)
     with autocast():
-        embeds = encode_tokens(model.text_encoder, ids, clip_skip)
+        embeds = encode_tokens(model.text_encoder, ids, clip_skip).to(device)
         generator = torch.Generator("cpu").manual_seed(spec.seed if spec.seed is not None else seed)
         image = pipe(prompt_embeds=embeds[:1], negative_prompt_embeds=embeds[1:], width=spec.width,
                      height=spec.height, num_inference_steps=spec.steps, guidance_scale=spec.scale,

@@ -1,4 +1,4 @@
-"""Load any supported image as 8-bit RGB, turn it into a tensor, and fit it to a bucket."""
+"""Load any supported image as 8-bit RGB, turn it into a tensor, fit it to a bucket, vary its colours."""
 from __future__ import annotations
 
 import random
@@ -69,3 +69,33 @@ def resize_and_crop(img: Image.Image, bucket: tuple[int, int], random_crop: bool
     else:
         top, left = spare_h // 2, spare_w // 2
     return img.crop((left, top, left + bucket_w, top + bucket_h)), (top, left)
+
+
+# sd-scripts' color_aug: a third of the samples change colour, half of those by hue, half by gamma.
+COLOR_AUG_CHANCE = 0.33
+HUE_SHIFT_DEGREES = 16.0  # sd-scripts shifts by up to 8 on OpenCV's 0-180 hue scale
+GAMMA_RANGE = (0.95, 1.05)
+
+
+def color_aug(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A small random colour change of some samples (sd-scripts' AugHelper.color_aug)."""
+    if rng.random() > COLOR_AUG_CHANCE:
+        return img
+    if rng.random() > 0.5:
+        return shift_hue(img, rng.uniform(-HUE_SHIFT_DEGREES, HUE_SHIFT_DEGREES))
+    return apply_gamma(img, rng.uniform(*GAMMA_RANGE))
+
+
+def shift_hue(img: Image.Image, degrees: float) -> Image.Image:
+    """Rotate the hue; saturation and brightness stay (up to 8-bit HSV rounding)."""
+    steps = round(degrees / 360 * 256)  # PIL's HSV hue runs 0..255 for a full turn
+    hue, saturation, value = img.convert("HSV").split()
+    hue = hue.point([(h + steps) % 256 for h in range(256)])
+    return Image.merge("HSV", (hue, saturation, value)).convert("RGB")
+
+
+def apply_gamma(img: Image.Image, gamma: float) -> Image.Image:
+    # On 0..1 values, so black and white stay put; sd-scripts raises 0..255 values to the power, which
+    # brightens far more than a gamma near 1 suggests.
+    table = [round(255 * (v / 255) ** gamma) for v in range(256)]
+    return img.point(table * 3)

@@ -52,7 +52,6 @@ class StepPlan:
     total_steps: int
     max_train_epochs: int | None = None
     max_train_steps: int | None = None
-    capped: bool = False  # max_train_steps cut the epoch-based total
     num_processes: int = 1  # with several GPUs each process takes every n-th batch
 
     def describe(self) -> str:
@@ -71,10 +70,9 @@ class StepPlan:
         if self.max_train_epochs is None:
             return (f"total steps = max_train_steps {self.total_steps} "
                     f"({self.epochs} epochs of {self.steps_per_epoch})")
-        by_epochs = self.max_train_epochs * self.steps_per_epoch
-        line = f"total steps = {self.max_train_epochs} epochs × {self.steps_per_epoch} = {by_epochs}"
-        if self.capped:
-            line += f", capped by max_train_steps {self.max_train_steps} ({self.epochs} epochs)"
+        line = f"total steps = {self.max_train_epochs} epochs × {self.steps_per_epoch} = {self.total_steps}"
+        if self.max_train_steps:
+            line += f" (max_train_steps {self.max_train_steps} ignored: max_train_epochs decides, as in sd-scripts)"
         return line
 
     def as_event(self) -> dict:
@@ -173,12 +171,12 @@ def _folder_plans(entries: list[Entry], scan: DatasetScan) -> list[FolderPlan]:
 
 
 def _total_steps(steps_per_epoch: int, max_train_epochs: int | None, max_train_steps: int | None) -> int:
-    limits = [max_train_steps] if max_train_steps else []
+    """sd-scripts' precedence: max_train_epochs, when set, overrides max_train_steps."""
     if max_train_epochs:
-        limits.append(max_train_epochs * steps_per_epoch)
-    if not limits:
-        raise ValueError("set max_train_epochs or max_train_steps (at least one, above 0)")
-    return min(limits)
+        return max_train_epochs * steps_per_epoch
+    if max_train_steps:
+        return max_train_steps
+    raise ValueError("set max_train_epochs or max_train_steps (at least one, above 0)")
 
 
 def make_plan(entries: list[Entry], scan: DatasetScan, *, train_batch_size: int, gradient_accumulation_steps: int,
@@ -202,5 +200,5 @@ def make_plan(entries: list[Entry], scan: DatasetScan, *, train_batch_size: int,
         gradient_accumulation_steps=gradient_accumulation_steps, steps_per_epoch=steps_per_epoch,
         epochs=math.ceil(total / steps_per_epoch), total_steps=total,
         max_train_epochs=max_train_epochs, max_train_steps=max_train_steps,
-        capped=bool(max_train_epochs and total < max_train_epochs * steps_per_epoch), num_processes=num_processes,
+        num_processes=num_processes,
     )

@@ -16,7 +16,7 @@ from PIL import Image
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Files that legitimately sit next to images (captions, metadata, sd-scripts/Danlu caches).
 _SIDECAR_SUFFIXES = (".txt", ".caption", ".json", ".npz")
-_CACHE_SUFFIX = ".latents.safetensors"
+_CACHE_SUFFIXES = (".latents.safetensors", ".te.safetensors")  # trainer/latents.py, trainer/te_cache.py
 _EXIF_ORIENTATION = 0x0112
 _FOLDER_NAME = re.compile(r"^([0-9]+)(?:_(.*))?$", re.DOTALL)
 
@@ -85,7 +85,7 @@ def is_image_file(path: Path) -> bool:
 
 def _is_sidecar(path: Path, caption_extension: str) -> bool:
     name = path.name.lower()
-    return name.endswith(_SIDECAR_SUFFIXES + (_CACHE_SUFFIX, caption_extension.lower()))
+    return name.endswith(_SIDECAR_SUFFIXES + _CACHE_SUFFIXES + (caption_extension.lower(),))
 
 
 def parse_folder_name(name: str) -> tuple[int, str] | None:

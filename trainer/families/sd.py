@@ -74,18 +74,61 @@ def text_encoder_module_root(text_encoder: CLIPTextModel) -> str:
     return "" if hasattr(text_encoder, "text_model") else "text_model."
 
 
-def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                     truncation=True, return_tensors="pt").input_ids
+# A CLIP pass reads 77 positions: BOS, 75 caption tokens, then EOS or padding. Longer captions
+# (max_token_length 150 or 225) are read in windows of 75 tokens, as sd-scripts does.
+WINDOW_TOKENS = 75
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str], max_token_length: int | None = None) -> torch.Tensor:
+    """(batch, windows * 77) token ids: max_token_length + 2 tokens cut into 77-token windows like sd-scripts."""
+    window = tokenizer.model_max_length
+    if (max_token_length or WINDOW_TOKENS) <= WINDOW_TOKENS:
+        return tokenizer(captions, padding="max_length", max_length=window, truncation=True,
+                         return_tensors="pt").input_ids
+    ids = tokenizer(captions, padding="max_length", max_length=max_token_length + 2, truncation=True,
+                    return_tensors="pt").input_ids
+    starts = range(1, max_token_length + 1, window - 2)
+    return torch.cat([_window(tokenizer, ids, start, window) for start in starts], dim=1)
+
+
+def _window(tokenizer: CLIPTokenizer, ids: torch.Tensor, start: int, window: int) -> torch.Tensor:
+    """BOS + the caption tokens [start, start + 75) + the full sequence's last token (EOS or pad)."""
+    chunk = torch.cat([ids[:, :1], ids[:, start:start + window - 2], ids[:, -1:]], dim=1)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if pad != eos:  # SD2 pads with "!": every window must still hold an EOS, as sd-scripts ensures
+        last_text = chunk[:, -2]
+        chunk[(last_text != eos) & (last_text != pad), -1] = eos  # text runs to the window's end
+        chunk[chunk[:, 1] == pad, 1] = eos  # an empty window reads BOS EOS pad ...
+    return chunk
 
 
 def encode_tokens(text_encoder: CLIPTextModel, input_ids: torch.Tensor, clip_skip: int) -> torch.Tensor:
+    """Hidden states for the UNet: 77 tokens, or 75 * windows + 2 with a longer max_token_length.
+
+    Each 77-token window is encoded on its own (clip_skip applies per window); the windows' BOS/EOS states
+    are dropped except the first BOS and the last window's final state, as sd-scripts splices them.
+    """
+    window = _unwrap(text_encoder).config.max_position_embeddings
+    batch, windows = input_ids.shape[0], input_ids.shape[1] // window
+    hidden = _encode_window(text_encoder, input_ids.reshape(batch * windows, window), clip_skip)
+    hidden = hidden.reshape(batch, windows * window, hidden.shape[-1])
+    if windows == 1:
+        return hidden
+    inner = [hidden[:, w * window + 1:(w + 1) * window - 1] for w in range(windows)]
+    return torch.cat([hidden[:, :1], *inner, hidden[:, -1:]], dim=1)
+
+
+def _encode_window(text_encoder: CLIPTextModel, input_ids: torch.Tensor, clip_skip: int) -> torch.Tensor:
     """sd-scripts' clip_skip: the hidden state clip_skip layers from the end, through the final layer norm."""
     if clip_skip == 1:
         return text_encoder(input_ids)[0]
     hidden = text_encoder(input_ids, output_hidden_states=True).hidden_states[-clip_skip]
-    unwrapped = getattr(text_encoder, "module", text_encoder)  # under DDP the model is .module
+    unwrapped = _unwrap(text_encoder)
     return getattr(unwrapped, "text_model", unwrapped).final_layer_norm(hidden)
+
+
+def _unwrap(text_encoder: CLIPTextModel) -> CLIPTextModel:
+    return getattr(text_encoder, "module", text_encoder)  # under DDP the model is .module
 
 
 def training_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from .base import SchemaPart, field
 
 
@@ -30,3 +32,38 @@ class NetworkFields(SchemaPart):
         "只训练 UNet：画风类常常足够，缓存文本编码器输出时必须开启。")
     network_train_text_encoder_only: bool = field(
         False, "effect", "network", "Train only the text encoder.", "只训练文本编码器。", advanced=True)
+    network_dropout: float | None = field(
+        None, "effect", "network",
+        "Dropout on the LoRA's down-projected features while training (kohya: 0.1-0.3). Fights overfitting; "
+        "too high slows learning.",
+        "训练时对 LoRA 降维后的特征做 dropout（常用 0.1-0.3），抑制过拟合；太高会学得很慢。",
+        advanced=True, ge=0, lt=1)
+    rank_dropout: float | None = field(
+        None, "effect", "network",
+        "Randomly switch off whole ranks of each LoRA per sample while training (kohya network_args rank_dropout).",
+        "训练时对每个样本随机关闭 LoRA 的部分秩（对应 kohya 的 rank_dropout）。", advanced=True, ge=0, lt=1)
+    module_dropout: float | None = field(
+        None, "effect", "network",
+        "Randomly skip a whole LoRA module for a step while training (kohya network_args module_dropout).",
+        "训练时随机让某个 LoRA 模块在这一步完全不起作用（对应 kohya 的 module_dropout）。",
+        advanced=True, ge=0, lt=1)
+    network_weights: str | None = field(
+        None, "effect", "network",
+        "Continue from an existing LoRA file (kohya format): its weights are the starting point.",
+        "从已有的 LoRA 文件（kohya 格式）继续训练，以它的权重为起点。", advanced=True, metadata=False)
+    dim_from_weights: bool = field(
+        False, "effect", "network",
+        "Take network_dim and network_alpha from the network_weights file instead of the config.",
+        "从 network_weights 文件中读取 network_dim 和 network_alpha，而不使用配置里的值。", advanced=True)
+    scale_weight_norms: float | None = field(
+        None, "effect", "network",
+        "Max-norm regularisation: after each step, shrink any LoRA module whose weight norm exceeds this "
+        "(1.0 is a common start). Keeps LoRAs from overpowering the base model and stacking badly.",
+        "最大范数正则：每步之后把权重范数超过此值的 LoRA 模块缩小（常从 1.0 开始），防止 LoRA 过强、"
+        "与其他 LoRA 叠加时崩坏。", advanced=True, gt=0)
+
+    @model_validator(mode="after")
+    def _weights_rules(self):
+        if self.dim_from_weights and not self.network_weights:
+            raise ValueError("dim_from_weights needs network_weights: give the LoRA file to read the dim from")
+        return self

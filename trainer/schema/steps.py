@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from .base import SchemaPart, field, parse_resolution
 
@@ -41,8 +41,9 @@ class StepsFields(SchemaPart):
         "Epochs: one epoch shows every image its folder's repeat count times. 10-20 is typical.",
         "训练轮数：每轮每张图按其文件夹的重复次数各训练一次。常用 10-20。", ge=1)
     max_train_steps: int | None = field(
-        None, "steps", "steps", "Upper limit on optimizer steps; empty = epochs decide.",
-        "最大训练步数上限；留空则由轮数决定。", ge=1)
+        None, "steps", "steps", "Optimizer steps to train; used only when max_train_epochs is empty (as in "
+        "sd-scripts, epochs take precedence).", "训练总步数；仅在 max_train_epochs 留空时生效（与 sd-scripts 一致，"
+        "轮数优先）。", ge=1)
     gradient_accumulation_steps: int = field(
         1, "steps", "steps",
         "Add up the gradients of this many batches before each optimizer step: a larger effective batch without "
@@ -58,6 +59,38 @@ class StepsFields(SchemaPart):
         "safetensors", "steps", "saving",
         "File format. safetensors is safe and loads everywhere; ckpt and pt only for old tools.",
         "文件格式。safetensors 安全且通用；ckpt 和 pt 只为兼容旧工具。", advanced=True)
+    save_every_n_steps: int | None = field(
+        None, "steps", "saving", "Also save a LoRA file every N steps (name-step00000500.safetensors).",
+        "每 N 步额外保存一次 LoRA（name-step00000500.safetensors）。", advanced=True, ge=1)
+    save_last_n_epochs: int | None = field(
+        None, "steps", "saving", "Keep only the files of the last N epoch saves; older ones are deleted.",
+        "只保留最近 N 次按轮保存的文件，更早的会被删除。", advanced=True, ge=1)
+    save_last_n_steps: int | None = field(
+        None, "steps", "saving", "Delete step files older than this many steps.",
+        "删除早于最近这么多步的按步保存文件。", advanced=True, ge=1)
+    no_metadata: bool = field(
+        False, "steps", "saving", "Write no ss_* training metadata into the LoRA file (hides your settings and "
+        "dataset tags).", "不在 LoRA 文件中写入 ss_* 训练元数据（隐藏训练参数和数据集标签）。", advanced=True)
+    save_state: bool = field(
+        False, "steps", "saving",
+        "With each epoch or step file also save the training state (optimizer, scheduler, random state) in a "
+        "folder name-000004-state, so the run can be resumed.",
+        "每次保存 LoRA 时同时保存训练状态（优化器、调度器、随机数状态）到 name-000004-state 文件夹，以便断点续训。",
+        advanced=True)
+    save_state_on_train_end: bool = field(
+        False, "steps", "saving", "Save the training state (name-state) when the run ends.",
+        "训练结束时保存训练状态（name-state 文件夹）。", advanced=True)
+    save_last_n_epochs_state: int | None = field(
+        None, "steps", "saving", "Keep only the last N epoch state folders.", "只保留最近 N 个按轮保存的状态文件夹。",
+        advanced=True, ge=1)
+    save_last_n_steps_state: int | None = field(
+        None, "steps", "saving", "Delete step state folders older than this many steps.",
+        "删除早于最近这么多步的按步状态文件夹。", advanced=True, ge=1)
+    resume: str | None = field(
+        None, "steps", "saving",
+        "Continue a run from a saved state folder (name-000004-state): same steps, schedule and data order as if "
+        "it had never stopped.", "从保存的状态文件夹（name-000004-state）继续训练：步数、学习率和数据顺序都与未中断时一致。",
+        advanced=True, metadata=False)
     seed: int = field(1337, "steps", "steps", "Random seed: the same seed and config give the same result.",
                       "随机种子：相同的种子和配置得到相同的结果。", ge=0, le=2**32 - 1)
     cache_latents: bool = field(
@@ -74,6 +107,25 @@ class StepsFields(SchemaPart):
         "Compute precision. fp16 for most NVIDIA cards, bf16 on RTX 30xx and newer (fewer NaN problems); "
         "'no' (fp32) on a CPU.",
         "计算精度。大多数 N 卡用 fp16，RTX 30 系及更新的显卡用 bf16（更不容易出现 NaN）；CPU 上用 no（fp32）。")
+    vae_batch_size: int = field(
+        1, "steps", "speed", "Images the VAE encodes at once while caching latents; higher is faster, needs VRAM.",
+        "缓存潜变量时 VAE 一次编码的图片数，越大越快，但更占显存。", advanced=True, ge=1, le=256)
+    full_fp16: bool = field(
+        False, "steps", "speed", "Keep the LoRA weights themselves in fp16 (with mixed_precision fp16): less VRAM, "
+        "less stable.", "LoRA 权重本身也用 fp16（需 mixed_precision 为 fp16）：更省显存，但更不稳定。", advanced=True)
+    full_bf16: bool = field(
+        False, "steps", "speed", "Keep the LoRA weights themselves in bf16 (with mixed_precision bf16): less VRAM.",
+        "LoRA 权重本身也用 bf16（需 mixed_precision 为 bf16）：更省显存。", advanced=True)
+    sdpa: bool = field(
+        True, "steps", "speed", "PyTorch's scaled-dot-product attention (fast, low memory). Off without xformers: "
+        "the plain attention.", "使用 PyTorch 的 SDPA 注意力（快且省显存）。关闭且不用 xformers 时使用普通注意力。",
+        advanced=True)
+    xformers: bool = field(
+        False, "steps", "speed", "Use xformers attention (needs the xformers package and a GPU); it takes precedence "
+        "over sdpa.", "使用 xformers 注意力（需要安装 xformers 和 GPU），开启时优先于 sdpa。", advanced=True)
+    persistent_data_loader_workers: bool = field(
+        True, "steps", "speed", "Keep image-loading workers alive between epochs instead of restarting them.",
+        "各轮之间保留图片加载进程，不必每轮重启。", advanced=True)
     max_data_loader_n_workers: int = field(
         2, "steps", "speed", "Processes that load images in the background (0 = in the training process).",
         "后台加载图片的进程数（0 表示在训练进程内加载）。", advanced=True, ge=0, le=64)
@@ -83,3 +135,11 @@ class StepsFields(SchemaPart):
     def _normalise_resolution(cls, value: Any) -> str:
         width, height = parse_resolution(value)
         return f"{width},{height}"
+
+    @model_validator(mode="after")
+    def _precision_rules(self):
+        if self.full_fp16 and self.mixed_precision != "fp16":
+            raise ValueError("full_fp16 needs mixed_precision: fp16")
+        if self.full_bf16 and self.mixed_precision != "bf16":
+            raise ValueError("full_bf16 needs mixed_precision: bf16")
+        return self
