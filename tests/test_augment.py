@@ -198,7 +198,7 @@ def test_short_training_with_caption_options_and_flip_aug(tmp_path, make_config)
     config = validate_config(make_config(shuffle_caption=True, keep_tokens=1, caption_dropout_rate=0.3,
                                          flip_aug=True, max_train_steps=3))
     trainer = setup_trainer(tmp_path, config)
-    dataset = trainer.loader.dataset
+    dataset = trainer.dataset
     assert (dataset.captions, dataset.augment) == (CaptionOptions.from_config(config), Augment(flip_aug=True))
     flipped = []
     for index, batch in enumerate(trainer.batches):  # what the loop is about to consume
@@ -218,5 +218,5 @@ def test_pixel_augments_reach_the_loader_without_a_cache(tmp_path, make_config):
     config = validate_config(make_config(cache_latents=False, color_aug=True, random_crop=True))
     trainer = setup_trainer(tmp_path, config)
     trainer.log.close()
-    dataset = trainer.loader.dataset
+    dataset = trainer.dataset
     assert dataset.cache is None and dataset.augment == Augment(color_aug=True, random_crop=True)

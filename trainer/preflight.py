@@ -41,6 +41,7 @@ def run_preflight(config: TrainConfig, num_processes: int = 1) -> Preflight:
     if problems:
         raise ConfigError(problems)
     warnings = [str(p) for p in scan.problems if p.level != "error"]
+    warnings += _optimizer_module().optimizer_warnings(config)
     return Preflight(scan, entries, plan, warnings)
 
 
@@ -61,6 +62,7 @@ def readiness_problems(config: TrainConfig) -> list[str]:
     if not config.train_data_dir:
         problems.append("train_data_dir: empty; pick the folder that holds the N_name image folders")
     problems += _device_problems(config.mixed_precision)
+    problems += _optimizer_module().optimizer_problems(config)
     return problems
 
 
@@ -77,6 +79,12 @@ def _model_source_problems(source: str) -> list[str]:
         return [f"{key}: folder '{source}' does not exist; pick the diffusers model folder, or give a "
                 "Hugging Face repo id like owner/name"]
     return []
+
+
+def _optimizer_module():
+    from . import optim  # torch and transformers load only when a plan is checked, not when this module is
+
+    return optim
 
 
 def _device_problems(mixed_precision: str) -> list[str]:

@@ -6,6 +6,7 @@ python -m trainer reference > docs/parameters.md; python -m trainer reference --
 from __future__ import annotations
 
 import typing
+from types import UnionType
 
 from pydantic.fields import FieldInfo
 
@@ -45,18 +46,24 @@ def parameter_reference(lang: str = "en") -> str:
     return "\n".join(lines)
 
 
+def _members(info: FieldInfo) -> list:
+    """The union's members without None (a plain annotation is a union of one)."""
+    args = typing.get_args(info.annotation) if typing.get_origin(info.annotation) in (typing.Union, UnionType) else ()
+    return [a for a in (args or [info.annotation]) if a is not type(None)]
+
+
+def _choices(info: FieldInfo) -> tuple:
+    return tuple(c for m in _members(info) if typing.get_origin(m) is typing.Literal for c in typing.get_args(m))
+
+
 def _type_name(info: FieldInfo) -> str:
-    args = [a for a in typing.get_args(info.annotation) if a is not type(None)]
-    if typing.get_origin(info.annotation) is typing.Literal:
-        return "choice"
-    names = [getattr(a, "__name__", str(a)) for a in (args or [info.annotation])]
-    if any(typing.get_origin(a) is typing.Literal for a in args):
-        return "choice"
-    return " or ".join("list" if n == "list" else n for n in names)
+    names = ["choice" if typing.get_origin(m) is typing.Literal else getattr(m, "__name__", str(m))
+             for m in _members(info)]
+    return " or ".join(dict.fromkeys(names))
 
 
 def _allowed(info: FieldInfo) -> str:
-    choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else ()
+    choices = _choices(info)
     if choices:
         return ", ".join(f"`{c}`" for c in choices)
     bounds = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
