@@ -191,3 +191,32 @@ def test_resume_after_epoch_one_equals_an_uninterrupted_run(tmp_path, make_confi
              for name in ("whole", "resumed")}
     first_resumed = steps["resumed"][0][0]
     assert first_resumed > 1 and steps["resumed"] == [s for s in steps["whole"] if s[0] >= first_resumed]
+
+
+def test_every_metadata_field_lands_in_the_file(tmp_path, make_config):
+    from trainer.config import TrainConfig, field_info
+
+    _run(tmp_path, make_config, "m", max_train_steps=1, noise_offset=0.05, min_snr_gamma=5)
+    meta = load_lora(tmp_path / "out" / "m.safetensors")[1]
+    for name in TrainConfig.model_fields:
+        key = field_info(name)["metadata"]
+        if key:
+            assert (key if isinstance(key, str) else f"ss_{name}") in meta, name
+    assert meta["ss_noise_offset"] == "0.05" and meta["ss_min_snr_gamma"] == "5.0"
+    assert "ss_train_data_dir" not in meta and "ss_pretrained_model_name_or_path" not in meta  # no paths
+
+
+def test_vae_batch_size_and_loader_per_epoch(tmp_path, make_config, monkeypatch):
+    import trainer.latents as latents
+    import trainer.loop as loop
+
+    batches, loaders = [], []
+    encode, make_loader = latents.encode_pixels, loop.make_loader
+    monkeypatch.setattr(latents, "encode_pixels", lambda vae, px: batches.append(len(px)) or encode(vae, px))
+    monkeypatch.setattr(loop, "make_loader", lambda *a: loaders.append(a) or make_loader(*a))
+    _run(tmp_path, make_config, "v", vae_batch_size=3, max_train_steps=None, max_train_epochs=2,
+         persistent_data_loader_workers=False)
+    assert max(batches) == 3
+    assert len(loaders) == 2  # a fresh loader (and workers) per epoch
+    _run(tmp_path, make_config, "p", max_train_steps=None, max_train_epochs=2)
+    assert len(loaders) == 3  # persistent: one for the whole run

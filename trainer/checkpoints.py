@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -104,3 +105,45 @@ def load_train_state(accelerator: Accelerator, folder: Path) -> tuple[int, int]:
     accelerator.load_state(str(folder), strict=False)
     saved = json.loads(position.read_text())
     return int(saved["current_step"]), int(saved["current_epoch"])
+
+
+class Saver:
+    """When to write LoRA files and states, and which older ones to delete, as sd-scripts does.
+
+    write_lora(path, epoch) writes one LoRA file; the Saver decides the paths and the cadence.
+    """
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator, write_lora: Callable[[Path, int], None]):
+        self.config = config
+        self.accelerator = accelerator
+        self.write_lora = write_lora
+
+    def after_step(self, step: int, epoch: int, epoch_ends: bool, last_step: bool) -> None:
+        """The last step's file is the final one, so no step or epoch file is written for it."""
+        config = self.config
+        if last_step:
+            return
+        if config.save_every_n_steps and step % config.save_every_n_steps == 0:
+            self._checkpoint(step_file(config, step), step, epoch)
+            self._remove(outdated_step(config, step, config.save_last_n_steps), step_file, state=False)
+            self._remove(outdated_step(config, step, config.save_last_n_steps_state), step_file, state=True)
+        if epoch_ends and config.save_every_n_epochs and epoch % config.save_every_n_epochs == 0:
+            self._checkpoint(epoch_file(config, epoch), step, epoch)
+            self._remove(outdated_epoch(config, epoch, config.save_last_n_epochs), epoch_file, state=False)
+            self._remove(outdated_epoch(config, epoch, config.save_last_n_epochs_state), epoch_file, state=True)
+
+    def final(self, step: int, epoch: int) -> None:
+        self.write_lora(final_file(self.config), epoch)
+        if self.config.save_state_on_train_end:
+            save_train_state(self.accelerator, state_dir(final_file(self.config)), step, epoch)
+
+    def _checkpoint(self, path: Path, step: int, epoch: int) -> None:
+        self.write_lora(path, epoch)
+        if self.config.save_state:
+            save_train_state(self.accelerator, state_dir(path), step, epoch)
+
+    def _remove(self, number: int | None, name_of: Callable[[TrainConfig, int], Path], state: bool) -> None:
+        if number is None or not self.accelerator.is_main_process:
+            return
+        path = name_of(self.config, number)
+        remove_output(state_dir(path) if state else path)

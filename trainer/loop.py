@@ -21,8 +21,7 @@ from .config import TrainConfig
 from .config_io import config_to_yaml
 from .data import BatchDataset, MicroBatch, make_loader, schedule
 from .errors import UserError
-from .checkpoints import (epoch_file, final_file, keep_only_lora_weights, load_train_state, outdated_epoch,
-                          outdated_step, remove_output, save_train_state, state_dir, step_file)
+from .checkpoints import Saver, keep_only_lora_weights, load_train_state
 from .events import RunLog
 from .export import load_lora, save_lora
 from .families import sd
@@ -85,6 +84,7 @@ class Trainer:
             self.text_encoder = self.accelerator.prepare(self.text_encoder)
         self.optimizer = self.accelerator.prepare(self.optimizer)
         self.accelerator.register_save_state_pre_hook(keep_only_lora_weights)
+        self.saver = Saver(config, self.accelerator, self._save)
         if config.full_fp16:
             _allow_fp16_gradients(self.accelerator)
         self.metadata = build_metadata(
@@ -170,7 +170,7 @@ class Trainer:
         # flip_aug picks the plain or the mirrored image's latents per sample, so both are cached.
         cache = LatentCache(self.model.vae, self.config.cache_latents_to_disk, with_flipped=self.config.flip_aug)
         started = time.time()
-        encoded = cache.fill(self.pre.entries, batch_size=self.config.train_batch_size)
+        encoded = cache.fill(self.pre.entries, batch_size=self.config.vae_batch_size)
         self.log.info(f"latents cached: {encoded} encoded in {time.time() - started:.1f}s")
         return cache
 
@@ -194,9 +194,7 @@ class Trainer:
                 status = "stopped"
                 break
             self._after_step(batch, epoch_ends)
-        self._save(final_file(self.config), self.epoch)
-        if self.config.save_state_on_train_end:
-            save_train_state(self.accelerator, state_dir(final_file(self.config)), self.step, self.epoch)
+        self.saver.final(self.step, self.epoch)
         self.log.event("finished", status=status, step=self.step)
         self.log.info(f"training {status} at step {self.step}")
         return status
@@ -293,20 +291,10 @@ class Trainer:
     def _after_step(self, batch: MicroBatch, epoch_ends: bool) -> None:
         config = self.config
         self._apply_max_norm()
-        last_step = self.step == self.pre.plan.total_steps  # its file is the final one
-        if config.save_every_n_steps and self.step % config.save_every_n_steps == 0 and not last_step:
-            self._save_checkpoint(step_file(config, self.step), batch.epoch)
-            self._prune(outdated_step(config, self.step, config.save_last_n_steps), step_file, False)
-            self._prune(outdated_step(config, self.step, config.save_last_n_steps_state), step_file, True)
+        self.saver.after_step(self.step, batch.epoch, epoch_ends, self.step == self.pre.plan.total_steps)
         if config.sample_every_n_steps and self.step % config.sample_every_n_steps == 0:
             self._sample(batch.epoch)
-        if not epoch_ends:
-            return
-        if config.save_every_n_epochs and batch.epoch % config.save_every_n_epochs == 0 and not last_step:
-            self._save_checkpoint(epoch_file(config, batch.epoch), batch.epoch)
-            self._prune(outdated_epoch(config, batch.epoch, config.save_last_n_epochs), epoch_file, False)
-            self._prune(outdated_epoch(config, batch.epoch, config.save_last_n_epochs_state), epoch_file, True)
-        if config.sample_every_n_epochs and batch.epoch % config.sample_every_n_epochs == 0:
+        if epoch_ends and config.sample_every_n_epochs and batch.epoch % config.sample_every_n_epochs == 0:
             self._sample(batch.epoch)
 
     def _apply_max_norm(self) -> None:
@@ -316,17 +304,6 @@ class Trainer:
         scaled, mean, largest = apply_max_norm(layers, self.config.scale_weight_norms)
         self.log.scalars({"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean,
                           "max_norm/max_key_norm": largest}, self.step)
-
-    def _save_checkpoint(self, path: Path, epoch: int) -> None:
-        self._save(path, epoch)
-        if self.config.save_state:
-            save_train_state(self.accelerator, state_dir(path), self.step, epoch)
-
-    def _prune(self, number: int | None, name_of, state: bool) -> None:
-        if number is None or not self.accelerator.is_main_process:
-            return
-        path = name_of(self.config, number)
-        remove_output(state_dir(path) if state else path)
 
     # --- outputs ------------------------------------------------------------------------------------
     def _save(self, path: Path, epoch: int) -> None:
