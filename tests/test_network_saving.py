@@ -162,10 +162,8 @@ def test_attention_backends(tmp_path, make_config):
 
 
 def test_full_bf16_keeps_lora_weights_in_bf16(tmp_path, make_config):
-    import subprocess
-    import sys
 
-    from conftest import REPO, run_cli, write_config
+    from conftest import run_cli, write_config
 
     path = write_config(tmp_path / "c.yaml", make_config(mixed_precision="bf16", full_bf16=True, max_train_steps=2,
                                                          save_precision="float"))

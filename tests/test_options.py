@@ -27,7 +27,7 @@ def same(a, b):
 
 
 def test_uncached_latents_and_loader_workers_train_on_the_same_data(tmp_path, make_config):
-    cached = lora_after(tmp_path, make_config, "cached")
+    lora_after(tmp_path, make_config, "cached")
     in_process = lora_after(tmp_path, make_config, "uncached", cache_latents=False)
     in_workers = lora_after(tmp_path, make_config, "workers", cache_latents=False, max_data_loader_n_workers=2)
     assert same(in_process, in_workers)

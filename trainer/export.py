@@ -17,6 +17,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename: a killed process leaves either the
     old file or the new one under `path`, never a truncated one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.partial"):  # left by a killed process
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         write(tmp)
@@ -25,6 +27,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    # Serialised here: safetensors' save_file keeps temp files of its own, which a killed process leaves behind.
+    data = safetensors.torch.save(tensors, metadata)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def model_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
@@ -45,7 +53,7 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
         metadata = dict(metadata)
         if metadata:  # no_metadata means none at all, as sd-scripts: not even the hashes
             metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = model_hashes(tensors, metadata)
-        atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata))
+        atomic_save_safetensors(path, tensors, metadata)
     else:
         atomic_write(path, lambda tmp: torch.save(tensors, tmp))
 

@@ -11,13 +11,13 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-import safetensors.torch
+import safetensors
 import torch
 from diffusers import AutoencoderKL
 
 from .dataset.images import load_image_rgb, resize_and_crop, to_tensor
 from .dataset.plan import Entry
-from .export import atomic_write
+from .export import atomic_save_safetensors
 
 CACHE_SUFFIX = ".latents.safetensors"
 CACHE_VERSION = "2"  # 2: optional latent_flipped tensor
@@ -110,8 +110,7 @@ class LatentCache:
 
     def _save_to_disk(self, image: Path, bucket: tuple[int, int], latents: dict[bool, torch.Tensor]) -> None:
         tensors = {TENSOR_NAMES[flipped]: latent.contiguous() for flipped, latent in latents.items()}
-        atomic_write(cache_path(image), lambda tmp: safetensors.torch.save_file(
-            tensors, str(tmp), self._stamp(image, bucket)))
+        atomic_save_safetensors(cache_path(image), tensors, self._stamp(image, bucket))
 
 
 def cache_path(image: Path) -> Path:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import safetensors
-import safetensors.torch
 import torch
 from accelerate import Accelerator
 from transformers import CLIPTextModel
@@ -23,7 +22,7 @@ from transformers import CLIPTextModel
 from .captions import CaptionOptions, process_caption
 from .config import TrainConfig
 from .dataset.plan import Entry
-from .export import atomic_write
+from .export import atomic_save_safetensors
 from .families import sd
 
 CACHE_SUFFIX = ".te.safetensors"  # trainer/dataset/scan.py skips files with this suffix
@@ -99,8 +98,7 @@ class TextEncoderCache:
 
     def _save(self, image: Path, caption: str) -> None:
         tensors = {"hidden_states": self._memory[caption].clone()}  # a row of a batch: save it on its own
-        atomic_write(cache_path(image), lambda tmp: safetensors.torch.save_file(
-            tensors, str(tmp), self._stamp(caption)))
+        atomic_save_safetensors(cache_path(image), tensors, self._stamp(caption))
 
 
 def build_text_encoder_cache(config: TrainConfig, model: sd.SDModel, entries: list[Entry], accelerator: Accelerator,
