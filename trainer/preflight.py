@@ -72,8 +72,9 @@ def _model_source_problems(source: str) -> list[str]:
         return [f"{key}: empty; pick the base model folder or repo id"]
     path = Path(source).expanduser()
     if path.is_file():
-        return [f"{key}: '{source}' is a single file; this version loads diffusers model folders (with unet/, "
-                "vae/, text_encoder/, tokenizer/, scheduler/): pick such a folder"]
+        from .families.detect import base_model_advice
+
+        return [f"{key}: '{source}' {base_model_advice(path)}"]
     looks_like_repo_id = not path.is_absolute() and not source.startswith((".", "~")) and source.count("/") == 1
     if not path.is_dir() and not looks_like_repo_id:
         return [f"{key}: folder '{source}' does not exist; pick the diffusers model folder, or give a "
