@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 WARMUP_STEPS = 5  # the first steps pay for lazy inits and allocator growth: left out of it/s
+THREADS = "OMP_NUM_THREADS"  # a setting key that goes to the child's environment, not to its config
 
 # name -> overrides of the base config (tests/conftest.py make_config's fast settings)
 SETTINGS: dict[str, dict] = {
@@ -37,6 +38,7 @@ SETTINGS: dict[str, dict] = {
     "network_train_unet_only": {"network_train_unet_only": True},
     "min_snr_gamma 5 + noise_offset 0.05": {"min_snr_gamma": 5, "noise_offset": 0.05},
     "optimizer AdamW8bit": {"optimizer_type": "AdamW8bit"},
+    "torch threads 1 (OMP_NUM_THREADS=1)": {THREADS: 1},
 }
 
 
@@ -76,13 +78,15 @@ def run_one(spec: dict) -> dict:
 
 def spawn(name: str, config: dict, run_dir: Path) -> dict:
     """Run one setting in a child process; a failure becomes a note instead of stopping the benchmark."""
+    env = {**os.environ, **({THREADS: str(config.pop(THREADS))} if THREADS in config else {})}
     spec = json.dumps({"config": config, "run_dir": str(run_dir)})
     proc = subprocess.run([sys.executable, __file__, "--one", spec], check=False, capture_output=True, text=True,
-                          cwd=REPO)
+                          cwd=REPO, env=env)
     lines = proc.stdout.splitlines()
     if proc.returncode == 0 and lines and lines[-1].startswith("RESULT "):
         return json.loads(lines[-1][len("RESULT "):])
-    error = next((line for line in reversed((proc.stderr + proc.stdout).splitlines()) if line.strip()), "?")
+    # A traceback's last line is on stderr; a killed child leaves nothing there but its exit status.
+    error = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), f"exit {proc.returncode}")
     print(f"  {name}: failed: {error}", file=sys.stderr)
     return {"note": f"skipped: {error.strip()[:160]}"}
 
@@ -156,11 +160,13 @@ for one, recomputes activations in the backward pass and saves far more memory o
 - peak RSS: the process's peak resident memory (resource.getrusage), which includes torch itself (several
   hundred MiB); compare the differences between rows. CUDA peak: torch.cuda.max_memory_allocated (GPU runs only,
   with bf16 mixed precision).
-- Noise: two runs on the same quiet machine differ by up to about 15% per row, so only larger differences
+- Noise: two runs on the same quiet machine differed by up to about 20% per row, so only larger differences
   between rows mean something.
 - Load: the benchmark itself adds about its thread count to the load average (so "after" is high even on an
   idle machine); a load near the core count *before* the run means other work shared the CPU. Oversubscribed
-  torch threads slow down far more than the share suggests (up to 10x was seen here), so such figures are void.
+  torch threads slow down far more than their share suggests: with a test suite running beside it, the
+  baseline's steps here took 9-11 s instead of 0.06 s (0.09 it/s), while the same run with OMP_NUM_THREADS=1
+  kept 20 it/s. Figures taken under load are void.
 """
 
 
@@ -180,7 +186,8 @@ def main() -> None:
     results = run_matrix(args.steps, cuda)
     print(table(results, cuda))
     if args.out:
-        command = " ".join(["python", "bench/train_speed.py", *sys.argv[1:]])
+        python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else "python"
+        command = " ".join([python, "bench/train_speed.py", *sys.argv[1:]])
         args.out.write_text(document(results, cuda, command, (load_before, os.getloadavg()[0])), encoding="utf-8")
         print(f"written: {args.out}", file=sys.stderr)
 
