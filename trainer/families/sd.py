@@ -30,10 +30,6 @@ class SDModel:
     def base_model_version(self) -> str:
         return "sd_v2" if self.v2 else "sd_v1"
 
-    @property
-    def latent_scale(self) -> float:
-        return self.vae.config.scaling_factor
-
 
 def load_sd(config: TrainConfig, dtype: torch.dtype) -> SDModel:
     """Frozen parts in `dtype`; the VAE always in fp32 (fp16 VAEs overflow into NaN latents)."""
