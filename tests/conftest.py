@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from trainer.demo_data import build_demo_dataset
+from trainer.tiny_flux import build_tiny_flux
 from trainer.tiny_models import build_tiny_sd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,6 +27,23 @@ def tiny_sd1(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sd2v(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("sd2v") / "model", "sd2v")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    return build_tiny_sd(tmp_path_factory.mktemp("sdxl") / "model", "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory) -> Path:
+    """FLUX.1-dev shrunk: guidance_embeds, 1 double + 1 single block."""
+    return build_tiny_flux(tmp_path_factory.mktemp("flux") / "model", "dev")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_schnell(tmp_path_factory) -> Path:
+    """FLUX.1-schnell shrunk: no guidance embedding, no timestep shift."""
+    return build_tiny_flux(tmp_path_factory.mktemp("flux_schnell") / "model", "schnell")
 
 
 @pytest.fixture(scope="session")

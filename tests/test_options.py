@@ -9,11 +9,12 @@ from trainer.config_io import validate_config
 from trainer.events import RunLog
 from trainer.export import load_lora
 from trainer.families import sd
+from trainer.families.registry import load_family
 from trainer.latents import LatentCache, cache_path
 from trainer.loop import Trainer, train
 from trainer.loss import training_loss
 from trainer.preflight import run_preflight
-from trainer.sampling import generate, load_prompts, make_sampler, parse_prompt_line
+from trainer.sampling import load_prompts, make_sampler, parse_prompt_line
 from trainer.config import SAMPLERS
 
 
@@ -136,15 +137,15 @@ def test_disk_latent_cache_is_reused_and_invalidated(tmp_path, tiny_sd1, train_d
 
 
 def test_every_sampler_makes_a_finite_preview(make_config):
-    import contextlib
-
     import numpy as np
 
-    model = sd.load_sd(validate_config(make_config()), torch.float32)
+    model = load_family(validate_config(make_config()), torch.float32)
+    model.prepare()
     spec = parse_prompt_line("red circle --w 64 --h 64 --s 3 --d 1", (64, 64))
+    with torch.no_grad():
+        cond, uncond = model.encode_text([spec.prompt]), model.encode_text([spec.negative])
     for name in SAMPLERS:
-        image = generate(model, spec, name, clip_skip=1, seed=0, device=torch.device("cpu"),
-                         autocast=contextlib.nullcontext)
+        image = model.generate(spec, cond, uncond, 0, name)
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8, name
         assert make_sampler(name, model.noise_scheduler.config).config.prediction_type == "epsilon"
 

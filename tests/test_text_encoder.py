@@ -14,9 +14,10 @@ from trainer.dataset.scan import scan_dataset
 from trainer.errors import ConfigError
 from trainer.events import RunLog
 from trainer.families import sd
+from trainer.families.registry import load_family
 from trainer.loop import Trainer
 from trainer.preflight import run_preflight
-from trainer.sampling import generate, parse_prompt_line
+from trainer.sampling import parse_prompt_line
 from trainer.schema.text import CAPTION_CHANGES
 from trainer.te_cache import TextEncoderCache, build_text_encoder_cache, cache_path
 
@@ -85,15 +86,17 @@ def test_the_loop_and_previews_use_max_token_length(tmp_path, make_config):
     trainer = Trainer(config, run_preflight(config), RunLog(tmp_path / "r"), Accelerator())
     trainer.setup()
     trainer.log.close()
-    assert trainer._text_embeddings({"captions": [LONG_A]}).shape[1] == 152
+    assert trainer._conditioning([LONG_A])["hidden"].shape[1] == 152
     model = trainer.model
-    model.unet.eval()
+    model.denoiser.eval()
     images = {}
     for prompt in (LONG_A, LONG_B):
         for length in (None, 150):
+            model.config = config.model_copy(update={"max_token_length": length})
             spec = parse_prompt_line(f"{prompt} --w 64 --h 64 --s 1 --d 1", (64, 64))
-            images[prompt, length] = generate(model, spec, "euler", 1, 0, torch.device("cpu"),
-                                              contextlib.nullcontext, length)
+            with torch.no_grad():  # previews condition on what the loop's text path gives
+                cond, uncond = trainer._conditioning([spec.prompt]), trainer._conditioning([spec.negative])
+            images[prompt, length] = model.generate(spec, cond, uncond, 0, "euler")
     assert (images[LONG_A, None] == images[LONG_B, None]).all()
     assert not (images[LONG_A, 150] == images[LONG_B, 150]).all()
 
@@ -101,10 +104,12 @@ def test_the_loop_and_previews_use_max_token_length(tmp_path, make_config):
 @pytest.mark.parametrize("key", ["cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk"])
 def test_caching_needs_a_frozen_text_encoder(make_config, key):
     with pytest.raises(ConfigError, match=f"{key} needs a frozen text encoder.*network_train_unet_only: true"):
-        validate_config(make_config(**{key: True}))
+        validate_config(make_config(**{key: True}, network_train_unet_only=False))
     with pytest.raises(ConfigError, match=key):
         validate_config(make_config(**{key: True}, network_train_text_encoder_only=True))
     assert validate_config(make_config(**{key: True}, network_train_unet_only=True)).text_encoder_outputs_cached
+    implied = validate_config(make_config(**{key: True}))  # as sd-scripts: caching freezes the text encoder
+    assert implied.text_encoder_outputs_cached and not implied.train_text_encoder
 
 
 ON = {"shuffle_caption": True, "caption_dropout_rate": 0.1, "caption_tag_dropout_rate": 0.1,
@@ -147,7 +152,7 @@ def test_disk_cache_is_reused_and_invalidated(tmp_path):
 
     def encode(captions):
         calls.append(len(captions))
-        return torch.stack([torch.full((77, 4), float(len(c))) for c in captions])
+        return {"hidden": torch.stack([torch.full((77, 4), float(len(c))) for c in captions])}
 
     def fill(caption, stamp="1"):
         cache = TextEncoderCache(encode, {"clip_skip": stamp}, to_disk=True)
@@ -155,7 +160,7 @@ def test_disk_cache_is_reused_and_invalidated(tmp_path):
 
     assert fill("red")[0] == 1 and cache_path(image).name == "a.png.te.safetensors"
     encoded, cache = fill("red")
-    assert encoded == 0 and torch.equal(cache.get(["red"])[0], torch.full((77, 4), 3.0))  # read from disk
+    assert encoded == 0 and torch.equal(cache.get(["red"])["hidden"][0], torch.full((77, 4), 3.0))  # read from disk
     assert fill("red circle")[0] == 1  # the caption changed
     assert fill("red circle", stamp="2")[0] == 1  # clip_skip, model, max_token_length or precision changed
     cache_path(image).write_bytes(b"damaged")
@@ -170,12 +175,12 @@ def test_disk_cache_files_name_their_settings_and_the_scan_skips_them(tmp_path, 
     def stamp(changed_weights=False, **overrides):
         config = validate_config(make_config(train_data_dir=str(data), network_train_unet_only=True,
                                              cache_text_encoder_outputs_to_disk=True, caption_suffix="!", **overrides))
-        model = sd.load_sd(config, torch.float32)
+        model = load_family(config, torch.float32)
         if changed_weights:
             with torch.no_grad():
                 model.text_encoder.get_input_embeddings().weight.add_(0.1)
         entries = run_preflight(config).entries
-        build_text_encoder_cache(config, model, entries, Accelerator(), print)
+        build_text_encoder_cache(config, model, entries, [], Accelerator(), print)
         with safetensors.safe_open(str(cache_path(entries[0].item.path)), "pt") as handle:
             return handle.metadata()
 

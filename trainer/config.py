@@ -19,12 +19,13 @@ from .schema.paths import PathsFields
 from .schema.samples import SAMPLERS, SampleFields
 from .schema.steps import StepsFields
 from .schema.text import TextFields
+from .schema.flux import FluxFields
 
 __all__ = ["SAMPLERS", "TrainConfig", "field_info", "parse_resolution"]
 
 
 # pydantic lists the fields of the last base first: this order is the order of the form and the docs.
-class TrainConfig(SampleFields, DataFields, TextFields, LossFields, OptimizerFields, NetworkFields, StepsFields,
+class TrainConfig(FluxFields, SampleFields, DataFields, TextFields, LossFields, OptimizerFields, NetworkFields, StepsFields,
                   PathsFields):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -48,6 +49,10 @@ class TrainConfig(SampleFields, DataFields, TextFields, LossFields, OptimizerFie
 
     @property
     def train_text_encoder(self) -> bool:
+        """None = the family's habit (Flux trains the transformer only; model_family is resolved at load), and
+        as in sd-scripts cached text-encoder outputs imply a frozen text encoder."""
+        if self.network_train_unet_only is None:
+            return self.model_family != "flux" and not self.text_encoder_outputs_cached
         return not self.network_train_unet_only
 
     @property
@@ -55,8 +60,16 @@ class TrainConfig(SampleFields, DataFields, TextFields, LossFields, OptimizerFie
         return self.unet_lr or self.learning_rate
 
     @property
-    def effective_text_encoder_lr(self) -> float:
-        return self.text_encoder_lr or self.learning_rate
+    def text_encoder_lr_text(self) -> str:
+        """text_encoder_lr as written to ss_text_encoder_lr: one value, or the list of two."""
+        rates = self.text_encoder_lrs(len(self.text_encoder_lr) if isinstance(self.text_encoder_lr, list) else 1)
+        return str(rates[0]) if len(rates) == 1 else str(rates)
+
+    def text_encoder_lrs(self, encoders: int) -> list[float]:
+        """One learning rate per text encoder: a single text_encoder_lr serves all, a list gives each its own."""
+        rates = self.text_encoder_lr if isinstance(self.text_encoder_lr, list) else [self.text_encoder_lr]
+        rates = [rate or self.learning_rate for rate in rates]
+        return (rates * encoders)[:encoders] if len(rates) == 1 else rates[:encoders]
 
 
 def field_info(name: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .captions import CAPTION_STREAM, CaptionOptions, process_caption, sample_rng
 from .config import TrainConfig
-from .dataset.images import color_aug, load_image_rgb, resize_and_crop, to_tensor
+from .dataset.images import center_crop_offset, color_aug, load_image_rgb, resize_and_crop, to_tensor
 from .dataset.plan import Entry, epoch_batches
 from .latents import LatentCache
 
@@ -93,26 +93,36 @@ class BatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         batch = self.batches[index]
-        captions, images = [], []
+        captions, images, sizes = [], [], []
         for i in batch.indices:
             entry = self.entries[i]
             rng = sample_rng(self.seed, batch.epoch, i, CAPTION_STREAM)
             captions.append(process_caption(entry.item.caption, self.captions, rng, batch.epoch))
-            images.append(self._image(entry, sample_rng(self.seed, batch.epoch, i, IMAGE_STREAM)))
-        item = {"captions": captions, "is_reg": torch.tensor([self.entries[i].is_reg for i in batch.indices])}
+            image, crop = self._image(entry, sample_rng(self.seed, batch.epoch, i, IMAGE_STREAM))
+            images.append(image)
+            sizes.append(size_condition(entry, crop))
+        item = {"captions": captions, "is_reg": torch.tensor([self.entries[i].is_reg for i in batch.indices]),
+                "size_cond": torch.tensor(sizes, dtype=torch.float32)}
         item["latents" if self.cache is not None else "pixels"] = torch.stack(images)
         return item
 
-    def _image(self, entry: Entry, rng: random.Random) -> torch.Tensor:
-        """Cached latents (plain or of the mirrored image), or pixels: crop, colour, then mirror, as sd-scripts."""
+    def _image(self, entry: Entry, rng: random.Random) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Cached latents (plain or of the mirrored image), or pixels: crop, colour, then mirror, as sd-scripts.
+        Returns them with the crop's (top, left)."""
         flipped = self.augment.flip_aug and rng.random() < 0.5
-        if self.cache is not None:
-            return self.cache.get(entry, flipped)
-        img, _ = resize_and_crop(load_image_rgb(entry.item.path), entry.bucket, self.augment.random_crop, rng)
+        if self.cache is not None:  # cached latents are always centre crops
+            return self.cache.get(entry, flipped), center_crop_offset((entry.item.width, entry.item.height), entry.bucket)
+        img, crop = resize_and_crop(load_image_rgb(entry.item.path), entry.bucket, self.augment.random_crop, rng)
         if self.augment.color_aug:
             img = color_aug(img, rng)
         pixels = to_tensor(img)
-        return torch.flip(pixels, [2]) if flipped else pixels
+        return (torch.flip(pixels, [2]) if flipped else pixels), crop
+
+
+def size_condition(entry: Entry, crop: tuple[int, int]) -> list[int]:
+    """SDXL's micro-conditioning of one image: original (h, w), crop (top, left), target (h, w)."""
+    bucket_w, bucket_h = entry.bucket
+    return [entry.item.height, entry.item.width, *crop, bucket_h, bucket_w]
 
 
 def make_loader(dataset: BatchDataset, indices: Sequence[int], workers: int, seed: int) -> DataLoader:

@@ -36,10 +36,11 @@ def vae_fingerprint(vae: AutoencoderKL) -> str:
 
 
 def encode_pixels(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] -> scaled latents (the distribution's mean: deterministic)."""
+    """Images in [-1, 1] -> scaled latents (the distribution's mean: deterministic). Flux's VAE also shifts them."""
     with torch.no_grad():
         latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
-    return (latents * vae.config.scaling_factor).contiguous()  # mode() is a strided view
+    shift = vae.config.get("shift_factor") or 0.0
+    return ((latents - shift) * vae.config.scaling_factor).contiguous()  # mode() is a strided view
 
 
 class LatentCache:

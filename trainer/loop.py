@@ -24,15 +24,14 @@ from .errors import UserError
 from .checkpoints import Saver, keep_only_lora_weights, load_train_state
 from .events import RunLog
 from .export import load_lora, save_lora
-from .families import sd
+from .families.base import Conditioning
+from .families.registry import load_family
 from .latents import LatentCache, encode_pixels
-from .loss import training_loss
 from .metadata import build_metadata, for_save
-from .network import add_dropouts, add_lora, apply_max_norm, kohya_state_dict, load_kohya_weights, lora_layers
-from .noise import noisy_latents, prepare_scheduler
+from .network import add_dropouts, add_lora, apply_max_norm, lora_layers
 from .optim import make_optimizer, make_scheduler, optimizer_name, step_lrs
 from .preflight import Preflight, run_preflight
-from .sampling import generate, load_prompts
+from .sampling import load_prompts
 from .te_cache import build_text_encoder_cache
 
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -57,18 +56,22 @@ class Trainer:
         self.log.event("plan", **plan.as_event())
         self.log.info("step plan:\n" + plan.describe())
         set_seed(config.seed)
-        self.model = sd.load_sd(config, HALF.get(config.mixed_precision, torch.float32))
-        for warning in prepare_scheduler(config, self.model.noise_scheduler):  # zero_terminal_snr, SNR table
+        self.model = load_family(config, HALF.get(config.mixed_precision, torch.float32))
+        for warning in self.model.prepare():  # e.g. zero_terminal_snr, the SNR table
             self.log.warning(warning)
-        resolved = config.model_copy(update={"v2": self.model.v2,
-                                             "v_parameterization": self.model.v_parameterization})
+        # From here on the config holds what the model decided (family, v2, v-prediction, ...).
+        config = self.config = self.model.config = self.model.config.model_copy(update=self.model.resolved())
         if self.log.enabled:
-            (self.log.run_dir / "config.yaml").write_text(config_to_yaml(resolved), encoding="utf-8")
+            (self.log.run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
         self._place_models()
-        self._set_attention()
+        self.model.set_attention(config.sdpa, config.xformers)
+        if config.fp8_base:
+            self._store_base_in_fp8()
         groups = self._inject_lora()
         self.cache = self._build_cache()
-        self.te_cache = build_text_encoder_cache(config, self.model, self.pre.entries, self.accelerator, self.log.info)
+        texts = [text for spec in self.prompts for text in (spec.prompt, spec.negative)]
+        self.te_cache = build_text_encoder_cache(config, self.model, self.pre.entries, texts, self.accelerator,
+                                                 self.log.info)
         self.batches = schedule(self.pre.entries, config.train_batch_size, config.gradient_accumulation_steps,
                                 config.seed, plan.total_steps, self.accelerator.process_index,
                                 self.accelerator.num_processes)
@@ -77,50 +80,47 @@ class Trainer:
         self.group_names = [g["name"] for g in groups]
         self.scheduler = make_scheduler(config, self.optimizer, plan.total_steps)
         # Only trained parts are prepared: a DDP wrapper needs parameters that take gradients.
-        self.unet, self.text_encoder = self.model.unet, self.model.text_encoder
-        if config.train_unet:
-            self.unet = self.accelerator.prepare(self.unet)
-        if config.train_text_encoder:
-            self.text_encoder = self.accelerator.prepare(self.text_encoder)
+        for part in self.parts:
+            self.model.runners[part.name] = self.accelerator.prepare(part.module)
         self.optimizer = self.accelerator.prepare(self.optimizer)
         self.accelerator.register_save_state_pre_hook(keep_only_lora_weights)
         self.saver = Saver(config, self.accelerator, self._save)
         if config.full_fp16:
             _allow_fp16_gradients(self.accelerator)
         self.metadata = build_metadata(
-            config, plan, self.pre.scan, base_model_version=self.model.base_model_version, v2=self.model.v2,
-            v_parameterization=self.model.v_parameterization, optimizer=optimizer_name(self.optimizer.optimizer),
+            config, plan, self.pre.scan, model=self.model.metadata(), optimizer=optimizer_name(self.optimizer.optimizer),
             session_id=uuid.uuid4().hex[:8], started_at=time.time())
 
     def _place_models(self) -> None:
         device, model = self.accelerator.device, self.model
-        # A text encoder whose outputs are cached runs only while caching (te_cache moves it), not per step.
+        # Text encoders whose outputs are cached run only while caching (te_cache moves them), not per step.
         cached = self.config.text_encoder_outputs_cached
-        for part in (model.vae, model.unet) if cached else (model.vae, model.unet, model.text_encoder):
+        for part in [model.vae, model.denoiser] + ([] if cached else model.text_encoders):
             part.to(device)
         if self.config.gradient_checkpointing:
-            model.unet.enable_gradient_checkpointing()
-            model.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_gradient_checkpointing()
+
+    def _store_base_in_fp8(self) -> None:
+        """fp8_base: the frozen denoiser's weights are stored in float8 and cast per layer to the compute
+        precision (diffusers' layerwise casting); done before LoRA so the LoRA layers stay in full precision."""
+        self.model.denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
+                                                     compute_dtype=HALF[self.config.mixed_precision])
 
     def _inject_lora(self) -> list[dict]:
         config, model = self.config, self.model
-        model.text_encoder.requires_grad_(False).eval()
-        model.unet.requires_grad_(False)
+        for part in [model.denoiser, *model.text_encoders]:
+            part.requires_grad_(False).eval()
         weights = load_lora(Path(config.network_weights).expanduser())[0] if config.network_weights else None
         dim, self.alpha = _network_shape(config, weights)
-        parts = [("unet", model.unet, sd.UNET_TARGETS, config.effective_unet_lr, config.train_unet),
-                 ("text_encoder", model.text_encoder, sd.TEXT_ENCODER_TARGETS, config.effective_text_encoder_lr,
-                  config.train_text_encoder)]
-        groups = [{"name": name, "lr": lr, "params": add_lora(part, targets, dim, self.alpha)}
-                  for name, part, targets, lr, trained in parts if trained]
-        for _, part, _, _, trained in parts:
-            if trained:
-                add_dropouts(part, config.network_dropout, config.rank_dropout, config.module_dropout)
+        self.parts = model.trained_parts()
+        groups = [{"name": part.name, "lr": part.lr, "params": add_lora(part.module, part.targets, dim, self.alpha)}
+                  for part in self.parts]
+        for part in self.parts:
+            add_dropouts(part.module, config.network_dropout, config.rank_dropout, config.module_dropout)
         if weights is not None:
             self._load_network_weights(weights)
-        if config.train_text_encoder:
-            model.text_encoder.train()
-        model.unet.train(config.train_unet)
+        for part in self.parts:
+            part.module.train()
         # Trained weights stay fp32 under a half-precision base, unless full_fp16/full_bf16 asks otherwise.
         dtype = HALF[config.mixed_precision] if config.full_fp16 or config.full_bf16 else torch.float32
         for group in groups:
@@ -135,11 +135,7 @@ class Trainer:
             raise UserError(f"network_alpha: {self.alpha:g} differs from the alpha {file_alpha:g} in network_weights",
                             "set network_alpha to the file's value, or dim_from_weights: true")
         try:
-            if config.train_unet:
-                used |= load_kohya_weights(model.unet, weights, sd.UNET_PREFIX)
-            if config.train_text_encoder:
-                used |= load_kohya_weights(model.text_encoder, weights, sd.TEXT_ENCODER_PREFIX,
-                                           sd.text_encoder_module_root(model.text_encoder))
+            used = model.load_network_weights(weights)
         except RuntimeError as exc:  # peft reports rank mismatches as size mismatches
             raise UserError(f"network_weights: the file's rank differs from network_dim {config.network_dim}: "
                             f"{str(exc).splitlines()[-1].strip()}", "set dim_from_weights: true") from None
@@ -150,19 +146,6 @@ class Trainer:
         if unused:
             self.log.warning(f"network_weights: {len(unused)} keys of the file were not used, e.g. {unused[0]}")
         self.log.info(f"network_weights: continued from {self.config.network_weights}")
-
-    def _set_attention(self) -> None:
-        """xformers when asked (and installed), else SDPA, else the plain attention (sd-scripts' choices)."""
-        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-        if self.config.xformers:
-            try:
-                self.model.unet.enable_xformers_memory_efficient_attention()
-            except (ImportError, ModuleNotFoundError, ValueError, NotImplementedError) as exc:
-                raise UserError(f"xformers: cannot be used here: {exc}",
-                                "install xformers for your CUDA build, or set xformers: false (sdpa is as fast)")
-        else:
-            self.model.unet.set_attn_processor(AttnProcessor2_0() if self.config.sdpa else AttnProcessor())
 
     def _build_cache(self) -> LatentCache | None:
         if not self.config.cache_latents:
@@ -222,35 +205,29 @@ class Trainer:
         return next(i for i, batch in enumerate(self.batches) if batch.step > step)
 
     def _forward_backward(self, data: dict, batch: MicroBatch) -> float:
-        model, accelerator, config = self.model, self.accelerator, self.config
+        model, accelerator = self.model, self.accelerator
         if "latents" in data:
             latents = data["latents"].to(accelerator.device)
         else:
             latents = encode_pixels(model.vae, data["pixels"])
-        noisy, noise, timesteps = noisy_latents(config, model.noise_scheduler, latents)
         with accelerator.autocast():
-            hidden = self._text_embeddings(data)
-            prediction = self.unet(noisy, timesteps, hidden).sample
-        target = sd.training_target(model.noise_scheduler, latents, noise, timesteps)
-        loss = training_loss(config, model.noise_scheduler, prediction, target, timesteps, data["is_reg"])
+            loss = model.loss(latents, self._conditioning(data["captions"]), data)
         with self._sync_only_on_last(batch):
             accelerator.backward(loss / batch.micro_batches)
         return loss.item()
 
-    def _text_embeddings(self, data: dict) -> torch.Tensor:
-        if self.te_cache is not None:  # the text encoder does not run in training steps
-            return self.te_cache.get(data["captions"]).to(self.accelerator.device)
-        ids = sd.tokenize(self.model.tokenizer, data["captions"], self.config.max_token_length)
-        with torch.set_grad_enabled(self.config.train_text_encoder):
-            return sd.encode_tokens(self.text_encoder, ids.to(self.accelerator.device), self.config.clip_skip)
+    def _conditioning(self, texts: list[str]) -> Conditioning:
+        if self.te_cache is not None:  # the text encoders do not run in training steps
+            return {name: tensor.to(self.accelerator.device) for name, tensor in self.te_cache.get(texts).items()}
+        return self.model.encode_text(texts)
 
     def _sync_only_on_last(self, batch: MicroBatch) -> contextlib.ExitStack:
         """Gradients of an accumulation group are all-reduced once, with its last micro-batch."""
         stack = contextlib.ExitStack()
         if not batch.last_of_step:
-            for part in (self.unet, self.text_encoder):
-                if hasattr(part, "no_sync"):  # only DDP-wrapped (trained, multi-process) parts sync
-                    stack.enter_context(self.accelerator.no_sync(part))
+            for runner in self.model.runners.values():
+                if hasattr(runner, "no_sync"):  # only DDP-wrapped (trained, multi-process) parts sync
+                    stack.enter_context(self.accelerator.no_sync(runner))
         return stack
 
     def _stop_requested(self) -> bool:
@@ -300,7 +277,7 @@ class Trainer:
     def _apply_max_norm(self) -> None:
         if not self.config.scale_weight_norms:
             return
-        layers = [layer for part in (self.model.unet, self.model.text_encoder) for layer in lora_layers(part).values()]
+        layers = [layer for part in self.parts for layer in lora_layers(part.module).values()]
         scaled, mean, largest = apply_max_norm(layers, self.config.scale_weight_norms)
         self.log.scalars({"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean,
                           "max_norm/max_key_norm": largest}, self.step)
@@ -310,14 +287,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
-        tensors = {}
-        alpha = self.alpha
-        if self.config.train_unet:
-            tensors.update(kohya_state_dict(self.accelerator.unwrap_model(self.model.unet), sd.UNET_PREFIX, alpha))
-        if self.config.train_text_encoder:
-            text_encoder = self.accelerator.unwrap_model(self.model.text_encoder)
-            tensors.update(kohya_state_dict(text_encoder, sd.TEXT_ENCODER_PREFIX, alpha,
-                                            sd.text_encoder_module_root(text_encoder)))
+        tensors = self.model.export_tensors(self.alpha)
         metadata = {} if self.config.no_metadata else for_save(self.metadata, epoch, self.step)
         save_lora(path, tensors, metadata, self.config.save_precision)
         self.log.event("checkpoint", path=str(path), epoch=epoch, step=self.step)
@@ -326,17 +296,20 @@ class Trainer:
     def _sample(self, epoch: int) -> None:
         if not self.prompts or not self.accelerator.is_main_process:
             return
-        model = self.model
-        modes = (model.unet.training, model.text_encoder.training)
-        model.unet.eval(), model.text_encoder.eval()
+        model, config = self.model, self.config
+        for part in self.parts:
+            part.module.eval()
         for index, spec in enumerate(self.prompts):
-            image = generate(model, spec, self.config.sample_sampler, self.config.clip_skip, self.config.seed,
-                             self.accelerator.device, self.accelerator.autocast, self.config.max_token_length)
+            with torch.no_grad(), self.accelerator.autocast():
+                cond, uncond = (self._conditioning([text]) for text in (spec.prompt, spec.negative))
+                seed = spec.seed if spec.seed is not None else config.seed
+                image = model.generate(spec, cond, uncond, seed, config.sample_sampler)
             path = self.log.samples_dir / f"e{epoch:04d}-s{self.step:06d}-p{index}.png"
             Image.fromarray(image).save(path)
             self.log.event("sample", path=str(path), step=self.step, epoch=epoch, prompt=spec.prompt)
             self.log.image(f"sample/p{index}", image, self.step)
-        model.unet.train(modes[0]), model.text_encoder.train(modes[1])
+        for part in self.parts:
+            part.module.train()
 
 
 def train(config: TrainConfig, run_dir: Path) -> str:

@@ -22,10 +22,15 @@ def training_loss(config: TrainConfig, scheduler: DDPMScheduler, prediction: tor
     """Per-sample loss in fp32; regularization samples weighted by prior_loss_weight (sd-scripts)."""
     threshold = huber_threshold(config, scheduler, timesteps)
     per_element = elementwise_loss(config.loss_type, prediction.float(), target.float(), threshold)
+    return weighted_mean(config, per_element, is_reg, timestep_weights(config, scheduler, timesteps))
+
+
+def weighted_mean(config: TrainConfig, per_element: torch.Tensor, is_reg: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean per sample, times the per-sample weights and prior_loss_weight for regularization images, averaged."""
     per_sample = per_element.mean(dim=tuple(range(1, per_element.ndim)))
     prior = torch.where(is_reg.to(per_sample.device), config.prior_loss_weight, 1.0)
-    weights = prior * timestep_weights(config, scheduler, timesteps).to(per_sample.device)
-    return (per_sample * weights).mean()
+    return (per_sample * prior * (1.0 if weights is None else weights.to(per_sample.device))).mean()
 
 
 def timestep_weights(config: TrainConfig, scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:

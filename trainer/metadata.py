@@ -31,22 +31,20 @@ def tag_frequency(scan: DatasetScan) -> dict[str, dict[str, int]]:
     return frequency
 
 
-def build_metadata(config: TrainConfig, plan: StepPlan, scan: DatasetScan, *, base_model_version: str,
-                   v2: bool, v_parameterization: bool, optimizer: str, session_id: str,
-                   started_at: float) -> dict[str, str]:
-    """Metadata that stays the same for every file of one run; `for_save` adds what changes per file."""
+def build_metadata(config: TrainConfig, plan: StepPlan, scan: DatasetScan, *, model: dict[str, str],
+                   optimizer: str, session_id: str, started_at: float) -> dict[str, str]:
+    """Metadata that stays the same for every file of one run; `for_save` adds what changes per file.
+    `model` holds what the model family says of itself (ss_base_model_version, ss_v2, ...)."""
     meta = config_metadata(config)
     width, height = config.resolution_wh
     meta.update({
         "ss_session_id": session_id,
         "ss_training_started_at": str(started_at),
         "ss_sd_model_name": Path(config.pretrained_model_name_or_path).name,
-        "ss_base_model_version": base_model_version,
-        "ss_v2": str(v2),
-        "ss_v_parameterization": str(v_parameterization),
+        **model,
         "ss_learning_rate": str(config.learning_rate),
         "ss_unet_lr": str(config.effective_unet_lr) if config.train_unet else "None",
-        "ss_text_encoder_lr": str(config.effective_text_encoder_lr) if config.train_text_encoder else "None",
+        "ss_text_encoder_lr": config.text_encoder_lr_text if config.train_text_encoder else "None",
         "ss_optimizer": optimizer,
         "ss_resolution": f"({width}, {height})",
         "ss_num_train_images": str(plan.train_images),

@@ -8,6 +8,7 @@ kohya's extra regularisers (feature, rank and module dropout, max-norm) are adde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -35,21 +36,25 @@ def lora_layers(model: torch.nn.Module) -> dict[str, LoraLayer]:
     return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
 
 
-def kohya_name(prefix: str, module_root: str, module_path: str) -> str:
-    """kohya's module name: <prefix>_<module_root + module path, dots as underscores>.
+Rename = Callable[[str], str]  # a module path as loaded -> the path kohya's names are made from
 
-    module_root restores a path prefix that kohya's names carry but the loaded model lacks.
+
+def kohya_name(prefix: str, module_path: str, rename: Rename | None = None) -> str:
+    """kohya's module name: <prefix>_<module path, dots as underscores>.
+
+    rename maps the loaded model's path to the one kohya's names use (e.g. SDXL's original block numbering).
     """
-    return f"{prefix}_{(module_root + module_path).replace('.', '_')}"
+    return f"{prefix}_{(rename(module_path) if rename else module_path).replace('.', '_')}"
 
 
-def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float, module_root: str = "") -> dict[str, torch.Tensor]:
+def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float,
+                     rename: Rename | None = None) -> dict[str, torch.Tensor]:
     """The model's LoRA weights as kohya keys: <name>.lora_down.weight / .lora_up.weight / .alpha."""
     state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         module_path, kind = key.rsplit(".lora_", 1)
-        name = kohya_name(prefix, module_root, module_path)
+        name = kohya_name(prefix, module_path, rename)
         out[f"{name}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = tensor.detach()
         # diffusers' own kohya converter writes alpha = rank; kohya readers need the real alpha.
         out[f"{name}.alpha"] = torch.tensor(float(alpha))
@@ -57,11 +62,11 @@ def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float, module_r
 
 
 def load_kohya_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str,
-                       module_root: str = "") -> set[str]:
+                       rename: Rename | None = None) -> set[str]:
     """Load a kohya LoRA's weights into the model's peft layers; returns the file keys it used."""
     state, used = {}, set()
     for path in lora_layers(model):
-        name = kohya_name(prefix, module_root, path)
+        name = kohya_name(prefix, path, rename)
         down, up = tensors.get(f"{name}.lora_down.weight"), tensors.get(f"{name}.lora_up.weight")
         if down is None or up is None:
             continue

@@ -109,7 +109,8 @@ def _adafactor_fixed_lr_advice(config: TrainConfig) -> list[str]:
 
 def _group_lrs(config: TrainConfig) -> list[float]:
     lrs = [config.effective_unet_lr] if config.train_unet else []
-    return lrs + ([config.effective_text_encoder_lr] if config.train_text_encoder else [])
+    encoders = len(config.text_encoder_lr) if isinstance(config.text_encoder_lr, list) else 1
+    return lrs + (config.text_encoder_lrs(encoders) if config.train_text_encoder else [])
 
 
 def warmup_steps(config: TrainConfig, total_steps: int) -> int:

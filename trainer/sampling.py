@@ -10,14 +10,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 import diffusers
-from diffusers import StableDiffusionPipeline
 
 from .config import SAMPLERS
 from .errors import UserError
-from .families.sd import SDModel, encode_tokens, tokenize
+
 
 @dataclass
 class SamplePrompt:
@@ -26,7 +23,7 @@ class SamplePrompt:
     width: int = 512
     height: int = 512
     steps: int = 20
-    scale: float = 7.0
+    scale: float | None = None  # None: the family's usual value (7 for SD's CFG, 3.5 for Flux.1 dev's guidance)
     seed: int | None = None
 
 
@@ -65,24 +62,3 @@ def load_prompts(value: str | list[str] | None, default_size: tuple[int, int]) -
 def make_sampler(name: str, training_scheduler_config) -> object:
     class_name, kwargs = SAMPLERS[name]
     return getattr(diffusers, class_name).from_config(training_scheduler_config, **kwargs)
-
-
-@torch.no_grad()
-def generate(model: SDModel, spec: SamplePrompt, sampler_name: str, clip_skip: int, seed: int,
-             device: torch.device, autocast, max_token_length: int | None = None) -> np.ndarray:
-    """One preview image as HxWx3 uint8, made with the LoRA layers as they are now.
-
-    Prompts are read as training reads captions (max_token_length), by the text encoder where it is: on the
-    CPU when its outputs are cached for training."""
-    pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-                                   unet=model.unet, scheduler=make_sampler(sampler_name, model.noise_scheduler.config),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    ids = tokenize(model.tokenizer, [spec.prompt, spec.negative], max_token_length).to(model.text_encoder.device)
-    with autocast():
-        embeds = encode_tokens(model.text_encoder, ids, clip_skip).to(device)
-        generator = torch.Generator("cpu").manual_seed(spec.seed if spec.seed is not None else seed)
-        image = pipe(prompt_embeds=embeds[:1], negative_prompt_embeds=embeds[1:], width=spec.width,
-                     height=spec.height, num_inference_steps=spec.steps, guidance_scale=spec.scale,
-                     generator=generator, output_type="np").images[0]
-    return (np.nan_to_num(image) * 255).round().clip(0, 255).astype(np.uint8)

@@ -1,9 +1,11 @@
 """Text-encoder outputs computed once before training: in memory, optionally on disk next to each image.
 
 Used only with a frozen text encoder and captions that never change (the config validator ensures both), so
-every step reads its captions' hidden states from here and the text encoder never runs in a training step.
-A disk entry (<image>.te.safetensors) is reused only when the caption, the text encoder's weights,
-clip_skip, max_token_length and the precision are the ones it was made with.
+every step reads its captions' conditioning (hidden states, and the pooled embedding where the family has one)
+from here and the text encoders never run in a training step. A disk entry (<image>.te.safetensors) is reused
+only when the caption, the text encoders' weights, the family's text options (clip_skip, max_token_length, ...)
+and the precision are the ones it was made with. Sample prompts are cached too (in memory), so previews need
+no text encoder either.
 """
 
 from __future__ import annotations
@@ -17,26 +19,26 @@ from pathlib import Path
 import safetensors
 import torch
 from accelerate import Accelerator
-from transformers import CLIPTextModel
 
 from .captions import CaptionOptions, process_caption
 from .config import TrainConfig
 from .dataset.plan import Entry
 from .export import atomic_save_safetensors
-from .families import sd
+from .families.base import Conditioning, ModelFamily
 
 CACHE_SUFFIX = ".te.safetensors"  # trainer/dataset/scan.py skips files with this suffix
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: a conditioning dict (hidden, pooled, ...) per caption
 # Captions are padded to a fixed length, so a larger encoding batch only costs a little memory.
 ENCODE_BATCH = 32
 
 
-def text_encoder_fingerprint(text_encoder: CLIPTextModel) -> str:
+def text_encoder_fingerprint(text_encoders: list[torch.nn.Module]) -> str:
     """Identifies the weights cheaply: every tensor's name, shape and first values (a fine-tune changes them)."""
     digest = hashlib.sha256()
-    for name, tensor in text_encoder.state_dict().items():
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().flatten()[:1024].to("cpu", torch.float32).numpy().tobytes())
+    for text_encoder in text_encoders:
+        for name, tensor in text_encoder.state_dict().items():
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().flatten()[:1024].to("cpu", torch.float32).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -50,33 +52,42 @@ def cache_path(image: Path) -> Path:
 
 
 class TextEncoderCache:
-    """caption -> hidden states (kept on the CPU); `get` stacks those of a batch."""
+    """caption -> conditioning (kept on the CPU); `get` stacks those of a batch."""
 
-    def __init__(self, encode: Callable[[list[str]], torch.Tensor], stamp: dict[str, str], to_disk: bool):
+    def __init__(self, encode: Callable[[list[str]], Conditioning], stamp: dict[str, str], to_disk: bool):
         self.encode = encode
         self.stamp = {"version": CACHE_VERSION, **stamp}
         self.to_disk = to_disk
-        self._memory: dict[str, torch.Tensor] = {}
+        self._memory: dict[str, Conditioning] = {}
 
     def fill(self, items: Iterable[tuple[Path, str]], batch_size: int = ENCODE_BATCH) -> int:
         """Cache the caption of every (image, caption); returns how many captions the text encoder encoded."""
         images = dict(items)  # an image repeated in several entries is one item
         current = {image for image, caption in images.items() if self.to_disk and self._load(image, caption)}
-        todo = list(dict.fromkeys(caption for caption in images.values() if caption not in self._memory))
-        for start in range(0, len(todo), batch_size):
-            group = todo[start:start + batch_size]
-            self._memory.update(zip(group, self.encode(group).cpu()))
+        encoded = self.fill_texts(images.values(), batch_size)
         if self.to_disk:
             for image in images.keys() - current:
                 self._save(image, images[image])
+        return encoded
+
+    def fill_texts(self, texts: Iterable[str], batch_size: int = ENCODE_BATCH) -> int:
+        """Encode the texts not cached yet (in memory only); returns how many were encoded."""
+        todo = list(dict.fromkeys(text for text in texts if text not in self._memory))
+        for start in range(0, len(todo), batch_size):
+            group = todo[start:start + batch_size]
+            batch = self.encode(group)
+            for row, text in enumerate(group):
+                # a row of a batch is a view: clone it, or every entry would keep the whole batch alive
+                self._memory[text] = {name: tensor[row].cpu().clone() for name, tensor in batch.items()}
         return len(todo)
 
-    def get(self, captions: list[str]) -> torch.Tensor:
+    def get(self, captions: list[str]) -> Conditioning:
         missing = [caption for caption in captions if caption not in self._memory]
         if missing:
             raise KeyError(f"text-encoder cache: no entry for the caption {missing[0]!r}; training changed a caption "
                            "after it was cached")
-        return torch.stack([self._memory[caption] for caption in captions])
+        rows = [self._memory[caption] for caption in captions]
+        return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
 
     def _stamp(self, caption: str) -> dict[str, str]:
         return {**self.stamp, "caption_sha256": hashlib.sha256(caption.encode()).hexdigest()}
@@ -91,38 +102,38 @@ class TextEncoderCache:
                 if handle.metadata() != self._stamp(caption):
                     return False
                 if caption not in self._memory:
-                    self._memory[caption] = handle.get_tensor("hidden_states")
+                    self._memory[caption] = {name: handle.get_tensor(name) for name in handle.keys()}
                 return True
         except (OSError, safetensors.SafetensorError):
             return False  # a damaged cache file is simply rebuilt
 
     def _save(self, image: Path, caption: str) -> None:
-        tensors = {"hidden_states": self._memory[caption].clone()}  # a row of a batch: save it on its own
-        atomic_save_safetensors(cache_path(image), tensors, self._stamp(caption))
+        atomic_save_safetensors(cache_path(image), dict(self._memory[caption]), self._stamp(caption))
 
 
-def build_text_encoder_cache(config: TrainConfig, model: sd.SDModel, entries: list[Entry], accelerator: Accelerator,
-                             log: Callable[[str], None]) -> TextEncoderCache | None:
-    """The filled cache when the config asks for one. The text encoder is used on the accelerator while
-    caching, then waits on the CPU in fp32 (half precision is slow or unsupported there) for previews only."""
+def build_text_encoder_cache(config: TrainConfig, family: ModelFamily, entries: list[Entry], prompts: list[str],
+                             accelerator: Accelerator, log: Callable[[str], None]) -> TextEncoderCache | None:
+    """The filled cache (captions and sample prompts) when the config asks for one. The text encoders run on the
+    accelerator while caching, then wait on the CPU: previews read their prompts from the cache too."""
     if not config.text_encoder_outputs_cached:
         return None
-    text_encoder = model.text_encoder.to(accelerator.device)
+    for encoder in family.text_encoders:
+        encoder.to(accelerator.device)
 
-    def encode(captions: list[str]) -> torch.Tensor:
-        ids = sd.tokenize(model.tokenizer, captions, config.max_token_length).to(accelerator.device)
+    def encode(captions: list[str]) -> Conditioning:
         with torch.no_grad(), accelerator.autocast():  # as a training step would compute them
-            return sd.encode_tokens(text_encoder, ids, config.clip_skip)
+            return family.encode_text(captions)
 
-    stamp = {"text_encoder": text_encoder_fingerprint(text_encoder), "clip_skip": str(config.clip_skip),
-             "max_token_length": str(config.max_token_length or sd.WINDOW_TOKENS),
-             "precision": config.mixed_precision}
+    stamp = {"text_encoder": text_encoder_fingerprint(family.text_encoders), "precision": config.mixed_precision,
+             **family.text_cache_stamp()}
     cache = TextEncoderCache(encode, stamp, config.cache_text_encoder_outputs_to_disk)
     options = CaptionOptions.from_config(config)
     started = time.time()
     with accelerator.main_process_first():  # the main process writes disk entries that the others then read
         encoded = cache.fill((entry.item.path, fixed_caption(entry.item.caption, options)) for entry in entries)
-    text_encoder.to("cpu", torch.float32)
+    cache.fill_texts(prompts)
+    for encoder in family.text_encoders:  # half precision stays: T5-XXL in fp32 would need 19 GB of RAM
+        encoder.to("cpu")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     log(f"text-encoder outputs cached: {encoded} captions encoded in {time.time() - started:.1f}s")

@@ -1,6 +1,6 @@
 """Tiny Stable Diffusion pipelines with random weights, for tests and the offline demo.
 
-The folders have the layout and module names of real SD1.5 / SD2.x-768-v checkpoints (so LoRA targets,
+The folders have the layout and module names of real SD1.5 / SD2.x-768-v / SDXL checkpoints (so LoRA targets,
 key names and family detection behave as on a real model) but weigh a few MB and run on a CPU in
 milliseconds. Nothing is downloaded: the CLIP BPE tokenizer is made here from a small word list.
 """
@@ -16,22 +16,31 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    EulerDiscreteScheduler,
     PNDMScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-VARIANTS = ("sd1", "sd2v")
+VARIANTS = ("sd1", "sd2v", "sdxl")
+# SDXL's two text encoders, as CLIP-L (768) and OpenCLIP bigG (1280) shrunk: widths differ, as in the real model.
+SDXL_TEXT_DIMS = (32, 64)
+# Projection of text_encoder_2's pooled output, fed to the UNet's add_embedding with the 6 size/crop numbers.
+SDXL_PROJECTION_DIM = 32
+SDXL_TIME_EMBED_DIM = 8  # addition_time_embed_dim (256 in SDXL)
 # Text width = UNet cross_attention_dim; different per variant so family detection can tell them apart.
-CROSS_ATTENTION_DIM = {"sd1": 32, "sd2v": 64}
-# Default image side (UNet sample_size * VAE factor 8), in the ratio of real SD1.5 (512) to SD2-v (768).
-SAMPLE_SIZE = {"sd1": 64, "sd2v": 96}
+# SDXL's is the concatenation of its two text encoders' hidden states.
+CROSS_ATTENTION_DIM = {"sd1": 32, "sd2v": 64, "sdxl": sum(SDXL_TEXT_DIMS)}
+# Default image side (UNet sample_size * VAE factor 8), in the ratio of real SD1.5 (512), SD2-v (768), SDXL (1024).
+SAMPLE_SIZE = {"sd1": 64, "sd2v": 96, "sdxl": 128}
+VAE_SCALING_FACTOR = {"sd1": 0.18215, "sd2v": 0.18215, "sdxl": 0.13025}
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 # Words the BPE merges are learned from, so captions of the demo data and typical test prompts
 # tokenize into whole words; anything else still tokenizes, byte by byte.
-_WORDS = """a an the of on in with and at by for to is photo picture painting drawing sketch render
+WORDS = """a an the of on in with and at by for to is photo picture painting drawing sketch render
 portrait landscape style art artwork masterpiece best quality high low detailed simple small large big
 red green blue yellow white black orange purple pink gray grey brown cyan magenta gold silver
 circle square triangle star shape shapes background foreground center corner border outline solid
@@ -88,7 +97,7 @@ def write_clip_bpe_files(folder: Path) -> Path:
     <|endoftext|> last, so EOS has the highest id as in real CLIP (its pooled output relies on it).
     """
     chars = list(bytes_to_unicode().values())
-    merges = _learn_merges(_WORDS)
+    merges = _learn_merges(WORDS)
     symbols = chars + [c + "</w>" for c in chars] + [a + b for a, b in merges] + [BOS, EOS]
     vocab = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,30 +107,40 @@ def write_clip_bpe_files(folder: Path) -> Path:
     return folder
 
 
-def build_tokenizer(variant: str) -> CLIPTokenizer:
-    # SD2's OpenCLIP tokenizer pads with "!" (id of byte "!" = 0); SD1.5 pads with <|endoftext|>.
-    pad = "!" if variant == "sd2v" else EOS
+def make_clip_tokenizer(pad: str) -> CLIPTokenizer:
+    """CLIP BPE tokenizer of the word list; OpenCLIP ones (SD2, SDXL's 2nd) pad with "!" (id 0), OpenAI's with EOS."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_clip_bpe_files(Path(tmp))
         return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77, pad_token=pad)
 
 
-def build_text_encoder(variant: str, tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    config = CLIPTextConfig(
+def build_tokenizer(variant: str) -> CLIPTokenizer:
+    """The (first) tokenizer of a variant: SD2's is OpenCLIP's; SD1.5's and SDXL's first are CLIP-L's."""
+    return make_clip_tokenizer("!" if variant == "sd2v" else EOS)
+
+
+def clip_text_config(tokenizer: CLIPTokenizer, width: int, openclip: bool, projection_dim: int) -> CLIPTextConfig:
+    """A 4-layer CLIP text config (enough for clip_skip 1..3) of the given width."""
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=CROSS_ATTENTION_DIM[variant],
-        intermediate_size=2 * CROSS_ATTENTION_DIM[variant],
-        num_hidden_layers=4,  # enough for clip_skip 1..3
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=4,
         num_attention_heads=4,
         max_position_embeddings=77,
-        # SD1.5 uses OpenAI CLIP-L (quick_gelu); SD2 uses OpenCLIP ViT-H (gelu).
-        hidden_act="gelu" if variant == "sd2v" else "quick_gelu",
-        projection_dim=CROSS_ATTENTION_DIM[variant],
+        # OpenAI CLIP-L uses quick_gelu; OpenCLIP ViT-H / bigG use gelu.
+        hidden_act="gelu" if openclip else "quick_gelu",
+        projection_dim=projection_dim,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModel(config)
+
+
+def build_text_encoder(variant: str, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    """The (first) text encoder: SD1.5's CLIP-L, SD2's OpenCLIP ViT-H, SDXL's CLIP-L."""
+    width = SDXL_TEXT_DIMS[0] if variant == "sdxl" else CROSS_ATTENTION_DIM[variant]
+    return CLIPTextModel(clip_text_config(tokenizer, width, variant == "sd2v", width))
 
 
 def build_unet(variant: str) -> UNet2DConditionModel:
@@ -142,6 +161,29 @@ def build_unet(variant: str) -> UNet2DConditionModel:
     )
 
 
+def build_sdxl_unet() -> UNet2DConditionModel:
+    """SDXL's UNet shrunk: 3 levels, no attention in the first, layers_per_block 2 (kohya's SDXL LoRA names
+    number LDM input_blocks 1 + 3 * level + layer), text_time added embedding, linear proj_in/proj_out."""
+    return UNet2DConditionModel(
+        sample_size=SAMPLE_SIZE["sdxl"] // 8,
+        block_out_channels=(16, 32, 32),  # SDXL doubles (320, 640, 1280); kept flat to stay small
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        # SDXL has (1, 2, 10) transformer layers; two in the deeper levels keeps transformer_blocks.1 names.
+        transformer_layers_per_block=(1, 2, 2),
+        cross_attention_dim=CROSS_ATTENTION_DIM["sdxl"],
+        norm_num_groups=8,
+        attention_head_dim=[1, 2, 2],  # head counts (legacy name); head size 16, SDXL's 64 shrunk
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
+        addition_embed_type_num_heads=64,
+        # pooled text projection + 6 numbers (original size, crop top-left, target size), each time-embedded
+        projection_class_embeddings_input_dim=SDXL_PROJECTION_DIM + 6 * SDXL_TIME_EMBED_DIM,
+    )
+
+
 def build_vae(variant: str) -> AutoencoderKL:
     # Four levels as in real SD so the VAE scale factor is 8.
     return AutoencoderKL(
@@ -152,7 +194,7 @@ def build_vae(variant: str) -> AutoencoderKL:
         latent_channels=4,
         norm_num_groups=8,
         sample_size=SAMPLE_SIZE[variant],
-        scaling_factor=0.18215,
+        scaling_factor=VAE_SCALING_FACTOR[variant],
     )
 
 
@@ -174,10 +216,54 @@ def build_scheduler(variant: str) -> PNDMScheduler | DDIMScheduler:
     return scheduler
 
 
+def build_sdxl_scheduler() -> EulerDiscreteScheduler:
+    """The scheduler config shipped with stabilityai/stable-diffusion-xl-base-1.0."""
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    # Keys of SDXL's file that Euler ignores but a DDPM/DDIM loaded from the same folder needs.
+    scheduler.register_to_config(clip_sample=False, set_alpha_to_one=False, skip_prk_steps=True, sample_max_value=1.0)
+    return scheduler
+
+
+def build_tiny_sdxl(path: Path, seed: int = 0) -> Path:
+    """Tiny SDXL: CLIP-L-like text_encoder (EOS pad) + OpenCLIP-bigG-like text_encoder_2 with projection ("!" pad)."""
+    tokenizer, tokenizer_2 = make_clip_tokenizer(EOS), make_clip_tokenizer("!")
+    torch.manual_seed(seed)
+    text_encoder = build_text_encoder("sdxl", tokenizer)
+    torch.manual_seed(seed)
+    config_2 = clip_text_config(tokenizer_2, SDXL_TEXT_DIMS[1], openclip=True, projection_dim=SDXL_PROJECTION_DIM)
+    text_encoder_2 = CLIPTextModelWithProjection(config_2)
+    torch.manual_seed(seed)
+    unet = build_sdxl_unet()
+    torch.manual_seed(seed)
+    vae = build_vae("sdxl")
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=build_sdxl_scheduler(),
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(path)
+    return Path(path)
+
+
 def build_tiny_sd(path: Path, variant: str = "sd1", seed: int = 0) -> Path:
     """Builds a tiny SD pipeline with random weights and saves it as a diffusers folder at `path`."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown tiny variant {variant!r}, expected one of {VARIANTS}")
+    if variant == "sdxl":
+        return build_tiny_sdxl(path, seed)
     tokenizer = build_tokenizer(variant)
     # Reseed before each module so one module's size never shifts another's weights.
     torch.manual_seed(seed)

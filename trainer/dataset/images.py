@@ -56,19 +56,31 @@ def resize_and_crop(img: Image.Image, bucket: tuple[int, int], random_crop: bool
                     rng: random.Random | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """Scale to cover the bucket (w, h) keeping aspect, then crop to it. Returns (image, (top, left))."""
     bucket_w, bucket_h = bucket
-    width, height = img.size
-    scale = max(bucket_w / width, bucket_h / height)
-    size = (max(bucket_w, int(width * scale + 0.5)), max(bucket_h, int(height * scale + 0.5)))
+    original = img.size
+    size = cover_size(original, bucket)
     if size != img.size:
-        resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
+        resample = Image.Resampling.LANCZOS if size[0] < img.size[0] else Image.Resampling.BICUBIC
         img = img.resize(size, resample=resample)
     spare_w, spare_h = size[0] - bucket_w, size[1] - bucket_h
     if random_crop:
         rng = rng or random.Random()
         top, left = rng.randint(0, spare_h), rng.randint(0, spare_w)
     else:
-        top, left = spare_h // 2, spare_w // 2
+        top, left = center_crop_offset(original, bucket)
     return img.crop((left, top, left + bucket_w, top + bucket_h)), (top, left)
+
+
+def cover_size(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[int, int]:
+    """The (w, h) an image of `size` is resized to so it covers the bucket, keeping its aspect."""
+    (width, height), (bucket_w, bucket_h) = size, bucket
+    scale = max(bucket_w / width, bucket_h / height)
+    return max(bucket_w, int(width * scale + 0.5)), max(bucket_h, int(height * scale + 0.5))
+
+
+def center_crop_offset(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of the centred bucket crop of an image of `size` (w, h), after cover_size."""
+    width, height = cover_size(size, bucket)
+    return (height - bucket[1]) // 2, (width - bucket[0]) // 2
 
 
 # sd-scripts' color_aug: a third of the samples change colour, half of those by hue, half by gamma.

@@ -25,6 +25,7 @@ LDM_TEXT_ENCODERS = {"sd1": "CLIP-L", "sd2": "OpenCLIP-H", "sdxl": "CLIP-L and O
 EMBEDDING_WIDTH_FAMILY = {768: "sd1", 1024: "sd2"}  # SDXL embeddings hold two tensors, clip_l and clip_g
 CLIP_WIDTH_NAMES = {768: "CLIP-L", 1024: "OpenCLIP-H", 1280: "OpenCLIP-G (clip_g)"}
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+FLUX_GUIDANCE = r"guidance_in\.|guidance_embedder\."
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,26 @@ def _context_family(names: Names) -> str | None:
     return CONTEXT_DIM_FAMILY.get(shape[-1]) if shape and len(shape) >= 2 else None
 
 
-def _ldm(names: Names) -> CheckpointKind:
-    """Original-layout (A1111/ComfyUI) checkpoints and their UNet-only extracts."""
+def ldm_variant(names: Names) -> str:
+    """"base" | "refiner" | "inpainting" for an original-layout SD checkpoint."""
     family = _hint(names, LDM_FAMILY_HINTS) or _context_family(names)
     # the refiner conditions on OpenCLIP-G alone (embedders.0, context width 1280); LoRAs target the base
     refiner = _any(names, r"^conditioner\.embedders\.0\.model\.") or (
         family == "sdxl" and (_first(names, r"attn2\.to_k\.weight$") or [0])[-1] == 1280)
     in_shape = _first(names, r"^model\.diffusion_model\.input_blocks\.0\.0\.weight$") or [0, 0]
-    variant = "refiner" if refiner else "inpainting" if in_shape[1:2] == [9] else "base"
+    return "refiner" if refiner else "inpainting" if in_shape[1:2] == [9] else "base"
+
+
+def flux_variant(names: Names) -> str:
+    """"dev" (guidance-distilled: has guidance_in) | "schnell"."""
+    return "dev" if _any(names, FLUX_GUIDANCE) else "schnell"
+
+
+def _ldm(names: Names) -> CheckpointKind:
+    """Original-layout (A1111/ComfyUI) checkpoints and their UNet-only extracts."""
+    family = _hint(names, LDM_FAMILY_HINTS) or _context_family(names)
+    variant = ldm_variant(names)
+    refiner = variant == "refiner"
     label = f"{FAMILY_LABELS.get(family, 'Stable Diffusion')} {variant}"
     if _any(names, r"^(cond_stage_model|conditioner)\.") and _any(names, r"^first_stage_model\."):
         encoders = "OpenCLIP-G" if refiner else LDM_TEXT_ENCODERS.get(family, "text encoder")
@@ -148,8 +161,7 @@ def _diffusers_unet(names: Names) -> CheckpointKind:
 
 
 def _flux(names: Names) -> CheckpointKind:
-    variant = "dev: has guidance_in" if _any(names, r"guidance_in\.|guidance_embedder\.") \
-        else "schnell: no guidance_in"
+    variant = "dev: has guidance_in" if flux_variant(names) == "dev" else "schnell: no guidance_in"
     if _any(names, r"^(vae|first_stage_model|text_encoders)\."):
         return CheckpointKind("model", "flux", f"Flux.1 all-in-one checkpoint ({variant})")
     layout = " in diffusers layout" if _any(names, r"^single_transformer_blocks\.") else ""
@@ -226,10 +238,10 @@ _RULE_TABLE: list[tuple[str, Callable[[Names], CheckpointKind]]] = [
 _RULES = [(re.compile(pattern), classify) for pattern, classify in _RULE_TABLE]
 
 # What to tell a user who gave the file as the base model, by kind.
-_FOLDER = "pick the diffusers folder (with unet/, vae/, text_encoder/, tokenizer/, scheduler/) of the base model"
+_FOLDER = ("pick the full checkpoint (.safetensors) or the diffusers folder (with unet/, vae/, text_encoder/, "
+           "tokenizer/, scheduler/) of the base model")
 BASE_MODEL_ADVICE = {
-    "model": "is a single-file {detail}; this version trains from diffusers model folders: " + _FOLDER
-             + " (single-file loading is planned)",
+    "model": "is a single-file {detail}",
     **dict.fromkeys(("unet", "transformer", "vae", "text_encoder"), "is {a} {detail} alone, not a full model: "
                     + _FOLDER),
     "lora": "is {a} {detail}, not a base model: pick the base model you trained it on (to continue training "

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..config import TrainConfig
 from ..errors import UserError
+from ..loss import training_loss
+from ..network import Rename
+from ..noise import noisy_latents, prepare_scheduler
+from ..sampling import make_sampler
+from .base import AdapterPart, Conditioning, ModelFamily, to_image
 
 # kohya "LierLa": the linear / 1x1 layers of the UNet's transformer blocks, the text encoder's attention + MLP.
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
@@ -16,58 +23,113 @@ TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 UNET_PREFIX, TEXT_ENCODER_PREFIX = "lora_unet", "lora_te"
 
 
-@dataclass
-class SDModel:
-    tokenizer: CLIPTokenizer
-    text_encoder: CLIPTextModel
-    unet: UNet2DConditionModel
-    vae: AutoencoderKL
-    noise_scheduler: DDPMScheduler
-    v2: bool
-    v_parameterization: bool
+class SDFamily(ModelFamily):
+    """SD1.x and SD2.x: one CLIP text encoder, a UNet predicting noise or v, the DDPM noise schedule."""
+
+    unsupported = {key: "only Flux.1 uses it (the text encoders and VAE come with the base model)"
+                   for key in ("ae", "clip_l", "t5xxl")}
+
+    def __init__(self, config: TrainConfig, components: dict[str, Any]):
+        super().__init__(config, components)
+        self.name = "sd2" if self.text_encoder.config.hidden_act == "gelu" else "sd1"  # OpenCLIP-H vs CLIP-L
+        self.noise_scheduler: DDPMScheduler = components["scheduler"]
+
+    @property
+    def text_encoder(self) -> CLIPTextModel:
+        return self.components["text_encoder"]
+
+    @property
+    def tokenizer(self) -> CLIPTokenizer:
+        return self.components["tokenizer"]
 
     @property
     def base_model_version(self) -> str:
-        return "sd_v2" if self.v2 else "sd_v1"
+        return "sd_v2" if self.name == "sd2" else "sd_v1"
+
+    @property
+    def v_parameterization(self) -> bool:
+        return self.noise_scheduler.config.prediction_type == "v_prediction"
+
+    def resolved(self) -> dict[str, Any]:
+        return {**super().resolved(), "v2": self.name == "sd2", "v_parameterization": self.v_parameterization}
+
+    def metadata(self) -> dict[str, str]:
+        return {**super().metadata(), "ss_v2": str(self.name == "sd2"),
+                "ss_v_parameterization": str(self.v_parameterization)}
+
+    def prepare(self) -> list[str]:
+        config, detected_v2 = self.config, self.name == "sd2"
+        if config.v2 is not None and config.v2 != detected_v2:
+            raise UserError(f"v2: set to {config.v2}, but the base model is an {self.label} model",
+                            "leave v2 empty to detect it")
+        layers = self.text_encoders[-1].config.num_hidden_layers
+        if config.clip_skip > layers:
+            raise UserError(f"clip_skip: {config.clip_skip} is more than the text encoder's {layers} layers",
+                            "use 1 or 2")
+        v_pred = config.v_parameterization
+        if v_pred is None:
+            v_pred = self.noise_scheduler.config.prediction_type == "v_prediction"
+        # sd-scripts trains and samples with clip_sample off; previews inherit this config.
+        self.noise_scheduler.register_to_config(prediction_type="v_prediction" if v_pred else "epsilon",
+                                                clip_sample=False)
+        return prepare_scheduler(config, self.noise_scheduler)  # zero_terminal_snr, SNR table
+
+    # --- LoRA parts ---------------------------------------------------------------------------------------
+    def denoiser_part(self) -> AdapterPart:
+        return AdapterPart("unet", self.denoiser, UNET_TARGETS, UNET_PREFIX, self.config.effective_unet_lr)
+
+    def text_encoder_parts(self) -> list[AdapterPart]:
+        lr = self.config.text_encoder_lrs(1)[0]
+        return [AdapterPart("text_encoder", self.text_encoder, TEXT_ENCODER_TARGETS, TEXT_ENCODER_PREFIX, lr,
+                            text_encoder_rename(self.text_encoder))]
+
+    # --- a training step ----------------------------------------------------------------------------------
+    def encode_text(self, captions: list[str]) -> Conditioning:
+        encoder = self.runners["text_encoder"]
+        ids = tokenize(self.tokenizer, captions, self.config.max_token_length).to(self.text_encoder.device)
+        with torch.set_grad_enabled(self.config.train_text_encoder and torch.is_grad_enabled()):
+            return {"hidden": encode_tokens(encoder, ids, self.config.clip_skip)}
+
+    def text_cache_stamp(self) -> dict[str, str]:
+        return {**super().text_cache_stamp(), "clip_skip": str(self.config.clip_skip),
+                "max_token_length": str(self.config.max_token_length or WINDOW_TOKENS)}
+
+    def loss(self, latents: torch.Tensor, cond: Conditioning, data: dict) -> torch.Tensor:
+        config, scheduler = self.config, self.noise_scheduler
+        noisy, noise, timesteps = noisy_latents(config, scheduler, latents)
+        prediction = self.predict(noisy, timesteps, cond, data)
+        target = training_target(scheduler, latents, noise, timesteps)
+        return training_loss(config, scheduler, prediction, target, timesteps, data["is_reg"])
+
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning, data: dict) -> torch.Tensor:
+        return self.runners["unet"](noisy, timesteps, cond["hidden"].to(noisy.device)).sample
+
+    # --- previews -----------------------------------------------------------------------------------------
+    def pipeline(self, sampler: str):
+        return StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                                       unet=self.denoiser, scheduler=make_sampler(sampler, self.noise_scheduler.config),
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+    @torch.no_grad()
+    def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:
+        pipe = self.pipeline(sampler)
+        pipe.set_progress_bar_config(disable=True)
+        device = self.denoiser.device
+        generator = torch.Generator("cpu").manual_seed(seed)
+        image = pipe(prompt_embeds=cond["hidden"].to(device), negative_prompt_embeds=uncond["hidden"].to(device),
+                     width=spec.width, height=spec.height, num_inference_steps=spec.steps,
+                     guidance_scale=self.guidance(spec), generator=generator, output_type="np",
+                     **self.pipeline_extras(cond, uncond, spec)).images[0]
+        return to_image(image)
+
+    def pipeline_extras(self, cond: Conditioning, uncond: Conditioning, spec) -> dict[str, Any]:
+        return {}
 
 
-def load_sd(config: TrainConfig, dtype: torch.dtype) -> SDModel:
-    """Frozen parts in `dtype`; the VAE always in fp32 (fp16 VAEs overflow into NaN latents)."""
-    source = config.pretrained_model_name_or_path
-    try:
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype)
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
-        noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
-    except (OSError, ValueError) as exc:
-        raise UserError(f"pretrained_model_name_or_path: cannot load '{source}': {_first_line(exc)}",
-                        "give a diffusers model folder (with unet/, vae/, text_encoder/, tokenizer/, "
-                        "scheduler/) or a Hugging Face repo id while online") from None
-    detected_v2 = text_encoder.config.hidden_act == "gelu"  # OpenCLIP ViT-H; SD1's CLIP uses quick_gelu
-    if config.v2 is not None and config.v2 != detected_v2:
-        raise UserError(f"v2: set to {config.v2}, but '{source}' is an SD{'2' if detected_v2 else '1'}.x model",
-                        "leave v2 empty to detect it")
-    if config.clip_skip > text_encoder.config.num_hidden_layers:
-        raise UserError(f"clip_skip: {config.clip_skip} is more than the text encoder's "
-                        f"{text_encoder.config.num_hidden_layers} layers", "use 1 or 2")
-    v_pred = config.v_parameterization
-    if v_pred is None:
-        v_pred = noise_scheduler.config.prediction_type == "v_prediction"
-    # sd-scripts trains and samples with clip_sample off; previews inherit this config.
-    noise_scheduler.register_to_config(prediction_type="v_prediction" if v_pred else "epsilon", clip_sample=False)
-    vae.requires_grad_(False).eval()
-    return SDModel(tokenizer, text_encoder, unet, vae, noise_scheduler, detected_v2, v_pred)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def text_encoder_module_root(text_encoder: CLIPTextModel) -> str:
+def text_encoder_rename(text_encoder: CLIPTextModel) -> Rename | None:
     """kohya's names (and A1111/ComfyUI's loaders) use transformers 4 paths, text_model.encoder...;
     transformers 5 dropped the text_model level."""
-    return "" if hasattr(text_encoder, "text_model") else "text_model."
+    return None if hasattr(text_encoder, "text_model") else lambda path: "text_model." + path
 
 
 # A CLIP pass reads 77 positions: BOS, 75 caption tokens, then EOS or padding. Longer captions
@@ -104,9 +166,16 @@ def encode_tokens(text_encoder: CLIPTextModel, input_ids: torch.Tensor, clip_ski
     Each 77-token window is encoded on its own (clip_skip applies per window); the windows' BOS/EOS states
     are dropped except the first BOS and the last window's final state, as sd-scripts splices them.
     """
-    window = _unwrap(text_encoder).config.max_position_embeddings
-    batch, windows = input_ids.shape[0], input_ids.shape[1] // window
-    hidden = _encode_window(text_encoder, input_ids.reshape(batch * windows, window), clip_skip)
+    window = unwrap(text_encoder).config.max_position_embeddings
+    batch = input_ids.shape[0]
+    hidden = _encode_window(text_encoder, input_ids.reshape(-1, window), clip_skip)
+    return splice_windows(hidden, batch)
+
+
+def splice_windows(hidden: torch.Tensor, batch: int) -> torch.Tensor:
+    """(batch * windows, 77, width) window states -> (batch, 75 * windows + 2, width), as sd-scripts splices."""
+    window = hidden.shape[1]
+    windows = hidden.shape[0] // batch
     hidden = hidden.reshape(batch, windows * window, hidden.shape[-1])
     if windows == 1:
         return hidden
@@ -119,11 +188,11 @@ def _encode_window(text_encoder: CLIPTextModel, input_ids: torch.Tensor, clip_sk
     if clip_skip == 1:
         return text_encoder(input_ids)[0]
     hidden = text_encoder(input_ids, output_hidden_states=True).hidden_states[-clip_skip]
-    unwrapped = _unwrap(text_encoder)
+    unwrapped = unwrap(text_encoder)
     return getattr(unwrapped, "text_model", unwrapped).final_layer_norm(hidden)
 
 
-def _unwrap(text_encoder: CLIPTextModel) -> CLIPTextModel:
+def unwrap(text_encoder: CLIPTextModel) -> CLIPTextModel:
     return getattr(text_encoder, "module", text_encoder)  # under DDP the model is .module
 
 

@@ -26,10 +26,12 @@ class NetworkFields(SchemaPart):
         "raise the learning rate. Above dim is rarely wanted.",
         "训练时把 LoRA 按 alpha/dim 缩放。与 dim 相等时不缩放；更小则更新更弱，需要提高学习率；一般不要超过 dim。",
         gt=0)
-    network_train_unet_only: bool = field(
-        False, "effect", "network",
-        "Train only the UNet: often enough for styles, needed with cached text-encoder outputs.",
-        "只训练 UNet：画风类常常足够，缓存文本编码器输出时必须开启。")
+    network_train_unet_only: bool | None = field(
+        None, "effect", "network",
+        "Train only the UNet (Flux: the transformer): often enough for styles, needed with cached text-encoder "
+        "outputs. Empty = the family's usual choice: SD1/SD2/SDXL also train the text encoder(s), Flux does not.",
+        "只训练 UNet（Flux 为 transformer）：画风类常常足够，缓存文本编码器输出时必须开启。留空则按模型类别的"
+        "常规做法：SD1/SD2/SDXL 同时训练文本编码器，Flux 不训练。")
     network_train_text_encoder_only: bool = field(
         False, "effect", "network", "Train only the text encoder.", "只训练文本编码器。", advanced=True)
     network_dropout: float | None = field(

@@ -92,10 +92,12 @@ class OptimizerFields(SchemaPart):
         "UNet learning rate: 1e-4 is typical with AdamW. Too high burns the images (oversaturated, noisy); too "
         "low learns nothing.",
         "UNet 学习率：AdamW 常用 1e-4。太高会把图练糊、过饱和甚至炸炉，太低则学不到东西。", gt=0, le=10)
-    text_encoder_lr: float | None = field(
+    text_encoder_lr: float | list[float] | None = field(
         None, "effect", "learning_rate",
-        "Text-encoder learning rate, usually a half to a tenth of unet_lr; too high makes prompts stop working.",
-        "文本编码器学习率，通常是 unet_lr 的 1/2 到 1/10；太高会让提示词失去控制力。", gt=0, le=10)
+        "Text-encoder learning rate, usually a half to a tenth of unet_lr; too high makes prompts stop working. "
+        "SDXL has two text encoders: one value for both, or a list of two [CLIP-L, OpenCLIP-G] as sd-scripts.",
+        "文本编码器学习率，通常是 unet_lr 的 1/2 到 1/10；太高会让提示词失去控制力。SDXL 有两个文本编码器："
+        "填一个值两者共用，或填两个值的列表 [CLIP-L, OpenCLIP-G]（与 sd-scripts 相同）。")
     optimizer_type: Literal[tuple(OPTIMIZERS)] | str = field(
         "AdamW", "effect", "optimizer",
         "How the weights are updated. AdamW8bit: AdamW with less memory, the usual choice. Lion: needs about a "
@@ -148,6 +150,16 @@ class OptimizerFields(SchemaPart):
     max_grad_norm: float = field(
         1.0, "effect", "optimizer", "Clip the gradient norm to this value (0 = no clipping).",
         "梯度裁剪的最大范数（0 表示不裁剪）。", advanced=True, ge=0)
+
+    @field_validator("text_encoder_lr")
+    @classmethod
+    def _one_or_two_rates(cls, value: float | list[float] | None) -> float | list[float] | None:
+        rates = value if isinstance(value, list) else [] if value is None else [value]
+        if isinstance(value, list) and not 1 <= len(value) <= 2:
+            raise ValueError("give one learning rate, or a list of two (SDXL: [CLIP-L, OpenCLIP-G])")
+        if any(not 0 < rate <= 10 for rate in rates):
+            raise ValueError("each learning rate must be above 0 and at most 10")
+        return value
 
     @field_validator("optimizer_type", mode="before")
     @classmethod

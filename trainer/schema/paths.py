@@ -2,18 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import field_validator
 
+from ..families.detect import FAMILY_LABELS
 from .base import SchemaPart, field
+
+MODEL_FAMILIES = ("auto", *FAMILY_LABELS)
 
 
 class PathsFields(SchemaPart):
     pretrained_model_name_or_path: str = field(
         "", "paths", "model",
-        "Base model: a local diffusers folder, or a Hugging Face repo id (downloaded when online). Pick the "
-        "model you will generate with, or its ancestor: a LoRA works best on the model it was trained on.",
-        "底模：本地 diffusers 模型文件夹，或联网时的 Hugging Face 仓库名。选你之后出图用的模型或它的上游模型，"
-        "LoRA 在训练它的底模上效果最好。", metadata=False)
+        "Base model: a single .safetensors checkpoint (as downloaded from civitai), a local diffusers folder, "
+        "or a Hugging Face repo id (downloaded when online). For Flux, the transformer file (flux1-dev.safetensors) "
+        "with ae, clip_l and t5xxl below. Pick the model you will generate with, or its ancestor: a LoRA works "
+        "best on the model it was trained on.",
+        "底模：单个 .safetensors 模型文件（如从 civitai 下载的）、本地 diffusers 模型文件夹，或联网时的 Hugging Face "
+        "仓库名。Flux 填 transformer 文件（flux1-dev.safetensors），并在下方填 ae、clip_l、t5xxl。选你之后出图用的"
+        "模型或它的上游模型，LoRA 在训练它的底模上效果最好。", metadata=False)
+    model_family: Literal[MODEL_FAMILIES] = field(  # type: ignore[valid-type]
+        "auto", "paths", "model",
+        "Which model the base is: auto detects it from the file or folder; sd1 (SD1.x), sd2 (SD2.x), sdxl "
+        "(SDXL and its derivatives such as Pony and Illustrious), flux (Flux.1 dev or schnell). A value that "
+        "does not match the model is refused.",
+        "底模属于哪一类：auto 根据文件或文件夹自动识别；sd1（SD1.x）、sd2（SD2.x）、sdxl（SDXL 及 Pony、Illustrious "
+        "等衍生模型）、flux（Flux.1 dev 或 schnell）。与模型不符时会拒绝开始。", metadata=False)
+    vae: str | None = field(
+        None, "paths", "model",
+        "Optional VAE to use instead of the base model's: a .safetensors file or a diffusers vae folder (e.g. the "
+        "fixed sdxl-vae-fp16-fix). For Flux use ae.",
+        "可选：替换底模自带 VAE 的文件（.safetensors）或 diffusers vae 文件夹（例如修复版 sdxl-vae-fp16-fix）。"
+        "Flux 请用 ae。", advanced=True, metadata=False)
+    ae: str | None = field(
+        None, "paths", "model", "Flux: the autoencoder file (ae.safetensors) when the base model is a transformer file.",
+        "Flux：底模是单独的 transformer 文件时，自编码器文件（ae.safetensors）。", metadata=False)
+    clip_l: str | None = field(
+        None, "paths", "model", "Flux: the CLIP-L text encoder file (clip_l.safetensors).",
+        "Flux：CLIP-L 文本编码器文件（clip_l.safetensors）。", metadata=False)
+    t5xxl: str | None = field(
+        None, "paths", "model", "Flux: the T5-XXL text encoder file (t5xxl_fp16.safetensors or an fp8 version).",
+        "Flux：T5-XXL 文本编码器文件（t5xxl_fp16.safetensors 或 fp8 版本）。", metadata=False)
+    base_model_config: str | None = field(
+        None, "paths", "model",
+        "For a single-file base model: a diffusers folder (or repo id) whose configs and tokenizers describe it. "
+        "Empty = the configs shipped with Danlu for the detected family; tokenizers are then fetched once "
+        "while online.",
+        "底模为单文件时：描述它结构的 diffusers 文件夹（或仓库名），提供配置和分词器。留空则使用 Danlu 自带的该类"
+        "模型配置，分词器需联网下载一次。", advanced=True, metadata=False)
     v2: bool | None = field(
         None, "paths", "model",
         "The base model is Stable Diffusion 2.x. Empty = detect from the model (its text encoder).",

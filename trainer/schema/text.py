@@ -33,10 +33,10 @@ class TextFields(SchemaPart):
     cache_text_encoder_outputs: bool = field(
         False, "steps", "speed",
         "Encode every caption with the text encoder once before training, then keep the text encoder off the "
-        "GPU: saves VRAM and some time per step. Needs network_train_unet_only and captions that stay the "
-        "same (no shuffle_caption, caption dropout or wildcards).",
+        "GPU: saves VRAM and some time per step. The text encoder is then not trained (as in sd-scripts), and "
+        "the captions must stay the same (no shuffle_caption, caption dropout or wildcards).",
         "训练前用文本编码器把每条标注编码一次并缓存，之后文本编码器移出显卡：省显存，每步也稍快。"
-        "需要开启 network_train_unet_only，且标注每步不变（不能用 shuffle_caption、标注丢弃或通配符）。",
+        "此时不训练文本编码器（与 sd-scripts 相同），且标注必须每步不变（不能用 shuffle_caption、标注丢弃或通配符）。",
         advanced=True, metadata=False)
     cache_text_encoder_outputs_to_disk: bool = field(
         False, "steps", "speed",
@@ -56,7 +56,8 @@ class TextFields(SchemaPart):
         if not self.text_encoder_outputs_cached:
             return self
         key = "cache_text_encoder_outputs" if self.cache_text_encoder_outputs else "cache_text_encoder_outputs_to_disk"
-        if not getattr(self, "network_train_unet_only", False):
+        if getattr(self, "network_train_unet_only", None) is False or getattr(
+                self, "network_train_text_encoder_only", False):
             raise ValueError(f"{key} needs a frozen text encoder, but the text encoder is trained: set "
                              f"network_train_unet_only: true, or {key}: false")
         changing = [name for name in CAPTION_CHANGES if getattr(self, name, False)]

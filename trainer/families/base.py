@@ -1,0 +1,165 @@
+"""The one small interface the training loop sees of a model family (SD1/SD2, SDXL, Flux.1).
+
+A family owns its model parts, how captions become conditioning, one training step's loss, preview images,
+which layers carry LoRA and the key names its LoRA files use. The loop never asks which family it runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..errors import UserError
+from ..network import Rename, kohya_state_dict, load_kohya_weights
+
+Conditioning = dict[str, torch.Tensor]  # what the text encoders give the denoiser, per caption batch
+
+
+@dataclass
+class AdapterPart:
+    """A model part that carries LoRA: its optimizer group, peft targets and kohya key prefix."""
+
+    name: str  # optimizer group, `lrs` key and runner name: unet, transformer, text_encoder, text_encoder_2
+    module: torch.nn.Module
+    targets: list[str] | str  # peft target_modules: name suffixes, or one regular expression
+    prefix: str  # kohya: lora_unet, lora_te, lora_te1, lora_te2
+    lr: float
+    rename: Rename | None = None  # module path -> the path kohya's names use, where they differ
+
+
+class ModelFamily(ABC):
+    name: str  # sd1, sd2, sdxl, flux
+    denoiser_name = "unet"
+    text_encoder_names: tuple[str, ...] = ("text_encoder",)
+    # Config keys that mean nothing for this family: key -> why. Set to anything but the default, they are refused.
+    unsupported: dict[str, str] = {}
+
+    def __init__(self, config: TrainConfig, components: dict[str, Any]):
+        self.config = config
+        self.components = components
+        # What a training step calls: the bare modules, or their DDP wrappers once the loop prepared them.
+        self.runners: dict[str, torch.nn.Module] = {name: components[name]
+                                                    for name in (self.denoiser_name, *self.text_encoder_names)}
+
+    # --- parts ----------------------------------------------------------------------------------------
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.components[self.denoiser_name]
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.components["vae"]
+
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        return [self.components[name] for name in self.text_encoder_names]
+
+    def trained_parts(self) -> list[AdapterPart]:
+        """The parts this config trains, in optimizer-group order (denoiser first)."""
+        config, parts = self.config, []
+        if config.train_unet:
+            parts.append(self.denoiser_part())
+        if config.train_text_encoder:
+            parts += self.text_encoder_parts()
+        return parts
+
+    @abstractmethod
+    def denoiser_part(self) -> AdapterPart: ...
+
+    @abstractmethod
+    def text_encoder_parts(self) -> list[AdapterPart]: ...
+
+    # --- facts ------------------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def base_model_version(self) -> str: ...
+
+    def resolved(self) -> dict[str, Any]:
+        """Config values this model decides (written to the run's config.yaml)."""
+        return {"model_family": self.name}
+
+    def metadata(self) -> dict[str, str]:
+        return {"ss_base_model_version": self.base_model_version}
+
+    def check_options(self) -> None:
+        """Refuse config keys that have no meaning for this family, naming the key and why."""
+        for key, reason in self.unsupported.items():
+            value = getattr(self.config, key)
+            if value != TrainConfig.model_fields[key].default:
+                raise UserError(f"{key}: {reason}", f"remove {key} (or set it back to "
+                                f"{TrainConfig.model_fields[key].default!r}) to train {self.label}")
+
+    @property
+    def label(self) -> str:
+        from .detect import FAMILY_LABELS
+
+        return FAMILY_LABELS[self.name]
+
+    # --- training ---------------------------------------------------------------------------------------
+    def prepare(self) -> list[str]:
+        """Once after loading, before LoRA: noise-schedule fixes and the like. Returns warnings for the log."""
+        return []
+
+    def set_attention(self, sdpa: bool, xformers: bool) -> None:
+        """xformers when asked, else SDPA, else plain attention (sd-scripts' choices)."""
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        if xformers:
+            try:
+                self.denoiser.enable_xformers_memory_efficient_attention()
+            except (ImportError, ModuleNotFoundError, ValueError, NotImplementedError) as exc:
+                raise UserError(f"xformers: cannot be used here: {exc}",
+                                "install xformers for your CUDA build, or set xformers: false (sdpa is as fast)")
+        else:
+            self.denoiser.set_attn_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.denoiser.enable_gradient_checkpointing()
+        for encoder in self.text_encoders:
+            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    @abstractmethod
+    def encode_text(self, captions: list[str]) -> Conditioning:
+        """Conditioning of a caption batch; gradients flow only into trained text encoders."""
+
+    def text_cache_stamp(self) -> dict[str, str]:
+        """What cached text-encoder outputs depend on besides the caption and the encoders' weights."""
+        return {"family": self.name}
+
+    @abstractmethod
+    def loss(self, latents: torch.Tensor, cond: Conditioning, data: dict) -> torch.Tensor:
+        """One micro-batch's training loss (noise, prediction, target, weights), under the caller's autocast."""
+
+    @abstractmethod
+    def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:
+        """One preview image (HxWx3 uint8) for a parsed sample prompt, from its conditioning."""
+
+    default_guidance = 7.0  # a sample prompt's scale (--l) when it gives none
+
+    def guidance(self, spec) -> float:
+        return self.default_guidance if spec.scale is None else spec.scale
+
+    # --- LoRA files -------------------------------------------------------------------------------------
+    def export_tensors(self, alpha: float) -> dict[str, torch.Tensor]:
+        """The trained LoRA in the kohya key layout this family's tools read."""
+        tensors: dict[str, torch.Tensor] = {}
+        for part in self.trained_parts():
+            tensors.update(kohya_state_dict(part.module, part.prefix, alpha, part.rename))
+        return tensors
+
+    def load_network_weights(self, weights: dict[str, torch.Tensor]) -> set[str]:
+        """Load a kohya LoRA into the trained parts' LoRA layers; returns the keys used."""
+        used: set[str] = set()
+        for part in self.trained_parts():
+            used |= load_kohya_weights(part.module, weights, part.prefix, part.rename)
+        return used
+
+
+def to_image(array: np.ndarray) -> np.ndarray:
+    """A pipeline's float image in [0, 1] as uint8 (NaN, as an exploded model makes, becomes black)."""
+    return (np.nan_to_num(array) * 255).round().clip(0, 255).astype(np.uint8)

@@ -1,0 +1,197 @@
+"""Flux.1 dev and schnell: CLIP-L (pooled) and T5-XXL text encoders, a rectified-flow transformer on packed
+16-channel latents, trained as sd-scripts' flux_train_network does (flux_math.py holds the formulas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+from ..errors import UserError
+from ..loss import elementwise_loss, weighted_mean
+from ..network import ADAPTER, kohya_state_dict, load_kohya_weights, lora_layers
+from . import flux_math
+from .base import AdapterPart, Conditioning, ModelFamily, to_image
+from .flux_names import CLIP_PREFIX, FLUX_PREFIX, FLUX_TARGETS, T5_PREFIX, T5_TARGETS, kohya_flux_state_dict, \
+    peft_state_from_kohya_flux
+from .sd import TEXT_ENCODER_TARGETS, text_encoder_rename
+
+CLIP_TOKENS = 77
+# sd-scripts' T5 lengths: schnell was distilled with 256 tokens, dev with 512.
+T5_TOKENS = {"dev": 512, "schnell": 256}
+SD_ONLY = "does not apply to Flux.1 (flow matching has no DDPM noise schedule)"
+
+
+class FluxFamily(ModelFamily):
+    name = "flux"
+    denoiser_name = "transformer"
+    text_encoder_names = ("text_encoder", "text_encoder_2")  # CLIP-L, T5-XXL
+    default_guidance = 3.5
+    unsupported = {
+        "v2": "Flux.1 is not an SD2.x model", "v_parameterization": "Flux.1 predicts a velocity by design",
+        "clip_skip": "Flux.1 reads CLIP-L's pooled output, which clip_skip does not change",
+        "max_token_length": "Flux.1 reads 77 CLIP tokens; use t5xxl_max_token_length for T5",
+        "vae": "for Flux.1 give the autoencoder as ae", **dict.fromkeys(
+            ("min_snr_gamma", "debiased_estimation_loss", "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss",
+             "zero_terminal_snr", "noise_offset", "adaptive_noise_scale", "multires_noise_iterations",
+             "ip_noise_gamma", "min_timestep", "max_timestep"), SD_ONLY + "; use timestep_sampling and "
+                                                                 "weighting_scheme"),
+        "sample_sampler": "Flux.1 previews use the flow-matching Euler sampler",
+        "xformers": "Flux.1 uses PyTorch's SDPA attention", "sdpa": "Flux.1 always uses PyTorch's SDPA attention",
+    }
+
+    @property
+    def variant(self) -> str:
+        return "dev" if self.denoiser.config.guidance_embeds else "schnell"
+
+    @property
+    def base_model_version(self) -> str:
+        return "flux1"
+
+    def metadata(self) -> dict[str, str]:
+        return {**super().metadata(), "ss_flux_variant": self.variant}
+
+    @property
+    def t5_tokens(self) -> int:
+        return self.config.t5xxl_max_token_length or T5_TOKENS[self.variant]
+
+    def resolved(self) -> dict[str, Any]:
+        return {**super().resolved(), "t5xxl_max_token_length": self.t5_tokens}
+
+    def prepare(self) -> list[str]:
+        config = self.config
+        if config.train_t5xxl and not config.train_text_encoder:
+            raise UserError("train_t5xxl: T5-XXL is trained only together with CLIP-L",
+                            "set network_train_unet_only: false, or train_t5xxl: false")
+        if config.loss_type in ("huber", "smooth_l1") and config.huber_schedule == "snr":
+            raise UserError(f"huber_schedule: snr {SD_ONLY}", "use huber_schedule constant or exponential")
+        return []
+
+    def set_attention(self, sdpa: bool, xformers: bool) -> None:
+        """diffusers' Flux attention is SDPA already; the other choices are refused by `unsupported`."""
+
+    # --- LoRA parts ---------------------------------------------------------------------------------------
+    def denoiser_part(self) -> AdapterPart:
+        return AdapterPart("transformer", self.denoiser, FLUX_TARGETS, FLUX_PREFIX, self.config.effective_unet_lr)
+
+    def text_encoder_parts(self) -> list[AdapterPart]:
+        clip, t5 = self.text_encoders
+        lrs = self.config.text_encoder_lrs(2)
+        parts = [AdapterPart("text_encoder", clip, TEXT_ENCODER_TARGETS, CLIP_PREFIX, lrs[0], text_encoder_rename(clip))]
+        if self.config.train_t5xxl:
+            parts.append(AdapterPart("text_encoder_2", t5, T5_TARGETS, T5_PREFIX, lrs[1]))
+        return parts
+
+    def export_tensors(self, alpha: float) -> dict[str, torch.Tensor]:
+        """The transformer in the kohya/ComfyUI layout (BFL names, fused q/k/v), text encoders as kohya's."""
+        tensors: dict[str, torch.Tensor] = {}
+        for part in self.trained_parts():
+            if part.module is self.denoiser:
+                tensors.update(kohya_flux_state_dict(get_peft_model_state_dict(part.module, adapter_name=ADAPTER),
+                                                     alpha))
+            else:
+                tensors.update(kohya_state_dict(part.module, part.prefix, alpha, part.rename))
+        return tensors
+
+    def load_network_weights(self, weights: dict[str, torch.Tensor]) -> set[str]:
+        used: set[str] = set()
+        for part in self.trained_parts():
+            if part.module is not self.denoiser:
+                used |= load_kohya_weights(part.module, weights, part.prefix, part.rename)
+                continue
+            layer = next(iter(lora_layers(part.module).values()))
+            rank = layer.r[ADAPTER]
+            try:
+                state, flux_used = peft_state_from_kohya_flux(weights, rank, layer.scaling[ADAPTER] * rank)
+            except ValueError as exc:
+                raise UserError(f"network_weights: {exc}", "continue from a LoRA saved by Danlu or sd-scripts") from None
+            set_peft_model_state_dict(part.module, state, adapter_name=ADAPTER)
+            used |= flux_used
+        return used
+
+    # --- a training step ----------------------------------------------------------------------------------
+    def encode_text(self, captions: list[str]) -> Conditioning:
+        """CLIP-L's pooled output and T5-XXL's hidden states (padding masked with apply_t5_attn_mask)."""
+        c, config = self.components, self.config
+        clip_ids = c["tokenizer"](captions, padding="max_length", max_length=CLIP_TOKENS, truncation=True,
+                                  return_tensors="pt").input_ids
+        t5 = c["tokenizer_2"](captions, padding="max_length", max_length=self.t5_tokens, truncation=True,
+                              return_tensors="pt")
+        with torch.set_grad_enabled(config.train_text_encoder and torch.is_grad_enabled()):
+            pooled = self.runners["text_encoder"](clip_ids.to(c["text_encoder"].device)).pooler_output
+        with torch.set_grad_enabled(config.train_t5xxl and config.train_text_encoder and torch.is_grad_enabled()):
+            device = c["text_encoder_2"].device
+            mask = t5.attention_mask.to(device) if config.apply_t5_attn_mask else None
+            hidden = self.runners["text_encoder_2"](t5.input_ids.to(device), attention_mask=mask)[0]
+            if mask is not None:  # the transformer takes no text mask: padded positions carry zeros instead
+                hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        return {"t5": hidden, "pooled": pooled}
+
+    def text_cache_stamp(self) -> dict[str, str]:
+        return {**super().text_cache_stamp(), "t5xxl_max_token_length": str(self.t5_tokens),
+                "apply_t5_attn_mask": str(self.config.apply_t5_attn_mask)}
+
+    def loss(self, latents: torch.Tensor, cond: Conditioning, data: dict) -> torch.Tensor:
+        config = self.config
+        batch, _, height, width = latents.shape
+        noise = torch.randn(tuple(latents.shape), dtype=latents.dtype, device=latents.device)
+        sigmas = flux_math.sample_sigmas(
+            config.timestep_sampling, batch, sigmoid_scale=config.sigmoid_scale,
+            discrete_flow_shift=config.discrete_flow_shift, image_seq_len=flux_math.image_seq_len(height, width),
+            weighting_scheme=config.weighting_scheme, logit_mean=config.logit_mean, logit_std=config.logit_std,
+            mode_scale=config.mode_scale, device=latents.device)
+        noisy = flux_math.noisy_model_input(latents, noise, sigmas)
+        prediction = self.predict(noisy, sigmas, cond)
+        prediction, weighting = flux_math.apply_prediction_type(config.model_prediction_type, prediction, noisy,
+                                                                sigmas, config.weighting_scheme)
+        target = flux_math.flow_target(latents, noise)
+        per_element = elementwise_loss(config.loss_type, prediction.float(), target.float(),
+                                       self._huber_threshold(sigmas))
+        if weighting is not None:
+            per_element = per_element * weighting.float()
+        return weighted_mean(config, per_element, data["is_reg"])
+
+    def predict(self, noisy: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """The transformer's velocity for unpacked latents (B, 16, h, w), packed into 2x2 patches around the call."""
+        batch, channels, height, width = noisy.shape
+        packed = FluxPipeline._pack_latents(noisy, batch, channels, height, width)
+        image_ids = FluxPipeline._prepare_latent_image_ids(batch, height // 2, width // 2, noisy.device, noisy.dtype)
+        text = cond["t5"].to(noisy.device)
+        text_ids = torch.zeros(text.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+        guidance = torch.full((batch,), self.config.guidance_scale, device=noisy.device) \
+            if self.denoiser.config.guidance_embeds else None
+        output = self.runners["transformer"](hidden_states=packed, timestep=sigmas, guidance=guidance,
+                                             pooled_projections=cond["pooled"].to(noisy.device),
+                                             encoder_hidden_states=text, txt_ids=text_ids, img_ids=image_ids,
+                                             return_dict=False)[0]
+        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return FluxPipeline._unpack_latents(output, height * vae_factor, width * vae_factor, vae_factor)
+
+    def _huber_threshold(self, sigmas: torch.Tensor) -> torch.Tensor | None:
+        """huber_c per sample, sd-scripts' constant or exponential schedule over timesteps = sigma * 1000."""
+        config = self.config
+        if config.loss_type not in ("huber", "smooth_l1"):
+            return None
+        if config.huber_schedule == "exponential":
+            rate = -np.log(config.huber_c) / flux_math.NUM_TRAIN_TIMESTEPS
+            return torch.exp(-rate * sigmas.float() * flux_math.NUM_TRAIN_TIMESTEPS) * config.huber_scale
+        return torch.full(sigmas.shape, config.huber_c * config.huber_scale, device=sigmas.device)
+
+    # --- previews -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:
+        """Flux.1 previews: the distilled guidance (--l, default 3.5) for dev; schnell has none; no negative."""
+        c = self.components
+        pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler.from_config(c["scheduler"].config),
+                            vae=self.vae, text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
+                            text_encoder_2=c["text_encoder_2"], tokenizer_2=c["tokenizer_2"], transformer=self.denoiser)
+        pipe.set_progress_bar_config(disable=True)
+        device = self.denoiser.device
+        image = pipe(prompt_embeds=cond["t5"].to(device), pooled_prompt_embeds=cond["pooled"].to(device),
+                     width=max(16, spec.width // 16 * 16), height=max(16, spec.height // 16 * 16),
+                     num_inference_steps=spec.steps, guidance_scale=self.guidance(spec),
+                     generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
+        return to_image(image)

@@ -1,0 +1,111 @@
+"""SDXL: two text encoders (CLIP-L and OpenCLIP-G), a UNet conditioned on the pooled text embedding and on
+each image's size and crop (micro-conditioning), and SD's DDPM noise schedule."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionXLPipeline
+
+from ..config import TrainConfig
+from ..network import Rename
+from ..sampling import make_sampler
+from .base import AdapterPart, Conditioning
+from .sd import UNET_PREFIX, UNET_TARGETS, TEXT_ENCODER_TARGETS, SDFamily, splice_windows, text_encoder_rename, tokenize
+
+TEXT_ENCODER_PREFIXES = ("lora_te1", "lora_te2")
+# SDXL uses the penultimate layer of both encoders, without the final layer norm.
+HIDDEN_LAYER = -2
+
+
+class SDXLFamily(SDFamily):
+    text_encoder_names = ("text_encoder", "text_encoder_2")
+    unsupported = {
+        **SDFamily.unsupported,
+        "v2": "SDXL is not an SD2.x model",
+        "clip_skip": "SDXL always reads the penultimate layer of both text encoders (sd-scripts ignores clip_skip)",
+    }
+
+    def __init__(self, config: TrainConfig, components: dict[str, Any]):
+        super().__init__(config, components)
+        self.name = "sdxl"
+
+    @property
+    def base_model_version(self) -> str:
+        return "sdxl_base_v1-0"
+
+    def tokenizers(self) -> list:
+        return [self.components["tokenizer"], self.components["tokenizer_2"]]
+
+    # --- LoRA parts ---------------------------------------------------------------------------------------
+    def denoiser_part(self) -> AdapterPart:
+        return AdapterPart("unet", self.denoiser, UNET_TARGETS, UNET_PREFIX, self.config.effective_unet_lr,
+                           ldm_unet_rename(self.denoiser.config.layers_per_block))
+
+    def text_encoder_parts(self) -> list[AdapterPart]:
+        lrs = self.config.text_encoder_lrs(2)
+        return [AdapterPart(name, encoder, TEXT_ENCODER_TARGETS, prefix, lr, text_encoder_rename(encoder))
+                for name, encoder, prefix, lr in zip(self.text_encoder_names, self.text_encoders,
+                                                     TEXT_ENCODER_PREFIXES, lrs)]
+
+    # --- a training step ----------------------------------------------------------------------------------
+    def encode_text(self, captions: list[str]) -> Conditioning:
+        """Both encoders' penultimate states side by side (768 + 1280 wide) and OpenCLIP-G's pooled projection;
+        with max_token_length over 75 the pooled embedding is the first window's, as sd-scripts."""
+        hidden, pooled = [], None
+        with torch.set_grad_enabled(self.config.train_text_encoder and torch.is_grad_enabled()):
+            for name, tokenizer in zip(self.text_encoder_names, self.tokenizers()):
+                encoder = self.runners[name]
+                ids = tokenize(tokenizer, captions, self.config.max_token_length)
+                window = tokenizer.model_max_length
+                output = encoder(ids.reshape(-1, window).to(self.components[name].device), output_hidden_states=True)
+                hidden.append(splice_windows(output.hidden_states[HIDDEN_LAYER], len(captions)))
+                if hasattr(output, "text_embeds"):
+                    pooled = output.text_embeds.reshape(len(captions), -1, output.text_embeds.shape[-1])[:, 0]
+        return {"hidden": torch.cat(hidden, dim=-1), "pooled": pooled}
+
+    def text_cache_stamp(self) -> dict[str, str]:
+        stamp = super().text_cache_stamp()
+        stamp.pop("clip_skip")
+        return stamp
+
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning, data: dict) -> torch.Tensor:
+        added = {"text_embeds": cond["pooled"].to(noisy.device), "time_ids": data["size_cond"].to(noisy.device)}
+        return self.runners["unet"](noisy, timesteps, cond["hidden"].to(noisy.device),
+                                    added_cond_kwargs=added).sample
+
+    # --- previews -----------------------------------------------------------------------------------------
+    def pipeline(self, sampler: str):
+        c = self.components
+        return StableDiffusionXLPipeline(vae=self.vae, text_encoder=c["text_encoder"], text_encoder_2=c["text_encoder_2"],
+                                         tokenizer=c["tokenizer"], tokenizer_2=c["tokenizer_2"], unet=self.denoiser,
+                                         scheduler=make_sampler(sampler, self.noise_scheduler.config))
+
+    def pipeline_extras(self, cond: Conditioning, uncond: Conditioning, spec) -> dict[str, Any]:
+        device = self.denoiser.device
+        size = (spec.height, spec.width)  # previews condition on an uncropped image of their own size
+        return {"pooled_prompt_embeds": cond["pooled"].to(device),
+                "negative_pooled_prompt_embeds": uncond["pooled"].to(device),
+                "original_size": size, "target_size": size, "crops_coords_top_left": (0, 0)}
+
+
+def ldm_unet_rename(layers_per_block: int) -> Rename:
+    """diffusers UNet paths -> the original (SGM) block numbering kohya's SDXL LoRA names use:
+    down_blocks.i.attentions.j -> input_blocks.(1 + i*(L+1) + j).1, mid_block.attentions.0 -> middle_block.1,
+    up_blocks.i.attentions.j -> output_blocks.(i*(L+1) + j).1, with L = layers_per_block."""
+    per_down, per_up = layers_per_block + 1, layers_per_block + 1
+
+    def rename(path: str) -> str:
+        match = re.match(r"(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.(.*)", path)
+        if match:
+            kind, block, layer, rest = match.groups()
+            if kind == "down_blocks":
+                return f"input_blocks.{1 + int(block) * per_down + int(layer)}.1.{rest}"
+            return f"output_blocks.{int(block) * per_up + int(layer)}.1.{rest}"
+        if path.startswith("mid_block.attentions.0."):
+            return "middle_block.1." + path[len("mid_block.attentions.0."):]
+        return path
+
+    return rename
