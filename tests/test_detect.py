@@ -205,16 +205,23 @@ def test_preflight_names_what_a_lora_or_embedding_is(tmp_path):
     assert "is a textual-inversion embedding for SD1.x, 4 vectors, not a base model" in problem(emb)
 
 
-def test_check_cli_says_the_file_is_an_sdxl_checkpoint(tmp_path, make_config):
+def test_check_cli_accepts_a_checkpoint_file_of_the_chosen_family(tmp_path, make_config):
     model = save_shapes(tmp_path / "sdxl.safetensors", CASES["sdxl_full"][0])
+    accepted = run_cli("check", write_config(tmp_path / "a.yaml", make_config(pretrained_model_name_or_path=str(model))))
+    assert accepted.returncode == 0, accepted.stderr
+    refused = run_cli("check", write_config(tmp_path / "r.yaml", make_config(pretrained_model_name_or_path=str(model),
+                                                                             model_family="sd1")))
+    lines = [line for line in refused.stderr.splitlines() if "model_family:" in line]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert (f"model_family: set to sd1, but '{model}' is SDXL base checkpoint (UNet, VAE, CLIP-L and OpenCLIP-G) "
+            "(SDXL)") in lines[0]
+
+
+def test_check_cli_asks_for_the_split_files_of_a_flux_transformer(tmp_path, make_config):
+    model = save_shapes(tmp_path / "flux1-dev.safetensors", CASES["flux_dev"][0])
     result = run_cli("check", write_config(tmp_path / "c.yaml", make_config(pretrained_model_name_or_path=str(model))))
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    lines = [line for line in output.splitlines() if "pretrained_model_name_or_path:" in line]
-    assert len(lines) == 1, output
-    assert (f"pretrained_model_name_or_path: '{model}' is a single-file SDXL base checkpoint (UNet, VAE, CLIP-L and "
-            "OpenCLIP-G); this version trains from diffusers model folders") in lines[0]
-    assert "single-file loading is planned" in lines[0]
+    assert result.returncode == 2 and "ae, clip_l, t5xxl: empty, but 'flux1-dev.safetensors' is a Flux.1 " \
+        "transformer" in result.stderr
 
 
 def test_a_file_inside_a_diffusers_folder_points_to_the_folder(tiny_sd1):

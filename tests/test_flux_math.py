@@ -153,8 +153,7 @@ def test_schema_defaults_are_sd_scripts():
         "sigma_scaled", 3.5, "uniform")
     assert (fields.logit_mean, fields.logit_std, fields.mode_scale) == (0.0, 1.0, 1.29)
     assert (fields.apply_t5_attn_mask, fields.train_t5xxl) == (False, False)
-    assert fields.t5_max_length(is_schnell=False) == 512 and fields.t5_max_length(is_schnell=True) == 256
-    assert FluxFields(t5xxl_max_token_length=128).t5_max_length(is_schnell=False) == 128
+    assert fields.t5xxl_max_token_length is None
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -169,8 +168,6 @@ def test_schema_refuses_settings_without_effect(values, message):
 
 def test_train_t5xxl_needs_a_trained_text_encoder(make_config):
     from trainer.config import TrainConfig
-    if "train_t5xxl" not in TrainConfig.model_fields:
-        pytest.skip("FluxFields not yet part of TrainConfig")
     with pytest.raises(ValidationError, match="train_t5xxl trains a text-encoder LoRA"):
         TrainConfig(**make_config(train_t5xxl=True, network_train_unet_only=True))
     assert TrainConfig(**make_config(train_t5xxl=True)).train_t5xxl

@@ -156,7 +156,7 @@ def test_attention_backends(tmp_path, make_config):
         trainer = Trainer(config, run_preflight(config), RunLog(tmp_path / f"r{sdpa}"), Accelerator())
         trainer.setup()
         trainer.log.close()
-        assert {type(p) for p in trainer.model.unet.attn_processors.values()} == {processor}
+        assert {type(p) for p in trainer.model.denoiser.attn_processors.values()} == {processor}
     with pytest.raises(UserError, match="xformers: cannot be used here"):
         _run(tmp_path, make_config, "x", xformers=True)
 

@@ -42,7 +42,7 @@ def test_gradient_checkpointing_is_on_and_exact(tmp_path, make_config):
     config = validate_config(make_config(gradient_checkpointing=True))
     trainer = Trainer(config, run_preflight(config), RunLog(tmp_path / "r"), Accelerator())
     trainer.setup()
-    assert trainer.model.unet.is_gradient_checkpointing
+    assert trainer.model.denoiser.is_gradient_checkpointing
     assert trainer.model.text_encoder.is_gradient_checkpointing
     trainer.log.close()
     plain = lora_after(tmp_path, make_config, "plain")

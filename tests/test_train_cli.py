@@ -5,7 +5,7 @@ import pytest
 import safetensors
 import torch
 from conftest import only_run_dir, read_events, run_cli, write_config
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 
 
 def test_train_writes_lora_run_folder_and_events(tmp_path, make_config):
@@ -45,7 +45,7 @@ def test_check_prints_the_plan_train_runs(tmp_path, make_config):
     assert plan["total_steps"] == total == len([e for e in events if e["type"] == "step"])
 
 
-@pytest.mark.parametrize("variant", ["sd1", "sd2v"])
+@pytest.mark.parametrize("variant", ["sd1", "sd2v", "sdxl"])
 def test_saved_lora_reproduces_trained_model_in_diffusers(tmp_path, make_config, request, variant):
     """The file loads with diffusers' load_lora_weights and gives the trained model's own output."""
     from trainer.config_io import validate_config
@@ -64,7 +64,7 @@ def test_saved_lora_reproduces_trained_model_in_diffusers(tmp_path, make_config,
     log.close()
     assert trainer.model.v_parameterization == (variant == "sd2v")
     trained = _pipeline(trainer.model)
-    loaded = StableDiffusionPipeline.from_pretrained(model_path, safety_checker=None)
+    loaded = DiffusionPipeline.from_pretrained(model_path, safety_checker=None)
     before = _generate(loaded)
     loaded.load_lora_weights(str(tmp_path / "out" / "test.safetensors"))
     expected, actual = _generate(trained), _generate(loaded)
@@ -73,12 +73,9 @@ def test_saved_lora_reproduces_trained_model_in_diffusers(tmp_path, make_config,
 
 
 def _pipeline(model):
-    from trainer.sampling import make_sampler
-
-    model.unet.eval(), model.text_encoder.eval()
-    return StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-                                   unet=model.unet, scheduler=make_sampler("ddim", model.noise_scheduler.config),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    for part in [model.denoiser, *model.text_encoders]:
+        part.eval()
+    return model.pipeline("ddim")
 
 
 def _generate(pipe) -> np.ndarray:

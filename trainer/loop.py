@@ -105,6 +105,9 @@ class Trainer:
         precision (diffusers' layerwise casting); done before LoRA so the LoRA layers stay in full precision."""
         self.model.denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
                                                      compute_dtype=HALF[self.config.mixed_precision])
+        stored = [p for p in self.model.denoiser.parameters() if p.dtype == torch.float8_e4m3fn]
+        size = sum(p.numel() for p in stored) / 2 ** 30
+        self.log.info(f"fp8_base: {len(stored)} weight tensors ({size:.2f} G values) stored in float8")
 
     def _inject_lora(self) -> list[dict]:
         config, model = self.config, self.model

@@ -54,8 +54,8 @@ def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
 def readiness_problems(config: TrainConfig) -> list[str]:
     """Values a preset may leave empty but a run needs, and what this machine cannot do."""
     problems = []
-    problems += _model_source_problems(config.pretrained_model_name_or_path)
-    for key in ("network_weights", "resume"):
+    problems += _model_source_problems(config)
+    for key in ("network_weights", "resume", "vae", "ae", "clip_l", "t5xxl"):
         value = getattr(config, key)
         if value and not Path(value).expanduser().exists():
             problems.append(f"{key}: '{value}' does not exist; check the path")
@@ -66,19 +66,36 @@ def readiness_problems(config: TrainConfig) -> list[str]:
     return problems
 
 
-def _model_source_problems(source: str) -> list[str]:
-    key = "pretrained_model_name_or_path"
+def _model_source_problems(config: TrainConfig) -> list[str]:
+    key, source = "pretrained_model_name_or_path", config.pretrained_model_name_or_path
     if not source:
-        return [f"{key}: empty; pick the base model folder or repo id"]
+        return [f"{key}: empty; pick the base model: a .safetensors checkpoint, a diffusers folder or a repo id"]
     path = Path(source).expanduser()
     if path.is_file():
-        from .families.detect import base_model_advice
-
-        return [f"{key}: '{source}' {base_model_advice(path)}"]
+        return _model_file_problems(config, path)
     looks_like_repo_id = not path.is_absolute() and not source.startswith((".", "~")) and source.count("/") == 1
     if not path.is_dir() and not looks_like_repo_id:
-        return [f"{key}: folder '{source}' does not exist; pick the diffusers model folder, or give a "
-                "Hugging Face repo id like owner/name"]
+        return [f"{key}: '{source}' does not exist; pick a .safetensors checkpoint or a diffusers model folder, "
+                "or give a Hugging Face repo id like owner/name"]
+    return []
+
+
+def _model_file_problems(config: TrainConfig, path: Path) -> list[str]:
+    """A single file must be a full model (or Flux's transformer with its split files) of the chosen family;
+    read from the file's header only, so `check` stays fast."""
+    from .families.detect import FAMILY_LABELS, base_model_advice, describe_checkpoint
+
+    key, found = "pretrained_model_name_or_path", describe_checkpoint(path)
+    if found.kind not in ("model", "transformer") or found.family is None:
+        return [f"{key}: '{path}' {base_model_advice(path)}"]
+    if config.model_family not in ("auto", found.family):
+        return [f"model_family: set to {config.model_family}, but '{path}' is {found.detail} "
+                f"({FAMILY_LABELS[found.family]}); set model_family to auto"]
+    if found.kind == "transformer":
+        missing = [name for name in ("ae", "clip_l", "t5xxl") if not getattr(config, name)]
+        if missing:
+            return [f"{', '.join(missing)}: empty, but '{path.name}' is a {found.detail} without them; give the "
+                    "ae, clip_l and t5xxl files (as ComfyUI keeps them in models/vae and models/clip)"]
     return []
 
 

@@ -63,9 +63,6 @@ class FluxFamily(ModelFamily):
 
     def prepare(self) -> list[str]:
         config = self.config
-        if config.train_t5xxl and not config.train_text_encoder:
-            raise UserError("train_t5xxl: T5-XXL is trained only together with CLIP-L",
-                            "set network_train_unet_only: false, or train_t5xxl: false")
         if config.loss_type in ("huber", "smooth_l1") and config.huber_schedule == "snr":
             raise UserError(f"huber_schedule: snr {SD_ONLY}", "use huber_schedule constant or exponential")
         return []
@@ -181,13 +178,17 @@ class FluxFamily(ModelFamily):
         return torch.full(sigmas.shape, config.huber_c * config.huber_scale, device=sigmas.device)
 
     # --- previews -----------------------------------------------------------------------------------------
+    def pipeline(self, sampler: str) -> FluxPipeline:
+        """Flux.1 has one sampler, the flow-matching Euler of its own scheduler config."""
+        c = self.components
+        return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler.from_config(c["scheduler"].config),
+                            vae=self.vae, text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
+                            text_encoder_2=c["text_encoder_2"], tokenizer_2=c["tokenizer_2"], transformer=self.denoiser)
+
     @torch.no_grad()
     def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:
         """Flux.1 previews: the distilled guidance (--l, default 3.5) for dev; schnell has none; no negative."""
-        c = self.components
-        pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler.from_config(c["scheduler"].config),
-                            vae=self.vae, text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
-                            text_encoder_2=c["text_encoder_2"], tokenizer_2=c["tokenizer_2"], transformer=self.denoiser)
+        pipe = self.pipeline(sampler)
         pipe.set_progress_bar_config(disable=True)
         device = self.denoiser.device
         image = pipe(prompt_embeds=cond["t5"].to(device), pooled_prompt_embeds=cond["pooled"].to(device),

@@ -55,7 +55,8 @@ FLUX_TARGETS = "|".join(
     for block, (_, modules) in BLOCKS.items())
 
 _PEFT_KEY = re.compile(r"(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)\.lora_([AB])\.weight")
-_KOHYA_KEY = re.compile(rf"{FLUX_PREFIX}_(double_blocks|single_blocks)_(\d+)_(\w+?)\.(lora_down\.weight|lora_up\.weight|alpha)")
+_KOHYA_KEY = re.compile(
+    rf"{FLUX_PREFIX}_(double_blocks|single_blocks)_(\d+)_(\w+?)\.(lora_down\.weight|lora_up\.weight|alpha)")
 
 
 def kohya_flux_state_dict(peft_state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..config import TrainConfig
@@ -25,6 +27,10 @@ def resolve_family(config: TrainConfig) -> str:
     detected = detect_family(source)
     chosen = config.model_family
     if chosen == "auto":
+        if detected is None and Path(source).expanduser().is_dir():
+            raise UserError(f"pretrained_model_name_or_path: cannot load '{source}': it is not a diffusers model "
+                            "folder Danlu recognises (model_index.json with unet/ or transformer/)",
+                            "pick the model's folder itself, or a single .safetensors checkpoint")
         if detected is None:
             raise UserError(f"model_family: cannot tell which model '{source}' is",
                             "set model_family to sd1, sd2, sdxl or flux")

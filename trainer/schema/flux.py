@@ -18,8 +18,8 @@ MODEL_PREDICTION_TYPES = ("raw", "additive", "sigma_scaled")
 # sd-scripts accepts "uniform" and "none" as the same thing (uniform density, weight 1).
 WEIGHTING_SCHEMES = ("uniform", "none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
 
-# sd-scripts' T5-XXL token budget when t5xxl_max_token_length is empty: schnell was trained with 256.
-T5_MAX_LENGTH_DEV, T5_MAX_LENGTH_SCHNELL = 512, 256
+# Flux.1 dev's T5-XXL token budget, the most FluxPipeline accepts (schnell: 256; trainer/families/flux.py).
+T5_MAX_LENGTH = 512
 FLUX_ONLY = "Flux.1 only."
 FLUX_ONLY_ZH = "仅用于 Flux.1。"
 
@@ -101,7 +101,7 @@ class FluxFields(SchemaPart):
         "were trained with). Lower saves memory and time with short captions; text after the limit is not "
         "learned.",
         f"{FLUX_ONLY_ZH}T5-XXL 读取的标注 token 数。留空时 dev 为 512、schnell 为 256（与其训练时一致）。"
-        "标注较短时调低可省显存和时间；超出部分学不到。", advanced=True, ge=1, le=T5_MAX_LENGTH_DEV)
+        "标注较短时调低可省显存和时间；超出部分学不到。", advanced=True, ge=1, le=T5_MAX_LENGTH)
     apply_t5_attn_mask: bool = field(
         False, "effect", "flux",
         f"{FLUX_ONLY} Mask the padding after the caption in T5-XXL and in the transformer's attention, so "
@@ -132,9 +132,3 @@ class FluxFields(SchemaPart):
             raise ValueError("train_t5xxl trains a text-encoder LoRA, but network_train_unet_only is on: "
                              "turn one of them off")
         return self
-
-    def t5_max_length(self, is_schnell: bool) -> int:
-        """T5-XXL token budget: t5xxl_max_token_length, or sd-scripts' default for the model variant."""
-        if self.t5xxl_max_token_length is not None:
-            return self.t5xxl_max_token_length
-        return T5_MAX_LENGTH_SCHNELL if is_schnell else T5_MAX_LENGTH_DEV
