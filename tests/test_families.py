@@ -7,8 +7,10 @@ import pytest
 import safetensors
 import torch
 from accelerate import Accelerator
+import yaml
 from conftest import only_run_dir, read_events, run_cli, write_config
 from diffusers import FluxPipeline
+from single_files import write_flux_files, write_ldm_checkpoint
 
 from trainer.config_io import validate_config
 from trainer.data import size_condition
@@ -65,17 +67,20 @@ def test_sdxl_size_conditioning_reaches_the_unet(make_config, tiny_sdxl):
     assert (small - large).abs().max() > 1e-4
 
 
-def test_flux_lora_in_kohya_layout_reproduces_the_trained_model_in_diffusers(tmp_path, make_config):
+@pytest.mark.parametrize("layout, key", [("kohya", "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"),
+                                         ("diffusers", "transformer.transformer_blocks.0.attn.to_q.lora_A.weight")])
+def test_flux_lora_reproduces_the_trained_model_in_diffusers(tmp_path, make_config, layout, key):
     # diffusers' kohya-Flux converter hard-codes Flux-dev's width for single blocks, so this tiny model has
     # none; tests/test_flux_names.py checks the single-block layout against peft's own deltas.
     model_path = build_tiny_flux(tmp_path / "flux", "dev", num_single_layers=0)
     trainer = train_in_process(tmp_path, make_config(pretrained_model_name_or_path=str(model_path),
-                                                     learning_rate=5e-2, network_alpha=1.5))
+                                                     learning_rate=5e-2, network_alpha=1.5,
+                                                     save_lora_format=layout))
     file = tmp_path / "out" / "test.safetensors"
     keys, meta = lora_keys(file)
-    assert "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight" in keys
+    assert key in keys
     assert not any(key.startswith("lora_te") for key in keys)  # Flux trains the transformer only by default
-    assert meta["ss_base_model_version"] == "flux1"
+    assert meta["ss_base_model_version"] == "flux1" and meta["ss_network_module"] == "networks.lora_flux"
     family = trainer.model
     family.denoiser.eval()
     loaded = FluxPipeline.from_pretrained(model_path)
@@ -136,9 +141,26 @@ def test_flux_cached_text_encoder_outputs_train_without_the_encoders(tmp_path, m
     ("tiny_flux", {"min_snr_gamma": 5}, "min_snr_gamma: does not apply to Flux.1"),
     ("tiny_sd1", {"t5xxl": "t5.safetensors"}, "t5xxl: only Flux.1 uses it"),
     ("tiny_sdxl", {"clip_skip": 2}, "clip_skip: SDXL always reads the penultimate layer"),
+    ("tiny_sd1", {"network_module": "networks.lora_flux"}, "network_module: networks.lora_flux is for Flux.1"),
+    ("tiny_flux", {"bucket_reso_steps": 8}, "Flux.1 packs 2x2 latent patches, so image sides must be multiples"),
 ])
 def test_options_of_another_family_are_refused(request, make_config, fixture, overrides, words):
     config = validate_config(make_config(pretrained_model_name_or_path=str(request.getfixturevalue(fixture)),
                                          **overrides))
     with pytest.raises(UserError, match=re.escape(words)):
-        load_family(config, torch.float32)
+        load_family(config, torch.float32).prepare()
+
+
+def test_single_file_checkpoints_train_from_the_cli(tmp_path, make_config, tiny_sdxl, tiny_flux):
+    """An SDXL checkpoint in the original layout, and Flux split files as ComfyUI users keep them."""
+    sdxl = write_ldm_checkpoint(tiny_sdxl, tmp_path / "sdxl.safetensors", "sdxl")
+    flux = write_flux_files(tiny_flux, tmp_path / "flux")
+    runs = {"sdxl": make_config(pretrained_model_name_or_path=str(sdxl), base_model_config=str(tiny_sdxl)),
+            "flux": make_config(pretrained_model_name_or_path=str(flux["model"]), ae=str(flux["ae"]),
+                                clip_l=str(flux["clip_l"]), t5xxl=str(flux["t5xxl"]), base_model_config=str(tiny_flux))}
+    for name, config in runs.items():
+        config.update(max_train_steps=1, output_dir=str(tmp_path / name))
+        result = run_cli("train", write_config(tmp_path / f"{name}.yaml", config))
+        assert result.returncode == 0, result.stderr[-2000:]
+        resolved = yaml.safe_load((only_run_dir(tmp_path / name) / "config.yaml").read_text())
+        assert resolved["model_family"] == name

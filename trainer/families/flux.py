@@ -15,13 +15,14 @@ from ..loss import elementwise_loss, weighted_mean
 from ..network import ADAPTER, kohya_state_dict, load_kohya_weights, lora_layers
 from . import flux_math
 from .base import AdapterPart, Conditioning, ModelFamily, to_image
-from .flux_names import CLIP_PREFIX, FLUX_PREFIX, FLUX_TARGETS, T5_PREFIX, T5_TARGETS, kohya_flux_state_dict, \
-    peft_state_from_kohya_flux
+from .flux_names import CLIP_PREFIX, FLUX_PREFIX, FLUX_TARGETS, T5_PREFIX, T5_TARGETS, \
+    diffusers_flux_state_dict, kohya_flux_state_dict, peft_state_from_kohya_flux
 from .sd import TEXT_ENCODER_TARGETS, text_encoder_rename
 
 CLIP_TOKENS = 77
 # sd-scripts' T5 lengths: schnell was distilled with 256 tokens, dev with 512.
 T5_TOKENS = {"dev": 512, "schnell": 256}
+PACKED_PIXELS = 16  # VAE factor 8 x 2x2 patches
 SD_ONLY = "does not apply to Flux.1 (flow matching has no DDPM noise schedule)"
 
 
@@ -52,7 +53,8 @@ class FluxFamily(ModelFamily):
         return "flux1"
 
     def metadata(self) -> dict[str, str]:
-        return {**super().metadata(), "ss_flux_variant": self.variant}
+        # sd-scripts' module name for Flux LoRAs, which tools reading ss_network_module expect
+        return {**super().metadata(), "ss_network_module": "networks.lora_flux", "ss_flux_variant": self.variant}
 
     @property
     def t5_tokens(self) -> int:
@@ -63,6 +65,11 @@ class FluxFamily(ModelFamily):
 
     def prepare(self) -> list[str]:
         config = self.config
+        sides = [config.bucket_reso_steps, *config.resolution_wh]
+        if any(side % PACKED_PIXELS for side in sides):
+            raise UserError(f"resolution {config.resolution} / bucket_reso_steps {config.bucket_reso_steps}: Flux.1 "
+                            f"packs 2x2 latent patches, so image sides must be multiples of {PACKED_PIXELS}",
+                            "use bucket_reso_steps 64 and a resolution such as 512 or 1024")
         if config.loss_type in ("huber", "smooth_l1") and config.huber_schedule == "snr":
             raise UserError(f"huber_schedule: snr {SD_ONLY}", "use huber_schedule constant or exponential")
         return []
@@ -83,12 +90,15 @@ class FluxFamily(ModelFamily):
         return parts
 
     def export_tensors(self, alpha: float) -> dict[str, torch.Tensor]:
-        """The transformer in the kohya/ComfyUI layout (BFL names, fused q/k/v), text encoders as kohya's."""
+        """The transformer in the kohya/ComfyUI layout (BFL names, fused q/k/v) or, with save_lora_format
+        diffusers, in diffusers' names; text encoders as kohya's."""
         tensors: dict[str, torch.Tensor] = {}
         for part in self.trained_parts():
             if part.module is self.denoiser:
-                tensors.update(kohya_flux_state_dict(get_peft_model_state_dict(part.module, adapter_name=ADAPTER),
-                                                     alpha))
+                state = get_peft_model_state_dict(part.module, adapter_name=ADAPTER)
+                convert = diffusers_flux_state_dict if self.config.save_lora_format == "diffusers" \
+                    else kohya_flux_state_dict
+                tensors.update(convert(state, alpha))
             else:
                 tensors.update(kohya_state_dict(part.module, part.prefix, alpha, part.rename))
         return tensors
@@ -170,6 +180,11 @@ class FluxFamily(ModelFamily):
     def _huber_threshold(self, sigmas: torch.Tensor) -> torch.Tensor | None:
         """huber_c per sample, sd-scripts' constant or exponential schedule over timesteps = sigma * 1000."""
         config = self.config
+        sides = [config.bucket_reso_steps, *config.resolution_wh]
+        if any(side % PACKED_PIXELS for side in sides):
+            raise UserError(f"resolution {config.resolution} / bucket_reso_steps {config.bucket_reso_steps}: Flux.1 "
+                            f"packs 2x2 latent patches, so image sides must be multiples of {PACKED_PIXELS}",
+                            "use bucket_reso_steps 64 and a resolution such as 512 or 1024")
         if config.loss_type not in ("huber", "smooth_l1"):
             return None
         if config.huber_schedule == "exponential":

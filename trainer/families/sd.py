@@ -26,8 +26,9 @@ UNET_PREFIX, TEXT_ENCODER_PREFIX = "lora_unet", "lora_te"
 class SDFamily(ModelFamily):
     """SD1.x and SD2.x: one CLIP text encoder, a UNet predicting noise or v, the DDPM noise schedule."""
 
-    unsupported = {key: "only Flux.1 uses it (the text encoders and VAE come with the base model)"
-                   for key in ("ae", "clip_l", "t5xxl")}
+    unsupported = {**{key: "only Flux.1 uses it (the text encoders and VAE come with the base model)"
+                      for key in ("ae", "clip_l", "t5xxl")},
+                   "save_lora_format": "SD1/SD2/SDXL LoRAs are saved in kohya's layout, which diffusers loads too"}
 
     def __init__(self, config: TrainConfig, components: dict[str, Any]):
         super().__init__(config, components)
@@ -59,6 +60,9 @@ class SDFamily(ModelFamily):
 
     def prepare(self) -> list[str]:
         config, detected_v2 = self.config, self.name == "sd2"
+        if config.network_module == "networks.lora_flux":
+            raise UserError(f"network_module: networks.lora_flux is for Flux.1, and the base model is {self.label}",
+                            "use network_module: networks.lora")
         if config.v2 is not None and config.v2 != detected_v2:
             raise UserError(f"v2: set to {config.v2}, but the base model is an {self.label} model",
                             "leave v2 empty to detect it")

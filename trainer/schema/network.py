@@ -10,10 +10,12 @@ from .base import SchemaPart, field
 
 
 class NetworkFields(SchemaPart):
-    network_module: Literal["networks.lora"] = field(
+    network_module: Literal["networks.lora", "networks.lora_flux"] = field(
         "networks.lora", "effect", "network",
-        "Network type (sd-scripts module name). networks.lora: LoRA on the attention and feed-forward layers.",
-        "网络类型（sd-scripts 的模块名）。networks.lora：作用于注意力层和前馈层的 LoRA。", advanced=True)
+        "Network type (sd-scripts module name). networks.lora: LoRA on the attention and feed-forward layers; "
+        "networks.lora_flux: sd-scripts' name for the same on Flux.1 (either works for Flux).",
+        "网络类型（sd-scripts 的模块名）。networks.lora：作用于注意力层和前馈层的 LoRA；networks.lora_flux："
+        "sd-scripts 对 Flux.1 的同一种 LoRA 的叫法（训练 Flux 时两者皆可）。", advanced=True)
     network_dim: int = field(
         32, "effect", "network",
         "LoRA rank. Higher keeps more detail but also more noise, and the file grows; 8-32 for a character, "

@@ -59,6 +59,14 @@ class StepsFields(SchemaPart):
         "safetensors", "steps", "saving",
         "File format. safetensors is safe and loads everywhere; ckpt and pt only for old tools.",
         "文件格式。safetensors 安全且通用；ckpt 和 pt 只为兼容旧工具。", advanced=True)
+    save_lora_format: Literal["kohya", "diffusers"] = field(
+        "kohya", "steps", "saving",
+        "Key layout of the LoRA file. kohya: what A1111, Forge and ComfyUI read (for Flux.1 the original "
+        "model's names with fused q/k/v). diffusers: the diffusers/peft names, for scripts that load LoRAs with "
+        "diffusers (Flux.1 only; SD's kohya files already load there).",
+        "LoRA 文件的键名格式。kohya：A1111、Forge、ComfyUI 读取的格式（Flux.1 使用原始模型的命名，q/k/v 合并）。"
+        "diffusers：diffusers/peft 的命名，供用 diffusers 加载 LoRA 的脚本使用（仅 Flux.1；SD 的 kohya 文件 diffusers "
+        "本来就能加载）。", advanced=True)
     save_every_n_steps: int | None = field(
         None, "steps", "saving", "Also save a LoRA file every N steps (name-step00000500.safetensors).",
         "每 N 步额外保存一次 LoRA（name-step00000500.safetensors）。", advanced=True, ge=1)
