@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import safetensors
 import torch
-from accelerate import Accelerator
 import yaml
+from accelerate import Accelerator
 from conftest import only_run_dir, read_events, run_cli, write_config
 from diffusers import FluxPipeline
 from single_files import write_flux_files, write_ldm_checkpoint

@@ -16,10 +16,10 @@ from trainer.families.loading import (
     COMPONENTS,
     SHIPPED_CONFIGS,
     ModelSources,
-    convert_flux_bfl,
     detect_family,
     load_components,
 )
+from trainer.families.single_file import convert_flux_bfl
 from trainer.tiny_models import build_tiny_sd
 
 SD_FIXTURES = {"sd1": "tiny_sd1", "sd2": "tiny_sd2v", "sdxl": "tiny_sdxl"}
@@ -203,9 +203,9 @@ REAL_COUNTS = {
 
 @pytest.mark.parametrize("config, component", REAL_COUNTS)
 def test_shipped_configs_have_the_real_parameter_counts(config, component):
-    from trainer.families.loading import _empty_model
+    from trainer.families.single_file import empty_model
 
     family = "flux" if config.startswith("flux") else config
-    model = _empty_model(family, component, str(SHIPPED_CONFIGS / config))
+    model = empty_model(family, component, str(SHIPPED_CONFIGS / config))
     assert all(p.device.type == "meta" for p in model.parameters())
     assert sum(p.numel() for p in model.parameters()) == REAL_COUNTS[(config, component)]

@@ -15,8 +15,16 @@ from ..loss import elementwise_loss, weighted_mean
 from ..network import ADAPTER, kohya_state_dict, load_kohya_weights, lora_layers
 from . import flux_math
 from .base import AdapterPart, Conditioning, ModelFamily, to_image
-from .flux_names import CLIP_PREFIX, FLUX_PREFIX, FLUX_TARGETS, T5_PREFIX, T5_TARGETS, \
-    diffusers_flux_state_dict, kohya_flux_state_dict, peft_state_from_kohya_flux
+from .flux_names import (
+    CLIP_PREFIX,
+    FLUX_PREFIX,
+    FLUX_TARGETS,
+    T5_PREFIX,
+    T5_TARGETS,
+    diffusers_flux_state_dict,
+    kohya_flux_state_dict,
+    peft_state_from_kohya_flux,
+)
 from .sd import TEXT_ENCODER_TARGETS, text_encoder_rename
 
 CLIP_TOKENS = 77

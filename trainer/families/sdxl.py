@@ -13,7 +13,15 @@ from ..config import TrainConfig
 from ..network import Rename
 from ..sampling import make_sampler
 from .base import AdapterPart, Conditioning
-from .sd import UNET_PREFIX, UNET_TARGETS, TEXT_ENCODER_TARGETS, SDFamily, splice_windows, text_encoder_rename, tokenize
+from .sd import (
+    TEXT_ENCODER_TARGETS,
+    UNET_PREFIX,
+    UNET_TARGETS,
+    SDFamily,
+    splice_windows,
+    text_encoder_rename,
+    tokenize,
+)
 
 TEXT_ENCODER_PREFIXES = ("lora_te1", "lora_te2")
 # SDXL uses the penultimate layer of both encoders, without the final layer norm.
