@@ -124,9 +124,13 @@ def test_fp8_base_stores_the_frozen_transformer_in_float8(tmp_path, make_config,
     assert "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight" in keys
 
 
-def test_flux_cached_text_encoder_outputs_train_without_the_encoders(tmp_path, make_config, tiny_flux):
-    config = validate_config(make_config(pretrained_model_name_or_path=str(tiny_flux), max_train_steps=1,
-                                         cache_text_encoder_outputs=True, apply_t5_attn_mask=True))
+@pytest.mark.parametrize("fixture, options", [("tiny_flux", {"apply_t5_attn_mask": True}),
+                                              ("tiny_sdxl", {"max_token_length": 150})])
+def test_cached_text_encoder_outputs_train_without_the_encoders(tmp_path, make_config, request, fixture, options):
+    config = validate_config(make_config(pretrained_model_name_or_path=str(request.getfixturevalue(fixture)),
+                                         max_train_steps=1, cache_text_encoder_outputs=True,
+                                         sample_prompts=["red circle --w 64 --h 64 --s 1"], sample_at_first=True,
+                                         **options))
     trainer = Trainer(config, run_preflight(config), RunLog(tmp_path / "run"), Accelerator())
     trainer.setup()
     calls = []
@@ -164,3 +168,23 @@ def test_single_file_checkpoints_train_from_the_cli(tmp_path, make_config, tiny_
         assert result.returncode == 0, result.stderr[-2000:]
         resolved = yaml.safe_load((only_run_dir(tmp_path / name) / "config.yaml").read_text())
         assert resolved["model_family"] == name
+
+
+def test_flux_training_continues_from_its_own_file(tmp_path, make_config, tiny_flux):
+    """network_weights with dim_from_weights: the fused q/k/v and linear1 modules come back exactly."""
+    train_in_process(tmp_path / "first", make_config(pretrained_model_name_or_path=str(tiny_flux),
+                                                     output_dir=str(tmp_path / "first"), network_dim=4,
+                                                     network_alpha=2, learning_rate=5e-2))
+    file = tmp_path / "first" / "test.safetensors"
+    config = validate_config(make_config(pretrained_model_name_or_path=str(tiny_flux), network_weights=str(file),
+                                         dim_from_weights=True, network_dim=16, network_alpha=16,
+                                         output_dir=str(tmp_path / "second")))
+    trainer = Trainer(config, run_preflight(config), RunLog(tmp_path / "second-run"), Accelerator())
+    trainer.setup()
+    trainer.log.close()
+    assert (trainer.alpha, next(iter(trainer.parts)).module is trainer.model.denoiser) == (2.0, True)
+    with safetensors.safe_open(str(file), "pt") as handle:
+        saved = {key: handle.get_tensor(key) for key in handle.keys()}
+    exported = trainer.model.export_tensors(trainer.alpha)
+    assert exported.keys() == saved.keys()
+    assert all(torch.allclose(exported[key], saved[key], atol=1e-6) for key in saved)

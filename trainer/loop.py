@@ -31,6 +31,7 @@ from .metadata import build_metadata, for_save
 from .network import add_dropouts, add_lora, apply_max_norm, lora_layers
 from .optim import make_optimizer, make_scheduler, optimizer_name, step_lrs
 from .preflight import Preflight, run_preflight
+from .quantize import quantize_linear_layers
 from .sampling import load_prompts
 from .te_cache import build_text_encoder_cache
 
@@ -67,6 +68,9 @@ class Trainer:
         self.model.set_attention(config.sdpa, config.xformers)
         if config.fp8_base:
             self._store_base_in_fp8()
+        if config.quantize_base != "none":  # before LoRA, so peft wraps the quantized layers
+            self.log.info(quantize_linear_layers(self.model.denoiser, config.quantize_base,
+                                                 HALF.get(config.mixed_precision, torch.float32)))
         groups = self._inject_lora()
         self.cache = self._build_cache()
         texts = [text for spec in self.prompts for text in (spec.prompt, spec.negative)]
@@ -114,14 +118,15 @@ class Trainer:
         for part in [model.denoiser, *model.text_encoders]:
             part.requires_grad_(False).eval()
         weights = load_lora(Path(config.network_weights).expanduser())[0] if config.network_weights else None
-        dim, self.alpha = _network_shape(config, weights)
+        file_shape = model.network_file_shape(weights) if weights is not None else None
+        dim, self.alpha = _network_shape(config, file_shape)
         self.parts = model.trained_parts()
         groups = [{"name": part.name, "lr": part.lr, "params": add_lora(part.module, part.targets, dim, self.alpha)}
                   for part in self.parts]
         for part in self.parts:
             add_dropouts(part.module, config.network_dropout, config.rank_dropout, config.module_dropout)
         if weights is not None:
-            self._load_network_weights(weights)
+            self._load_network_weights(weights, file_shape)
         for part in self.parts:
             part.module.train()
         # Trained weights stay fp32 under a half-precision base, unless full_fp16/full_bf16 asks otherwise.
@@ -131,9 +136,9 @@ class Trainer:
                 param.data = param.data.to(dtype)
         return groups
 
-    def _load_network_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        model, used, config = self.model, set(), self.config
-        file_alpha = next((float(v) for k, v in weights.items() if k.endswith(".alpha")), self.alpha)
+    def _load_network_weights(self, weights: dict[str, torch.Tensor], file_shape: tuple[int, float] | None) -> None:
+        model, config = self.model, self.config
+        file_alpha = file_shape[1] if file_shape else self.alpha
         if file_alpha != self.alpha:
             raise UserError(f"network_alpha: {self.alpha:g} differs from the alpha {file_alpha:g} in network_weights",
                             "set network_alpha to the file's value, or dim_from_weights: true")
@@ -342,16 +347,14 @@ def train(config: TrainConfig, run_dir: Path) -> str:
         log.close()
 
 
-def _network_shape(config: TrainConfig, weights: dict[str, torch.Tensor] | None) -> tuple[int, float]:
+def _network_shape(config: TrainConfig, file_shape: tuple[int, float] | None) -> tuple[int, float]:
     """(dim, alpha) from the config, or from the network_weights file with dim_from_weights."""
-    if weights is None or not config.dim_from_weights:
+    if not config.network_weights or not config.dim_from_weights:
         return config.network_dim, config.network_alpha
-    down = next((v for k, v in weights.items() if k.endswith(".lora_down.weight")), None)
-    if down is None:
+    if file_shape is None:
         raise UserError(f"network_weights: '{config.network_weights}' holds no lora_down weights",
                         "pick a kohya-format LoRA file")
-    alpha = next((float(v) for k, v in weights.items() if k.endswith(".alpha")), float(down.shape[0]))
-    return down.shape[0], alpha
+    return file_shape
 
 
 def _allow_fp16_gradients(accelerator: Accelerator) -> None:

@@ -62,6 +62,7 @@ def readiness_problems(config: TrainConfig) -> list[str]:
     if not config.train_data_dir:
         problems.append("train_data_dir: empty; pick the folder that holds the N_name image folders")
     problems += _device_problems(config.mixed_precision)
+    problems += _quantize_module().quantize_problems(config.quantize_base)
     problems += _optimizer_module().optimizer_problems(config)
     return problems
 
@@ -103,6 +104,12 @@ def _optimizer_module():
     from . import optim  # torch and transformers load only when a plan is checked, not when this module is
 
     return optim
+
+
+def _quantize_module():
+    from . import quantize  # imports torch: only when a plan is checked
+
+    return quantize
 
 
 def _device_problems(mixed_precision: str) -> list[str]:

@@ -152,6 +152,10 @@ class ModelFamily(ABC):
             tensors.update(kohya_state_dict(part.module, part.prefix, alpha, part.rename))
         return tensors
 
+    def network_file_shape(self, weights: dict[str, torch.Tensor]) -> tuple[int, float] | None:
+        """(rank, alpha) of a LoRA file as this family writes it; None when it holds no lora_down weights."""
+        return rank_and_alpha(weights)
+
     def load_network_weights(self, weights: dict[str, torch.Tensor]) -> set[str]:
         """Load a kohya LoRA into the trained parts' LoRA layers; returns the keys used."""
         used: set[str] = set()
@@ -163,3 +167,14 @@ class ModelFamily(ABC):
 def to_image(array: np.ndarray) -> np.ndarray:
     """A pipeline's float image in [0, 1] as uint8 (NaN, as an exploded model makes, becomes black)."""
     return (np.nan_to_num(array) * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def rank_and_alpha(weights: dict[str, torch.Tensor]) -> tuple[int, float] | None:
+    """Rank and alpha of the first LoRA module of a kohya file."""
+    suffix = ".lora_down.weight"
+    name = next((key[:-len(suffix)] for key in weights if key.endswith(suffix)), None)
+    if name is None:
+        return None
+    rank = weights[name + suffix].shape[0]
+    alpha = weights.get(name + ".alpha")
+    return rank, float(alpha) if alpha is not None else float(rank)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..errors import UserError
 from ..loss import elementwise_loss, weighted_mean
 from ..network import ADAPTER, kohya_state_dict, load_kohya_weights, lora_layers
 from . import flux_math
-from .base import AdapterPart, Conditioning, ModelFamily, to_image
+from .base import AdapterPart, Conditioning, ModelFamily, rank_and_alpha, to_image
 from .flux_names import (
     CLIP_PREFIX,
     FLUX_PREFIX,
@@ -30,6 +31,7 @@ from .sd import TEXT_ENCODER_TARGETS, text_encoder_rename
 CLIP_TOKENS = 77
 # sd-scripts' T5 lengths: schnell was distilled with 256 tokens, dev with 512.
 T5_TOKENS = {"dev": 512, "schnell": 256}
+FUSED_MODULE = re.compile(r"_(img_attn_qkv|txt_attn_qkv|linear1)\.")  # kohya modules that fuse several
 PACKED_PIXELS = 16  # VAE factor 8 x 2x2 patches
 SD_ONLY = "does not apply to Flux.1 (flow matching has no DDPM noise schedule)"
 
@@ -110,6 +112,10 @@ class FluxFamily(ModelFamily):
             else:
                 tensors.update(kohya_state_dict(part.module, part.prefix, alpha, part.rename))
         return tensors
+
+    def network_file_shape(self, weights: dict[str, torch.Tensor]) -> tuple[int, float] | None:
+        """From a module that is not fused: a fused one (q/k/v, linear1) holds n x rank with n x alpha."""
+        return rank_and_alpha({k: v for k, v in weights.items() if not FUSED_MODULE.search(k)})
 
     def load_network_weights(self, weights: dict[str, torch.Tensor]) -> set[str]:
         used: set[str] = set()

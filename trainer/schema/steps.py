@@ -117,6 +117,17 @@ class StepsFields(SchemaPart):
         "stays in full precision.",
         "把冻结的底模 UNet/transformer 权重以 float8 存放、计算时转为 bf16/fp16：底模权重显存约减半（Flux.1 dev "
         "可在 16GB 显卡上训练）。精度略降，LoRA 本身仍是全精度。")
+    quantize_base: Literal["none", "int8", "nf4"] = field(
+        "none", "steps", "speed",
+        "Store the frozen base model's UNet/transformer linear layers quantized; the LoRA trains in full "
+        "precision on top (QLoRA). int8: about half the VRAM of the base weights against bf16/fp16, output very "
+        "close to the original (torchao weight-only int8). nf4: about a quarter, as QLoRA does; a little less "
+        "faithful, so fine detail can suffer slightly (bitsandbytes). Both cost some speed for unpacking weights "
+        "every step. The saved LoRA applies to the normal, unquantized model.",
+        "把冻结底模 UNet/transformer 的线性层以量化形式存放，LoRA 仍以全精度在其上训练（即 QLoRA）。int8：底模权重显存"
+        "约为 bf16/fp16 的一半，输出与原模型非常接近（torchao 仅权重 int8）。nf4：约四分之一，与 QLoRA 相同；"
+        "精度略低，细节可能稍受影响（bitsandbytes）。两者每步都要解包权重，速度会慢一些。训练出的 LoRA 照常用于未量化的原模型。",
+        advanced=True)
     mixed_precision: Literal["no", "fp16", "bf16"] = field(
         "fp16", "steps", "speed",
         "Compute precision. fp16 for most NVIDIA cards, bf16 on RTX 30xx and newer (fewer NaN problems); "
@@ -159,4 +170,7 @@ class StepsFields(SchemaPart):
             raise ValueError("full_bf16 needs mixed_precision: bf16")
         if self.fp8_base and self.mixed_precision == "no":
             raise ValueError("fp8_base computes in half precision: set mixed_precision to bf16 (or fp16)")
+        if self.fp8_base and self.quantize_base != "none":
+            raise ValueError("fp8_base and quantize_base both shrink the base model's weights: use only one "
+                             "(quantize_base: int8 keeps more precision than fp8_base at the same size)")
         return self
