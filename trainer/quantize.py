@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import warnings
 
 import torch
 
@@ -17,13 +18,13 @@ import torch
 BYTES_PER_WEIGHT = {"int8": 1.0, "nf4": 0.5}
 
 
-def quantize_problems(choice: str, device: torch.device | None = None) -> list[str]:
+def quantize_problems(choice: str) -> list[str]:
     """What keeps this machine from the chosen quantization, as user-facing lines (empty when it works)."""
     if choice == "int8" and importlib.util.find_spec("torchao") is None:
         return ["quantize_base: 'int8' needs the torchao package: pip install torchao==0.18.0 (or use 'nf4')"]
     if choice == "nf4":
-        device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:  # bitsandbytes' 4-bit kernels exist for CUDA and (since 0.48) the CPU; probe the one we will use
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:  # bitsandbytes 0.50 has 4-bit kernels for CUDA and the CPU; probe the one training will use
             _nf4_linear(torch.nn.Linear(64, 64), torch.float32, device)
         except Exception as error:  # noqa: BLE001 - any failure means no 4-bit here; the message says why
             return [f"quantize_base: 'nf4' does not work on this machine ({type(error).__name__}: {error}); "
@@ -42,16 +43,30 @@ def quantize_linear_layers(model: torch.nn.Module, choice: str, compute_dtype: t
         _quantize_nf4(model, compute_dtype)
     else:
         raise ValueError(f"quantize_base: unknown choice {choice!r}")
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.Linear) and type(layer.weight) is not torch.nn.Parameter:  # quantized
+            layer.register_forward_pre_hook(_follow_autocast)
     after = weights * BYTES_PER_WEIGHT[choice]
-    return (f"quantize_base: {len(linears)} linear layers ({weights / 1e6:.1f} M weights) stored as {choice}, "
-            f"{before / 2 ** 20:.1f} MiB -> about {after / 2 ** 20:.1f} MiB")
+    return (f"quantize_base: {len(linears)} linear layers ({weights / 1e6:.2f} M weights) stored as {choice}, "
+            f"{before / 2 ** 20:.2f} MiB -> about {after / 2 ** 20:.2f} MiB")
 
 
 def _quantize_int8(model: torch.nn.Module) -> None:
     logging.getLogger("torchao").setLevel(logging.ERROR)  # it warns about CUDA-only kernels it cannot load
+    # peft warns that its torchao LoRA layers cannot merge into the base; the LoRA is only ever saved apart.
+    warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, _: type(m) is torch.nn.Linear)
+
+
+def _follow_autocast(module: torch.nn.Module, inputs: tuple) -> tuple:
+    """Cast the input to the autocast dtype, as autocast does for a plain Linear: a quantized weight's own
+    linear bypasses autocast, and a float32 output then meets bf16/fp16 layers (e.g. GroupNorm) and fails."""
+    device = inputs[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return inputs
+    return (inputs[0].to(torch.get_autocast_dtype(device)), *inputs[1:])
 
 
 def _quantize_nf4(model: torch.nn.Module, compute_dtype: torch.dtype) -> None:
