@@ -43,7 +43,7 @@ def test_gradient_checkpointing_is_on_and_exact(tmp_path, make_config):
     trainer = Trainer(config, run_preflight(config), RunLog(tmp_path / "r"), Accelerator())
     trainer.setup()
     assert trainer.model.denoiser.is_gradient_checkpointing
-    assert trainer.model.text_encoder.is_gradient_checkpointing
+    assert trainer.model.text_encoder.is_activation_checkpointing
     trainer.log.close()
     plain = lora_after(tmp_path, make_config, "plain")
     checkpointed = lora_after(tmp_path, make_config, "ckpt", gradient_checkpointing=True)

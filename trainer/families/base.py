@@ -121,7 +121,7 @@ class ModelFamily(ABC):
     def enable_gradient_checkpointing(self) -> None:
         self.denoiser.enable_gradient_checkpointing()
         for encoder in self.text_encoders:
-            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     @abstractmethod
     def encode_text(self, captions: list[str]) -> Conditioning:
