@@ -28,7 +28,8 @@ from .families.base import Conditioning
 from .families.registry import load_family
 from .latents import LatentCache, encode_pixels
 from .metadata import build_metadata, for_save
-from .network import add_dropouts, add_lora, apply_max_norm, lora_layers
+from .dylora import add_dylora
+from .network import NetworkShape, add_dropouts, add_network, apply_max_norm, lora_layers
 from .optim import make_optimizer, make_scheduler, optimizer_name, step_lrs
 from .preflight import Preflight, run_preflight
 from .quantize import quantize_linear_layers
@@ -121,10 +122,14 @@ class Trainer:
         file_shape = model.network_file_shape(weights) if weights is not None else None
         dim, self.alpha = _network_shape(config, file_shape)
         self.parts = model.trained_parts()
-        groups = [{"name": part.name, "lr": part.lr, "params": add_lora(part.module, part.targets, dim, self.alpha)}
-                  for part in self.parts]
-        for part in self.parts:
+        shape = NetworkShape(config.network_type, dim, self.alpha, config.conv_dim_value, config.conv_alpha_value,
+                             config.factor, config.rank_dropout or 0.0, config.module_dropout or 0.0)
+        groups = [{"name": part.name, "lr": part.lr,
+                   "params": add_network(part.module, shape, part.targets, part.conv_targets)} for part in self.parts]
+        for part in self.parts:  # LoRA layers only: peft's LoHa/LoKr apply their rank/module dropout themselves
             add_dropouts(part.module, config.network_dropout, config.rank_dropout, config.module_dropout)
+            if config.network_type == "dylora":
+                add_dylora(part.module, config.unit)
         if weights is not None:
             self._load_network_weights(weights, file_shape)
         for part in self.parts:

@@ -11,6 +11,7 @@ from typing import Any
 from .config import TrainConfig, field_info
 from .dataset.plan import StepPlan
 from .dataset.scan import DatasetScan
+from .network_types import network_args_metadata
 
 
 def config_metadata(config: TrainConfig) -> dict[str, str]:
@@ -60,6 +61,7 @@ def build_metadata(config: TrainConfig, plan: StepPlan, scan: DatasetScan, *, mo
         "ss_reg_dataset_dirs": json.dumps({f.name: {"n_repeats": f.repeats, "img_count": f.images}
                                            for f in plan.folders if f.is_reg}, ensure_ascii=False),
         "ss_bucket_info": json.dumps({"buckets": {f"{w}x{h}": n for (w, h), n in plan.buckets.items()}}),
+        **network_args_metadata(config),
     })
     return meta
 

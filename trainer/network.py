@@ -4,32 +4,93 @@ kohya's LoRA ("LierLa") adapts every linear/1x1 layer inside the UNet's transfor
 encoder's attention and MLP. peft's scaling is lora_alpha / r, the same as kohya's alpha / dim, and its
 initialisation (A random, B zero) matches kohya's, so a peft LoRA is a kohya LoRA under other key names.
 kohya's extra regularisers (feature, rank and module dropout, max-norm) are added here as hooks on peft's layers.
+LoCon is the same LoRA on more layers (conv layers with their own rank via peft's rank_pattern); LoHa and LoKr
+are peft's LoHa/LoKr layers, saved in LyCORIS's keys by lycoris_keys.py.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import (
+    LoHaConfig,
+    LoKrConfig,
+    LoraConfig,
+    get_peft_model_state_dict,
+    inject_adapter_in_model,
+    set_peft_model_state_dict,
+)
 from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 ADAPTER = "default"
 
 
+@dataclass(frozen=True)
+class NetworkShape:
+    """What one network_type needs to build its layers: rank/alpha, and those of the conv layers."""
+
+    kind: str = "lora"  # a key of network_types.NETWORK_TYPES
+    dim: int = 4
+    alpha: float = 4.0
+    conv_dim: int | None = None
+    conv_alpha: float | None = None
+    factor: int = -1  # LoKr's Kronecker factor
+    rank_dropout: float = 0.0  # LoHa/LoKr: peft applies these itself, as LyCORIS does
+    module_dropout: float = 0.0
+
+
 def add_lora(model: torch.nn.Module, targets: list[str], dim: int, alpha: float) -> list[torch.nn.Parameter]:
     """Freeze the model, inject LoRA into the target modules and return the new trainable parameters."""
+    return add_network(model, NetworkShape("lora", dim, alpha), targets)
+
+
+def add_network(model: torch.nn.Module, shape: NetworkShape, targets: list[str] | str,
+                conv_targets: list[str] = ()) -> list[torch.nn.Parameter]:
+    """Freeze the model, inject the adapter into targets (and conv_targets, at conv_dim/conv_alpha) and return
+    the new trainable parameters."""
     model.requires_grad_(False)
-    config = LoraConfig(r=dim, lora_alpha=alpha, target_modules=targets, init_lora_weights=True)
+    all_targets = targets if not conv_targets else [*targets, *conv_targets]
+    # peft matches pattern keys as regular expressions against a module path's end
+    ranks = {re.escape(t): shape.conv_dim or shape.dim for t in conv_targets}
+    alphas = {re.escape(t): shape.conv_alpha or shape.alpha for t in conv_targets}
+    if shape.kind in ("loha", "lokr"):
+        extra = {"decompose_factor": shape.factor} if shape.kind == "lokr" else {}
+        config = (LoHaConfig if shape.kind == "loha" else LoKrConfig)(
+            r=shape.dim, alpha=shape.alpha, target_modules=all_targets, rank_pattern=ranks, alpha_pattern=alphas,
+            rank_dropout=shape.rank_dropout, module_dropout=shape.module_dropout, **extra)
+    else:
+        config = LoraConfig(r=shape.dim, lora_alpha=shape.alpha, target_modules=all_targets, rank_pattern=ranks,
+                            alpha_pattern=alphas, init_lora_weights=True)
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
-    params = [p for name, p in model.named_parameters() if "lora_" in name]
+    params = _adapter_params(model)
     for param in params:
         param.requires_grad_(True)
     if not params:
         raise ValueError(f"no module of {type(model).__name__} matches the LoRA targets {targets}")
     return params
+
+
+def _adapter_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The adapters' own weights (lora_A/B, hada_*, lokr_*), in the model's module order."""
+    params = []
+    for layer in adapter_layers(model).values():
+        for name in layer.adapter_layer_names:
+            holder = getattr(layer, name)
+            if ADAPTER in holder:
+                value = holder[ADAPTER]
+                params += [value] if isinstance(value, torch.nn.Parameter) else list(value.parameters())
+    return params
+
+
+def adapter_layers(model: torch.nn.Module) -> dict[str, BaseTunerLayer]:
+    """Every peft adapter layer (LoRA, LoHa, LoKr) by module path."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)}
 
 
 def lora_layers(model: torch.nn.Module) -> dict[str, LoraLayer]:
@@ -47,17 +108,21 @@ def kohya_name(prefix: str, module_path: str, rename: Rename | None = None) -> s
     return f"{prefix}_{(rename(module_path) if rename else module_path).replace('.', '_')}"
 
 
-def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float,
+def kohya_state_dict(model: torch.nn.Module, prefix: str, alpha: float | None = None,
                      rename: Rename | None = None) -> dict[str, torch.Tensor]:
-    """The model's LoRA weights as kohya keys: <name>.lora_down.weight / .lora_up.weight / .alpha."""
+    """The model's LoRA weights as kohya keys: <name>.lora_down.weight / .lora_up.weight / .alpha.
+
+    alpha None: each layer's own (LoCon's conv layers carry conv_alpha)."""
     state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
+    layers = lora_layers(model)
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         module_path, kind = key.rsplit(".lora_", 1)
         name = kohya_name(prefix, module_path, rename)
         out[f"{name}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = tensor.detach()
         # diffusers' own kohya converter writes alpha = rank; kohya readers need the real alpha.
-        out[f"{name}.alpha"] = torch.tensor(float(alpha))
+        layer_alpha = layers[module_path].lora_alpha[ADAPTER] if alpha is None else alpha
+        out[f"{name}.alpha"] = torch.tensor(float(layer_alpha))
     return out
 
 

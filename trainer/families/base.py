@@ -7,7 +7,7 @@ which layers carry LoRA and the key names its LoRA files use. The loop never ask
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,9 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import UserError
+from ..lycoris_keys import load_lycoris_weights, lycoris_state_dict
 from ..network import Rename, kohya_state_dict, load_kohya_weights
+from ..network_types import NETWORK_TYPES
 
 Conditioning = dict[str, torch.Tensor]  # what the text encoders give the denoiser, per caption batch
 
@@ -30,6 +32,7 @@ class AdapterPart:
     prefix: str  # kohya: lora_unet, lora_te, lora_te1, lora_te2
     lr: float
     rename: Rename | None = None  # module path -> the path kohya's names use, where they differ
+    conv_targets: list[str] = field(default_factory=list)  # conv layers trained at conv_dim (LoCon, LoHa, LoKr)
 
 
 class ModelFamily(ABC):
@@ -148,8 +151,12 @@ class ModelFamily(ABC):
     def export_tensors(self, alpha: float) -> dict[str, torch.Tensor]:
         """The trained LoRA in the kohya key layout this family's tools read."""
         tensors: dict[str, torch.Tensor] = {}
+        kind = self.config.network_type
         for part in self.trained_parts():
-            tensors.update(kohya_state_dict(part.module, part.prefix, alpha, part.rename))
+            if NETWORK_TYPES[kind].kohya_keys:  # each layer's own alpha: LoCon's conv layers carry conv_alpha
+                tensors.update(kohya_state_dict(part.module, part.prefix, None, part.rename))
+            else:
+                tensors.update(lycoris_state_dict(part.module, kind, part.prefix, part.rename))
         return tensors
 
     def network_file_shape(self, weights: dict[str, torch.Tensor]) -> tuple[int, float] | None:
@@ -159,9 +166,17 @@ class ModelFamily(ABC):
     def load_network_weights(self, weights: dict[str, torch.Tensor]) -> set[str]:
         """Load a kohya LoRA into the trained parts' LoRA layers; returns the keys used."""
         used: set[str] = set()
+        kind = self.config.network_type
         for part in self.trained_parts():
-            used |= load_kohya_weights(part.module, weights, part.prefix, part.rename)
+            if NETWORK_TYPES[kind].kohya_keys:
+                used |= load_kohya_weights(part.module, weights, part.prefix, part.rename)
+            else:
+                used |= load_lycoris_weights(part.module, weights, kind, part.prefix, part.rename)
         return used
+
+    def conv_targets(self) -> list[str]:
+        """The denoiser's conv layers that LoCon/LoHa/LoKr add, when the network type has them."""
+        return []
 
 
 def to_image(array: np.ndarray) -> np.ndarray:
@@ -170,9 +185,10 @@ def to_image(array: np.ndarray) -> np.ndarray:
 
 
 def rank_and_alpha(weights: dict[str, torch.Tensor]) -> tuple[int, float] | None:
-    """Rank and alpha of the first LoRA module of a kohya file."""
+    """Rank and alpha of the first LoRA module of a kohya file that is not a LoCon 3x3 conv (conv_dim/conv_alpha)."""
     suffix = ".lora_down.weight"
-    name = next((key[:-len(suffix)] for key in weights if key.endswith(suffix)), None)
+    name = next((key[:-len(suffix)] for key, value in weights.items()
+                 if key.endswith(suffix) and not (value.dim() == 4 and value.shape[-1] > 1)), None)
     if name is None:
         return None
     rank = weights[name + suffix].shape[0]

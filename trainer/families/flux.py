@@ -52,6 +52,8 @@ class FluxFamily(ModelFamily):
                                                                  "weighting_scheme"),
         "sample_sampler": "Flux.1 previews use the flow-matching Euler sampler",
         "xformers": "Flux.1 uses PyTorch's SDPA attention", "sdpa": "Flux.1 always uses PyTorch's SDPA attention",
+        "network_type": "Flux.1 trains lora only: its LoRA files fuse q/k/v as ComfyUI and Forge read them, a layout "
+                        "LoCon/LoHa/LoKr/DyLoRA weights cannot be written in exactly",
     }
 
     @property

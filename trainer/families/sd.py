@@ -13,6 +13,7 @@ from ..config import TrainConfig
 from ..errors import UserError
 from ..loss import training_loss
 from ..network import Rename
+from ..network_types import NETWORK_TYPES
 from ..noise import noisy_latents, prepare_scheduler
 from ..sampling import make_sampler
 from .base import AdapterPart, Conditioning, ModelFamily, to_image
@@ -21,6 +22,10 @@ from .base import AdapterPart, Conditioning, ModelFamily, to_image
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 UNET_PREFIX, TEXT_ENCODER_PREFIX = "lora_unet", "lora_te"
+# kohya "C3Lier" (LoCon) also adapts the ResnetBlock2D / Downsample2D / Upsample2D modules: their 3x3 convs at
+# conv_dim, and the ResNets' 1x1 conv_shortcut and time_emb_proj linear at network_dim, as sd-scripts does.
+UNET_RESNET_TARGETS = ["conv_shortcut", "time_emb_proj"]
+UNET_CONV_TARGETS = ["conv1", "conv2", "downsamplers.0.conv", "upsamplers.0.conv"]
 
 
 class SDFamily(ModelFamily):
@@ -80,7 +85,14 @@ class SDFamily(ModelFamily):
 
     # --- LoRA parts ---------------------------------------------------------------------------------------
     def denoiser_part(self) -> AdapterPart:
-        return AdapterPart("unet", self.denoiser, UNET_TARGETS, UNET_PREFIX, self.config.effective_unet_lr)
+        return AdapterPart("unet", self.denoiser, self.unet_targets(), UNET_PREFIX, self.config.effective_unet_lr,
+                           conv_targets=self.conv_targets())
+
+    def unet_targets(self) -> list[str]:
+        return UNET_TARGETS + (UNET_RESNET_TARGETS if NETWORK_TYPES[self.config.network_type].convs else [])
+
+    def conv_targets(self) -> list[str]:
+        return UNET_CONV_TARGETS if NETWORK_TYPES[self.config.network_type].convs else []
 
     def text_encoder_parts(self) -> list[AdapterPart]:
         lr = self.config.text_encoder_lrs(1)[0]

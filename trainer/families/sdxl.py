@@ -16,7 +16,6 @@ from .base import AdapterPart, Conditioning
 from .sd import (
     TEXT_ENCODER_TARGETS,
     UNET_PREFIX,
-    UNET_TARGETS,
     SDFamily,
     splice_windows,
     text_encoder_rename,
@@ -49,8 +48,10 @@ class SDXLFamily(SDFamily):
 
     # --- LoRA parts ---------------------------------------------------------------------------------------
     def denoiser_part(self) -> AdapterPart:
-        return AdapterPart("unet", self.denoiser, UNET_TARGETS, UNET_PREFIX, self.config.effective_unet_lr,
-                           ldm_unet_rename(self.denoiser.config.layers_per_block))
+        config = self.denoiser.config
+        return AdapterPart("unet", self.denoiser, self.unet_targets(), UNET_PREFIX, self.config.effective_unet_lr,
+                           ldm_unet_rename(config.layers_per_block, attention_up_blocks(config.up_block_types)),
+                           conv_targets=self.conv_targets())
 
     def text_encoder_parts(self) -> list[AdapterPart]:
         lrs = self.config.text_encoder_lrs(2)
@@ -99,21 +100,45 @@ class SDXLFamily(SDFamily):
                 "original_size": size, "target_size": size, "crops_coords_top_left": (0, 0)}
 
 
-def ldm_unet_rename(layers_per_block: int) -> Rename:
-    """diffusers UNet paths -> the original (SGM) block numbering kohya's SDXL LoRA names use:
-    down_blocks.i.attentions.j -> input_blocks.(1 + i*(L+1) + j).1, mid_block.attentions.0 -> middle_block.1,
-    up_blocks.i.attentions.j -> output_blocks.(i*(L+1) + j).1, with L = layers_per_block."""
-    per_down, per_up = layers_per_block + 1, layers_per_block + 1
+# ResnetBlock2D's layers under their original (SGM) names
+SGM_RESNET_NAMES = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+                    "conv_shortcut": "skip_connection"}
+SGM_MIDDLE = {"resnets.0": "0", "attentions.0": "1", "resnets.1": "2"}
+
+
+def attention_up_blocks(up_block_types: list[str]) -> set[int]:
+    return {index for index, kind in enumerate(up_block_types) if "CrossAttn" in kind}
+
+
+def ldm_unet_rename(layers_per_block: int, attention_up: set[int] = frozenset()) -> Rename:
+    """diffusers UNet paths -> the original (SGM) block numbering kohya's SDXL LoRA names use (L = layers_per_block):
+    down_blocks.i.{resnets,attentions}.j -> input_blocks.(1 + i*(L+1) + j).{0,1}, down_blocks.i.downsamplers.0.conv
+    -> input_blocks.((i+1)*(L+1)).0.op, mid_block.{resnets.0,attentions.0,resnets.1} -> middle_block.{0,1,2},
+    up_blocks.i.{resnets,attentions}.j -> output_blocks.(i*(L+1) + j).{0,1}, up_blocks.i.upsamplers.0.conv ->
+    output_blocks.(i*(L+1) + L).{2 after attention, else 1}.conv; ResNet layers take their SGM names
+    (diffusers' _maybe_map_sgm_blocks_to_diffusers reads them back)."""
+    per = layers_per_block + 1
 
     def rename(path: str) -> str:
-        match = re.match(r"(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.(.*)", path)
+        match = re.match(r"(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", path)
         if match:
-            kind, block, layer, rest = match.groups()
-            if kind == "down_blocks":
-                return f"input_blocks.{1 + int(block) * per_down + int(layer)}.1.{rest}"
-            return f"output_blocks.{int(block) * per_up + int(layer)}.1.{rest}"
-        if path.startswith("mid_block.attentions.0."):
-            return "middle_block.1." + path[len("mid_block.attentions.0."):]
+            kind, block, inner, layer, rest = match.groups()
+            index = (1 + int(block) * per if kind == "down_blocks" else int(block) * per) + int(layer)
+            sub = "1" if inner == "attentions" else "0"
+            rest = SGM_RESNET_NAMES.get(rest, rest) if inner == "resnets" else rest
+            return f"{'input_blocks' if kind == 'down_blocks' else 'output_blocks'}.{index}.{sub}.{rest}"
+        match = re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv$", path)
+        if match:
+            return f"input_blocks.{(int(match.group(1)) + 1) * per}.0.op"
+        match = re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv$", path)
+        if match:
+            block = int(match.group(1))
+            return f"output_blocks.{block * per + layers_per_block}.{2 if block in attention_up else 1}.conv"
+        match = re.match(r"mid_block\.(resnets\.\d|attentions\.0)\.(.*)", path)
+        if match:
+            inner, rest = match.groups()
+            rest = SGM_RESNET_NAMES.get(rest, rest) if inner.startswith("resnets") else rest
+            return f"middle_block.{SGM_MIDDLE[inner]}.{rest}"
         return path
 
     return rename

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from pydantic import model_validator
 
+from ..network_types import NETWORK_TYPES, NetworkModule, NetworkTypeName, map_network_config
 from .base import SchemaPart, field
 
 
 class NetworkFields(SchemaPart):
-    network_module: Literal["networks.lora", "networks.lora_flux"] = field(
+    network_type: NetworkTypeName = field(
+        "lora", "effect", "network",
+        "What kind of adapter to train. lora: attention and feed-forward layers (the usual choice); locon: LoRA "
+        "plus the UNet's convolution layers, catches textures and styles better; loha / lokr (LyCORIS): "
+        "Hadamard / Kronecker products, more expressive per parameter and smaller files, often with a higher "
+        "learning rate; dylora: trains every rank up to network_dim at once, so a smaller rank can be cut later.",
+        "要训练的网络类型。lora：作用于注意力层和前馈层（最常用）；locon：在 LoRA 之外再训练 UNet 的卷积层，"
+        "对质感和画风更敏感；loha / lokr（LyCORIS）：用哈达玛积 / 克罗内克积组合权重，同样参数量表达力更强、文件更小，"
+        "通常需要更高的学习率；dylora：一次训练从小到 network_dim 的所有秩，之后可以截取任意更小的秩。",
+        metadata=False)
+    network_module: NetworkModule = field(
         "networks.lora", "effect", "network",
-        "Network type (sd-scripts module name). networks.lora: LoRA on the attention and feed-forward layers; "
-        "networks.lora_flux: sd-scripts' name for the same on Flux.1 (either works for Flux).",
-        "网络类型（sd-scripts 的模块名）。networks.lora：作用于注意力层和前馈层的 LoRA；networks.lora_flux："
-        "sd-scripts 对 Flux.1 的同一种 LoRA 的叫法（训练 Flux 时两者皆可）。", advanced=True)
+        "sd-scripts' module name; set from network_type, or give sd-scripts' form: networks.lora (with "
+        "network_args conv_dim = LoCon), networks.dylora, lycoris.kohya (with network_args algo=locon/loha/lokr). "
+        "networks.lora_flux: sd-scripts' name for LoRA on Flux.1.",
+        "sd-scripts 的模块名；一般由 network_type 决定，也可以照 sd-scripts 的写法：networks.lora（network_args 里带 "
+        "conv_dim 即 LoCon）、networks.dylora、lycoris.kohya（network_args 里写 algo=locon/loha/lokr）。"
+        "networks.lora_flux 是 sd-scripts 对 Flux.1 LoRA 的叫法。", advanced=True)
+    network_args: list[str] | None = field(
+        None, "effect", "network",
+        "sd-scripts' extra network arguments as key=value, e.g. [\"conv_dim=4\", \"conv_alpha=1\", \"algo=loha\"]. "
+        "Read into the keys of their own (conv_dim, conv_alpha, factor, unit, rank_dropout, module_dropout); "
+        "unknown ones are refused.",
+        "sd-scripts 的网络附加参数，写成 key=value，例如 [\"conv_dim=4\", \"conv_alpha=1\", \"algo=loha\"]。"
+        "会被读入对应的独立参数（conv_dim、conv_alpha、factor、unit、rank_dropout、module_dropout），不认识的参数会报错。",
+        advanced=True, metadata=False)
     network_dim: int = field(
         32, "effect", "network",
         "LoRA rank. Higher keeps more detail but also more noise, and the file grows; 8-32 for a character, "
@@ -28,6 +49,31 @@ class NetworkFields(SchemaPart):
         "raise the learning rate. Above dim is rarely wanted.",
         "训练时把 LoRA 按 alpha/dim 缩放。与 dim 相等时不缩放；更小则更新更弱，需要提高学习率；一般不要超过 dim。",
         gt=0)
+    conv_dim: int | None = field(
+        None, "effect", "network",
+        "Rank of the convolution layers (locon, loha, lokr). Empty = network_dim. Smaller than network_dim is "
+        "common (4-16): the conv layers are many and large.",
+        "卷积层的秩（locon、loha、lokr 使用）。留空则等于 network_dim。常比 network_dim 小（4-16），因为卷积层多且大。",
+        metadata=False, ge=1, le=1024)
+    conv_alpha: float | None = field(
+        None, "effect", "network",
+        "Alpha of the convolution layers, scaling them by conv_alpha/conv_dim like network_alpha. Empty = "
+        "network_alpha (sd-scripts' network_args conv_dim without conv_alpha means 1).",
+        "卷积层的 alpha，像 network_alpha 一样按 conv_alpha/conv_dim 缩放。留空则等于 network_alpha"
+        "（照 sd-scripts 写法在 network_args 里只给 conv_dim 时为 1）。", metadata=False, gt=0)
+    factor: int = field(
+        -1, "effect", "network",
+        "LoKr only: each weight is a Kronecker product of a small factor of this size and a larger one. -1 = as "
+        "balanced as possible (LyCORIS's default, the smallest file); a fixed 4-16 makes the other factor larger, "
+        "so the file grows and the LoKr can hold more detail.",
+        "仅 LoKr：每个权重由一个这么大的小因子和一个大因子做克罗内克积得到。-1 表示尽量均衡（LyCORIS 默认，文件最小）；"
+        "固定为 4-16 时另一个因子变大，文件随之变大，能容纳更多细节。", metadata=False)
+    unit: int = field(
+        1, "effect", "network",
+        "DyLoRA only: ranks are trained in blocks of this size; network_dim must be a multiple. Larger units "
+        "train faster but can be cut only at multiples of unit.",
+        "仅 DyLoRA：以多少个秩为一组进行训练，network_dim 必须是它的整数倍。越大训练越快，但只能按它的倍数截取秩。",
+        metadata=False, ge=1)
     network_train_unet_only: bool | None = field(
         None, "effect", "network",
         "Train only the UNet (Flux: the transformer): often enough for styles, needed with cached text-encoder "
@@ -66,8 +112,39 @@ class NetworkFields(SchemaPart):
         "最大范数正则：每步之后把权重范数超过此值的 LoRA 模块缩小（常从 1.0 开始），防止 LoRA 过强、"
         "与其他 LoRA 叠加时崩坏。", advanced=True, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sd_scripts_network_forms(cls, data: Any) -> Any:
+        return map_network_config(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _weights_rules(self):
         if self.dim_from_weights and not self.network_weights:
             raise ValueError("dim_from_weights needs network_weights: give the LoRA file to read the dim from")
         return self
+
+    @model_validator(mode="after")
+    def _network_type_rules(self):
+        kind = self.network_type
+        for key, owner in (("factor", "lokr"), ("unit", "dylora")):
+            if getattr(self, key) != type(self).model_fields[key].default and kind != owner:
+                raise ValueError(f"{key} is for network_type {owner}, and network_type is {kind}; remove {key}")
+        if not NETWORK_TYPES[kind].convs and (self.conv_dim is not None or self.conv_alpha is not None):
+            raise ValueError(f"conv_dim / conv_alpha: network_type {kind} has no conv layers; use locon, loha or lokr")
+        if kind == "dylora" and self.network_dim % self.unit:
+            raise ValueError(f"unit: network_dim {self.network_dim} must be a multiple of unit {self.unit}")
+        if kind == "dylora" and (self.network_dropout or self.rank_dropout or self.module_dropout):
+            raise ValueError("network_dropout / rank_dropout / module_dropout: DyLoRA trains without dropouts "
+                             "(as sd-scripts); remove them")
+        if kind in ("loha", "lokr") and (self.network_dropout or self.scale_weight_norms):
+            raise ValueError(f"network_dropout / scale_weight_norms: not available for {kind} (LyCORIS has "
+                             "neither for it); use rank_dropout / module_dropout, or network_type lora/locon")
+        return self
+
+    @property
+    def conv_dim_value(self) -> int:
+        return self.conv_dim or self.network_dim
+
+    @property
+    def conv_alpha_value(self) -> float:
+        return self.conv_alpha or self.network_alpha
