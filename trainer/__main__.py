@@ -1,4 +1,4 @@
-"""Command line: python -m trainer train|check|demo ..."""
+"""Command line: python -m trainer train|check|demo|reference|lora ..."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, UserError
+from .lora_tools.cli import add_lora_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     reference = commands.add_parser("reference", help="print the parameter reference (docs/parameters*.md)")
     reference.add_argument("--lang", choices=("en", "zh"), default="en")
     reference.set_defaults(func=_reference)
+    add_lora_commands(commands)
     return parser
 
 

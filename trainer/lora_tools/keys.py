@@ -1,0 +1,220 @@
+"""A LoRA file as modules: which layout its keys use, which network type each module is, and its weight update.
+
+Layouts: kohya (`<module>.lora_down.weight` / `.lora_up.weight` / `.alpha`, and the LyCORIS keys LoHa
+`hada_w1_a ...` and LoKr `lokr_w1 ...` under the same module names), and diffusers/peft
+(`<component>.<module path>.lora_A.weight` / `.lora_B.weight`, alphas as `.alpha` keys or in the
+`lora_adapter_metadata` header that diffusers' save_lora_weights writes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..export import load_lora
+from ..families.detect import FAMILY_LABELS, describe_checkpoint
+
+KINDS = {"lora_down": "lora", "lora_up": "lora", "lora_mid": "lora", "hada_": "loha", "lokr_": "lokr"}
+BASE_VERSIONS = {"sd_v1": "sd1", "sd_v2": "sd2", "sdxl_base_v1-0": "sdxl", "flux1": "flux"}
+DIFFUSERS_METADATA = "lora_adapter_metadata"  # diffusers' LORA_ADAPTER_METADATA_KEY
+NETWORK_LABELS = {"lora": "LoRA", "locon": "LoCon", "loha": "LoHa", "lokr": "LoKr", "dylora": "DyLoRA"}
+
+
+@dataclass
+class Module:
+    """One adapted layer of a kohya-layout file: its weights by suffix (lora_down.weight, hada_w1_a, alpha, ...)."""
+
+    name: str
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        kinds = {kind for suffix in self.weights for start, kind in KINDS.items() if suffix.startswith(start)}
+        return kinds.pop() if len(kinds) == 1 else "unknown"
+
+    @property
+    def conv(self) -> bool:
+        """A 3x3 (or larger) convolution: what makes a LoRA a LoCon."""
+        down = self.weights.get("lora_down.weight", self.weights.get("hada_w1_b", self.weights.get("lokr_w2")))
+        return down is not None and down.dim() == 4 and down.shape[2] * down.shape[3] > 1
+
+    @property
+    def rank(self) -> int | None:
+        """The rank loaders divide alpha by; None for a LoKr of full matrices (its alpha is ignored)."""
+        w = self.weights
+        if self.kind == "lora":
+            return w["lora_down.weight"].shape[0]
+        if self.kind == "loha":
+            return w["hada_w1_b"].shape[0]
+        for key in ("lokr_w1_b", "lokr_w2_b"):
+            if key in w:
+                return w[key].shape[0]
+        return None
+
+    @property
+    def alpha(self) -> float | None:
+        alpha = self.weights.get("alpha")
+        return float(alpha) if alpha is not None else None
+
+    @property
+    def scale(self) -> float:
+        """alpha / rank as A1111, ComfyUI and sd-scripts apply it; a missing alpha means alpha = rank."""
+        rank, alpha = self.rank, self.alpha
+        return 1.0 if rank is None or alpha is None else alpha / rank
+
+    def delta(self) -> torch.Tensor:
+        """The update this module adds to its layer's weight (scale included), float32, 2-D or 4-D."""
+        w = {key: value.float() for key, value in self.weights.items()}
+        if "dora_scale" in w:  # DoRA rescales the merged weight's columns: not a plain additive update
+            raise UserError(f"{self.name}: a DoRA module (dora_scale) is not supported", "merge LoRA, LoCon, LoHa "
+                            "or LoKr files")
+        if self.kind == "lora":
+            if "lora_mid.weight" in w:
+                raise UserError(f"{self.name}: a LoCon with a Tucker core (lora_mid) is not supported")
+            down, up = w["lora_down.weight"], w["lora_up.weight"]
+            update = up.flatten(1) @ down.flatten(1)
+            return update.reshape(up.shape[0], *down.shape[1:]) * self.scale
+        if self.kind == "loha":  # LyCORIS: dW = (w1a @ w1b) * (w2a @ w2b) * alpha / rank
+            return _hada_factor(w, "1") * _hada_factor(w, "2") * self.scale
+        if self.kind == "lokr":  # LyCORIS: dW = kron(w1, w2) * alpha / rank
+            w1, w2 = _lokr_factor(w, "1"), _lokr_factor(w, "2")
+            if w2.dim() == 4 and w1.dim() == 2:
+                w1 = w1[:, :, None, None]
+            return torch.kron(w1, w2) * self.scale
+        raise UserError(f"{self.name}: keys {sorted(self.weights)} are of no network type Danlu knows")
+
+
+def _hada_factor(w: dict[str, torch.Tensor], i: str) -> torch.Tensor:
+    a, b = w[f"hada_w{i}_a"], w[f"hada_w{i}_b"]
+    core = w.get(f"hada_t{i}")
+    if core is not None:  # Tucker-decomposed conv (LyCORIS use_tucker)
+        return torch.einsum("i j k l, j r, i p -> p r k l", core, b, a)
+    return a @ b.flatten(1) if b.dim() > 2 else a @ b
+
+
+def _lokr_factor(w: dict[str, torch.Tensor], i: str) -> torch.Tensor:
+    if f"lokr_w{i}" in w:
+        return w[f"lokr_w{i}"]
+    a, b = w[f"lokr_w{i}_a"], w[f"lokr_w{i}_b"]
+    core = w.get(f"lokr_t{i}")
+    if core is not None:
+        return torch.einsum("i j k l, j r, i p -> p r k l", core, b, a)
+    return a @ b
+
+
+@dataclass
+class LoraFile:
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    family: str | None
+    layout: str  # "kohya" | "diffusers"
+    detail: str  # what describe_checkpoint says of it
+
+    @property
+    def modules(self) -> dict[str, Module]:
+        """kohya layout: module name -> Module (the name is everything before the first dot)."""
+        modules: dict[str, Module] = {}
+        for key, tensor in self.tensors.items():
+            name, _, suffix = key.partition(".")
+            modules.setdefault(name, Module(name)).weights[suffix] = tensor
+        return modules
+
+    @property
+    def network_module(self) -> str:
+        return self.metadata.get("ss_network_module", "")
+
+    def network_type(self) -> str:
+        """lora | locon | loha | lokr | dylora: from the keys, then ss_network_module and ss_network_args."""
+        kinds = Counter(module.kind for module in self.modules.values()) if self.layout == "kohya" else {}
+        for kind in ("loha", "lokr"):
+            if kinds.get(kind):
+                return kind
+        if "dylora" in self.network_module:
+            return "dylora"
+        conv = self.layout == "kohya" and any(module.conv for module in self.modules.values())
+        return "locon" if conv or network_args(self.metadata).get("algo") == "locon" else "lora"
+
+    def require_kohya(self, action: str) -> None:
+        if self.layout != "kohya":
+            raise UserError(f"{self.path}: {action} needs a LoRA in kohya's layout; this one is in diffusers' layout",
+                            f"convert it first: python -m trainer lora convert {self.path} --to kohya -o OUT")
+
+
+def network_args(metadata: dict[str, str]) -> dict[str, str]:
+    try:
+        args = json.loads(metadata.get("ss_network_args") or "{}")
+    except ValueError:
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
+def read_lora(path: Path) -> LoraFile:
+    """Open a LoRA file, refusing missing files and files that are no LoRA with one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"'{path}' does not exist" if not path.exists() else f"'{path}' is a folder, not a LoRA file",
+                        "give the path of a LoRA file (.safetensors, .ckpt, .pt)")
+    found = describe_checkpoint(path)
+    if found.kind != "lora":
+        raise UserError(f"'{path}' is not a LoRA file: it is {found.detail}",
+                        "give a LoRA file (kohya, LyCORIS or diffusers layout)")
+    tensors, metadata = load_lora(path)
+    family = found.family or BASE_VERSIONS.get(metadata.get("ss_base_model_version", ""))
+    layout = "kohya" if all(_kohya_key(key) for key in tensors) else "diffusers"
+    return LoraFile(path, tensors, metadata, family, layout, found.detail)
+
+
+def _kohya_key(key: str) -> bool:
+    return not (".lora_A." in key or ".lora_B." in key or key.endswith((".lora_A.weight", ".lora_B.weight"))
+                or (key.endswith(".alpha") and "." in key[:-len(".alpha")]))
+
+
+def family_label(family: str | None) -> str:
+    return FAMILY_LABELS.get(family or "", "unknown")
+
+
+@dataclass
+class PeftModule:
+    """One adapted layer of a diffusers-layout file."""
+
+    component: str  # unet, text_encoder, text_encoder_2, transformer
+    path: str  # module path inside that component
+    down: torch.Tensor  # lora_A
+    up: torch.Tensor  # lora_B
+    alpha: float
+
+
+def peft_modules(lora: LoraFile) -> list[PeftModule]:
+    """The diffusers-layout modules with their alphas: `.alpha` keys, else diffusers' adapter metadata
+    (alpha_pattern, then lora_alpha), else alpha = rank (what diffusers assumes without either)."""
+    configs = diffusers_metadata(lora.metadata)
+    out = []
+    for key, down in sorted(lora.tensors.items()):
+        if not key.endswith(".lora_A.weight"):
+            continue
+        stem = key[:-len(".lora_A.weight")]
+        component, _, path = stem.partition(".")
+        up = lora.tensors.get(f"{stem}.lora_B.weight")
+        if up is None:
+            raise UserError(f"{lora.path}: {stem} has lora_A but no lora_B", "the file is damaged or incomplete")
+        alpha = lora.tensors.get(f"{stem}.alpha")
+        if alpha is None:
+            pattern = configs.get(f"{component}.alpha_pattern") or {}
+            alpha = pattern.get(path, configs.get(f"{component}.lora_alpha", down.shape[0]))
+        out.append(PeftModule(component, path, down, up, float(alpha)))
+    return out
+
+
+def diffusers_metadata(metadata: dict[str, str]) -> dict:
+    """diffusers' adapter configs: {"unet.r": 4, "unet.lora_alpha": 2, ...} as one JSON header entry."""
+    raw = metadata.get(DIFFUSERS_METADATA)
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
