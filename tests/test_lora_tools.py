@@ -17,10 +17,12 @@ from diffusers import (
 )
 from diffusers.utils import logging as diffusers_logging
 from peft import get_peft_model_state_dict
+from single_files import write_flux_files
 
 from trainer.__main__ import main
+from trainer.families.detect import describe_checkpoint
 from trainer.families.flux_names import FLUX_TARGETS, kohya_flux_state_dict
-from trainer.lora_tools.merge import load_merged_file
+from trainer.families.loading import ModelSources, load_components
 from trainer.network import ADAPTER, add_lora, lora_layers
 
 diffusers_logging.set_verbosity_error()
@@ -200,18 +202,31 @@ def test_merge_equals_base_plus_lora_in_diffusers(trained, tiny_sd1, tmp_path, c
     want, got, before = sd_outputs(with_lora), sd_outputs(merged), sd_outputs(base)
     for w, g, b in zip(want, got, before):
         assert torch.allclose(g, w, atol=1e-4) and not torch.allclose(g, b, atol=1e-3)
-    models = load_merged_file(single)
-    assert set(models) == {"unet", "text_encoder", "vae"}
-    for name in models:
-        folder_state = getattr(merged, name).state_dict()
-        assert all(torch.equal(v, folder_state[k]) for k, v in models[name].state_dict().items())
+    # the single file is an A1111 checkpoint (LDM keys), read back by the loader that reads users' checkpoints
+    found = describe_checkpoint(single)
+    assert (found.kind, found.family) == ("model", "sd1")
+    assert any(k.startswith("model.diffusion_model.") for k in read(single)[0])
+    components = merged_file(single, tiny_sd1, "sd1")
+    for name in ("unet", "text_encoder", "vae"):
+        assert_same(components[name], getattr(merged, name))
+
+
+def merged_file(path, config_folder, family: str, **split_files) -> dict:
+    return load_components(ModelSources(str(path), base_model_config=str(config_folder), **split_files), family,
+                           torch.float32)
+
+
+def assert_same(loaded, want) -> None:
+    got, want = loaded.state_dict(), want.state_dict()
+    assert set(want) <= set(got)
+    assert all(torch.equal(got[k], v) for k, v in want.items())
 
 
 def test_merge_ratio_zero_leaves_the_base_unchanged(locon, tiny_sd1, tmp_path, capsys):
     out = tmp_path / "zero.safetensors"
     assert cli(capsys, "lora", "merge", tiny_sd1, locon, "--ratio", "0", "-o", out)[0] == 0
     unet = UNet2DConditionModel.from_pretrained(tiny_sd1, subfolder="unet").state_dict()
-    merged = load_merged_file(out)["unet"].state_dict()
+    merged = merged_file(out, tiny_sd1, "sd1")["unet"].state_dict()
     assert all(torch.equal(merged[k], v) for k, v in unet.items())
 
 
@@ -226,7 +241,7 @@ def test_merge_of_locon_loha_lokr_follows_their_formulas(locon, tiny_sd1, tmp_pa
     out = tmp_path / "m.safetensors"
     assert cli(capsys, "lora", "merge", tiny_sd1, *files, "--ratio", "0.5", "1", "2", "-o", out)[0] == 0
     base = UNet2DConditionModel.from_pretrained(tiny_sd1, subfolder="unet")
-    merged = load_merged_file(out)["unet"]
+    merged = merged_file(out, tiny_sd1, "sd1")["unet"]
     original = read(locon)[0]
     loha_delta = (w1a @ w1b) * (w2a @ w2b) * 1.0 / 2  # alpha / rank of w1b
     want_linear = base.get_submodule(LINEAR).weight + 0.5 * delta(original, kohya(LINEAR)) + loha_delta
@@ -293,6 +308,30 @@ def test_flux_convert_round_trip_and_merge(tiny_flux, tmp_path, capsys):
     baked = FluxTransformer2DModel.from_pretrained(merged, subfolder="transformer").eval()
     with torch.no_grad():
         assert torch.allclose(baked(**flux_inputs(model.config)).sample, want, atol=1e-4)
+    # -o x.safetensors: the transformer in BFL names, used with the base's ae / clip_l / t5xxl files
+    single = tmp_path / "flux1-merged.safetensors"
+    assert cli(capsys, "lora", "merge", tiny_flux, original, "-o", single)[0] == 0
+    found = describe_checkpoint(single)
+    assert (found.kind, found.family) == ("transformer", "flux")
+    files = write_flux_files(tiny_flux, tmp_path / "base")
+    components = merged_file(single, tiny_flux, "flux", vae=str(files["ae"]), clip_l=str(files["clip_l"]),
+                             t5xxl=str(files["t5xxl"]))
+    folder = FluxPipeline.from_pretrained(merged)
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        assert_same(components[name], getattr(folder, name))
+
+
+def test_flux_single_file_refuses_a_merged_text_encoder(tiny_flux, tmp_path, capsys):
+    """CLIP-L changes would be lost in a transformer-only file: refused with a hint to the folder format."""
+    layer = "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+    width = FluxPipeline.from_pretrained(tiny_flux).text_encoder.config.hidden_size
+    peft = save(tmp_path / "te.safetensors", {f"{layer}.lora_A.weight": torch.ones(2, width),
+                                              f"{layer}.lora_B.weight": torch.ones(width, 2)},
+                {"ss_base_model_version": "flux1"})
+    code, _, err = cli(capsys, "lora", "merge", tiny_flux, peft, "-o", tmp_path / "m.safetensors")
+    assert code == 2 and "text_encoder" in err and "--format diffusers" in err
+    assert not (tmp_path / "m.safetensors").exists()
+    assert cli(capsys, "lora", "merge", tiny_flux, peft, "-o", tmp_path / "folder")[0] == 0
 
 
 # ---------------------------------------------------------------- errors

@@ -14,7 +14,9 @@ RESIZE_DOC = ("LoRA/LoCon: SVD of each module's update, keeping --rank singular 
               "with alpha x sqrt(rank/dim), the strength that sub-rank was trained at. LoHa/LoKr: not resizable.")
 MERGE_DOC = ("Adds ratio x each file's update to the base model's weights: LoRA/LoCon up@down*alpha/rank, LoHa "
              "(w1a@w1b)*(w2a@w2b)*alpha/rank, LoKr kron(w1,w2)*alpha/rank. Kohya, LyCORIS and diffusers-layout "
-             "files. Output: a diffusers folder, or (-o x.safetensors) one file in diffusers' component key names.")
+             "files. Output: a diffusers folder, or (-o x.safetensors) one file in the original layout A1111, Forge "
+             "and ComfyUI load: an LDM checkpoint (SD1/SD2/SDXL), or for Flux.1 the transformer alone in BFL names "
+             "(like flux1-dev.safetensors; use the base's ae, clip_l and t5xxl files with it).")
 CONVERT_DOC = ("kohya (A1111/Forge/ComfyUI) <-> diffusers (peft keys; alphas in the lora_adapter_metadata header, "
                "Flux as .alpha keys) for LoRA/LoCon. Tensors are moved, not recomputed: a round trip is exact.")
 
@@ -49,8 +51,9 @@ def add_lora_commands(commands) -> None:
     merge.add_argument("files", type=Path, nargs="+", metavar="FILE", help="LoRA files, merged in this order")
     merge.add_argument("--ratio", type=float, nargs="+", help="strength per file (default 1 each)")
     merge.add_argument("--format", choices=("diffusers", "safetensors"), help="diffusers: a model folder (loads "
-                       "with from_pretrained); safetensors: one file with every component in diffusers' key names "
-                       "(unet.*, vae.*, text_encoder.*), not the A1111 layout. Default: from -o's suffix")
+                       "with from_pretrained); safetensors: one checkpoint in the original layout (A1111/Forge/"
+                       "ComfyUI); for Flux.1 the transformer only (ae, clip_l, t5xxl stay the base's files), refused "
+                       "if a LoRA changed CLIP-L or T5. Default: from -o's suffix")
     merge.add_argument("--precision", choices=PRECISIONS, default="float", help="dtype the model is loaded, merged "
                        "and saved in (bf16 halves the memory a Flux.1 merge needs)")
     _output(merge)
@@ -103,6 +106,8 @@ def _resize(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from ..__main__ import _quiet_libraries
     from ..errors import UserError
     from ..export import SAVE_DTYPES
@@ -118,11 +123,13 @@ def _merge(args: argparse.Namespace) -> int:
     out = _merge_output(args.output, fmt, args.overwrite)
     loras = [read_lora(path) for path in args.files]  # every file checked before the model loads
     family, components, table = load_base(args.base, SAVE_DTYPES[args.precision])
+    changed = Counter()
     for lora, ratio in zip(loras, ratios):
-        changed = merge_into(family, components, table, lora, ratio)
-        print(f"merged {lora.path.name} x {ratio:g}: {changed} layers")
+        layers = merge_into(family, components, table, lora, ratio)
+        changed.update(layers)
+        print(f"merged {lora.path.name} x {ratio:g}: {layers.total()} layers")
     note = {"family": family, "base": str(args.base), "loras": [[str(p), r] for p, r in zip(args.files, ratios)]}
-    save_merged(family, components, args.base, out, fmt, note)
+    save_merged(family, components, args.base, out, fmt, note, changed)
     print(f"saved: {out}")
     return EXIT_OK
 

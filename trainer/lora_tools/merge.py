@@ -3,13 +3,15 @@
 dW per module: LoRA/LoCon up @ down * alpha / rank; LoHa (w1a @ w1b) * (w2a @ w2b) * alpha / rank; LoKr
 kron(w1, w2) * alpha / rank (keys.Module.delta). Layers are found through the family's own names (targets.py);
 a fused Flux module (q/k/v, linear1) updates its diffusers layers row block by row block. diffusers-layout files
-are merged by their module paths. The sum is computed in float32 and stored in the model's dtype.
+are merged by their module paths. The sum is computed in float32 and stored in the model's dtype. Saved as a
+diffusers folder, or one file in the original layout A1111/Forge/ComfyUI load (original_layout.py).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,12 @@ from ..errors import UserError
 from ..export import atomic_save_safetensors
 from ..families.detect import FAMILY_LABELS
 from ..families.loading import ModelSources, detect_family, load_components
+from ..families.original_layout import bfl_flux, ldm_checkpoint
 from .keys import LoraFile, peft_modules
 from .targets import Target, adapter_parts, module_table
 
-FORMATS = ("diffusers", "safetensors")
 SAVED = ("unet", "transformer", "text_encoder", "text_encoder_2", "vae")  # the parts with weights
-LAYOUT_KEY, CONFIGS_KEY = "danlu_layout", "danlu_configs"
-LAYOUT = "diffusers-components"  # every component's diffusers state dict, keys prefixed with its name
+FLUX_FILE_PARTS = ("transformer",)  # what a flux1-dev.safetensors holds; the rest stays the base's files
 
 
 def load_base(base: str, dtype: torch.dtype) -> tuple[str, dict[str, Any], dict[str, Target]]:
@@ -39,27 +40,30 @@ def load_base(base: str, dtype: torch.dtype) -> tuple[str, dict[str, Any], dict[
 
 @torch.no_grad()
 def merge_into(family: str, components: dict[str, Any], table: dict[str, Target], lora: LoraFile,
-               ratio: float) -> int:
-    """Adds one file's updates; returns how many layers changed. Refuses files with modules that name no layer."""
+               ratio: float) -> Counter:
+    """Adds one file's updates; returns how many layers changed per component. Refuses files with modules that
+    name no layer."""
     if lora.family and lora.family != family:
         raise UserError(f"{lora.path}: a LoRA for {FAMILY_LABELS[lora.family]}, but the base model is "
                         f"{FAMILY_LABELS[family]}", "merge LoRAs into the model family they were trained on")
     updates = _kohya_updates(lora, table) if lora.layout == "kohya" else _peft_updates(lora, components)
-    for layers, delta in updates:
+    changed: Counter = Counter()
+    for component, layers, delta in updates:
         _add(layers, delta, ratio, lora)
-    return sum(len(layers) for layers, _ in updates)
+        changed[component] += len(layers)
+    return changed
 
 
-def _kohya_updates(lora: LoraFile, table: dict[str, Target]) -> list[tuple[tuple, torch.Tensor]]:
+def _kohya_updates(lora: LoraFile, table: dict[str, Target]) -> list[tuple[str, tuple, torch.Tensor]]:
     modules = lora.modules
     unmapped = [name for name in modules if name not in table]
     if unmapped:
         raise UserError(f"{lora.path}: {len(unmapped)} of {len(modules)} module(s) name no layer of the base model, "
                         f"e.g. {unmapped[0]}", "check the LoRA was made for this base model")
-    return [(table[name].layers, module.delta()) for name, module in modules.items()]
+    return [(table[name].component, table[name].layers, module.delta()) for name, module in modules.items()]
 
 
-def _peft_updates(lora: LoraFile, components: dict[str, Any]) -> list[tuple[tuple, torch.Tensor]]:
+def _peft_updates(lora: LoraFile, components: dict[str, Any]) -> list[tuple[str, tuple, torch.Tensor]]:
     updates, unmapped = [], []
     for m in peft_modules(lora):
         layer = _submodule(components.get(m.component), m.path)
@@ -67,7 +71,7 @@ def _peft_updates(lora: LoraFile, components: dict[str, Any]) -> list[tuple[tupl
             unmapped.append(f"{m.component}.{m.path}")
             continue
         delta = m.up.float().flatten(1) @ m.down.float().flatten(1) * (m.alpha / m.down.shape[0])
-        updates.append(((layer,), delta))
+        updates.append((m.component, (layer,), delta))
     if unmapped:
         raise UserError(f"{lora.path}: {len(unmapped)} module(s) name no layer of the base model, e.g. {unmapped[0]}",
                         "check the LoRA was made for this base model")
@@ -99,11 +103,18 @@ def _add(layers: tuple, delta: torch.Tensor, ratio: float, lora: LoraFile) -> No
 # ---------------------------------------------------------------- saving
 
 
-def save_merged(family: str, components: dict[str, Any], base: str, out: Path, fmt: str, note: dict) -> None:
+def save_merged(family: str, components: dict[str, Any], base: str, out: Path, fmt: str, note: dict,
+                changed: Counter) -> None:
+    """`changed`: layers changed per component, over all merged files."""
     if fmt == "diffusers":
         _save_folder(family, components, base, out)
-    else:
-        _save_file(components, out, note)
+        return
+    lost = sorted(name for name in changed if family == "flux" and name not in FLUX_FILE_PARTS)
+    if lost:  # the merged text encoders would be silently dropped
+        raise UserError(f"--format safetensors: the LoRA(s) changed Flux.1's {' and '.join(lost)}, which a "
+                        "flux1-dev.safetensors-style file does not hold (ae, clip_l and t5xxl stay the base's)",
+                        "use --format diffusers (-o a folder) to keep the merged text encoders")
+    _save_file(family, components, out, note)
 
 
 def _save_folder(family: str, components: dict[str, Any], base: str, out: Path) -> None:
@@ -137,41 +148,14 @@ def _pipeline(family: str, components: dict[str, Any]):
                                    requires_safety_checker=False)
 
 
-def _save_file(components: dict[str, Any], out: Path, note: dict) -> None:
-    """One .safetensors: `<component>.<diffusers key>` for every weighted part, their configs in the header."""
-    tensors, configs, seen = {}, {}, set()
-    for name in SAVED:
-        model = components.get(name)
-        if model is None:
-            continue
-        for key, value in model.state_dict().items():
-            shared = value.data_ptr() in seen  # tied weights (T5's embeddings): safetensors stores no aliases
-            seen.add(value.data_ptr())
-            tensors[f"{name}.{key}"] = value.clone() if shared else value.contiguous()
-        configs[name] = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)
-    metadata = {"format": "pt", LAYOUT_KEY: LAYOUT, CONFIGS_KEY: json.dumps(configs, default=str),
-                "danlu_merge": json.dumps(note, ensure_ascii=False)}
-    atomic_save_safetensors(out, tensors, metadata)
-
-
-def load_merged_file(path: Path) -> dict[str, torch.nn.Module]:
-    """Read back a single file written by `lora merge --format safetensors`: component name -> model."""
-    import safetensors
-
-    from ..families.single_file import component_class
-
-    with safetensors.safe_open(str(path), "pt") as handle:
-        meta = handle.metadata() or {}
-        if meta.get(LAYOUT_KEY) != LAYOUT:
-            raise UserError(f"'{path}' is not a model merged by `lora merge --format safetensors`")
-        keys = list(handle.keys())  # safe_open is no dict: iterating it does not give the keys
-        state = {k: handle.get_tensor(k) for k in keys}
-    family = json.loads(meta["danlu_merge"]).get("family")
-    models = {}
-    for name, config in json.loads(meta[CONFIGS_KEY]).items():
-        cls = component_class(family, name)
-        model = cls(cls.config_class.from_dict(config)) if name.startswith("text_encoder") else cls.from_config(config)
-        prefix = f"{name}."
-        model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        models[name] = model.eval()
-    return models
+def _save_file(family: str, components: dict[str, Any], out: Path, note: dict) -> None:
+    """The original layout A1111/Forge/ComfyUI load: an LDM checkpoint (SD), or Flux's transformer in BFL names
+    (like flux1-dev.safetensors; ae, clip_l and t5xxl stay the base's files)."""
+    states = {name: model.state_dict() for name, model in components.items() if name in SAVED}
+    if family == "flux":
+        tensors = bfl_flux(states["transformer"])
+    else:
+        configs = {name: dict(components[name].config) for name in ("unet", "vae")}
+        tensors = ldm_checkpoint(family, states, configs)
+    metadata = {"format": "pt", "danlu_merge": json.dumps(note, ensure_ascii=False)}  # as A1111 files, no ss_*
+    atomic_save_safetensors(out, {k: v.contiguous() for k, v in tensors.items()}, metadata)
