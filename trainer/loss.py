@@ -13,6 +13,8 @@ from diffusers import DDPMScheduler
 from .config import TrainConfig
 from .noise import snr_table
 
+# The loss types that take a per-sample threshold (huber_c and its schedule).
+THRESHOLD_LOSSES = ("huber", "smooth_l1")
 # sd-scripts limits SNR to 1000 in its SNR-scaled weights: at t=0 it is ~1000 already and would grow unbounded.
 SNR_CAP = 1000.0
 
@@ -53,7 +55,7 @@ def timestep_weights(config: TrainConfig, scheduler: DDPMScheduler, timesteps: t
 
 def huber_threshold(config: TrainConfig, scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor | None:
     """sd-scripts' get_huber_threshold_if_needed: the per-sample huber_c of huber and smooth_l1."""
-    if config.loss_type not in ("huber", "smooth_l1"):
+    if config.loss_type not in THRESHOLD_LOSSES:
         return None
     c, scale = config.huber_c, config.huber_scale
     if config.huber_schedule == "exponential":  # huber_scale at t=0 down to huber_c × huber_scale at t=T

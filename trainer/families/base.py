@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..lycoris_keys import load_lycoris_weights, lycoris_state_dict
 from ..network import Rename, kohya_state_dict, load_kohya_weights
 from ..network_types import NETWORK_TYPES
+from .detect import FAMILY_LABELS
 
 Conditioning = dict[str, torch.Tensor]  # what the text encoders give the denoiser, per caption batch
 
@@ -99,8 +100,6 @@ class ModelFamily(ABC):
 
     @property
     def label(self) -> str:
-        from .detect import FAMILY_LABELS
-
         return FAMILY_LABELS[self.name]
 
     # --- training ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from ..errors import UserError
-from ..loss import elementwise_loss, weighted_mean
+from ..loss import THRESHOLD_LOSSES, elementwise_loss, weighted_mean
 from ..network import ADAPTER, kohya_state_dict, load_kohya_weights, lora_layers
 from . import flux_math
 from .base import AdapterPart, Conditioning, ModelFamily, rank_and_alpha, to_image
@@ -82,7 +82,7 @@ class FluxFamily(ModelFamily):
             raise UserError(f"resolution {config.resolution} / bucket_reso_steps {config.bucket_reso_steps}: Flux.1 "
                             f"packs 2x2 latent patches, so image sides must be multiples of {PACKED_PIXELS}",
                             "use bucket_reso_steps 64 and a resolution such as 512 or 1024")
-        if config.loss_type in ("huber", "smooth_l1") and config.huber_schedule == "snr":
+        if config.loss_type in THRESHOLD_LOSSES and config.huber_schedule == "snr":
             raise UserError(f"huber_schedule: snr {SD_ONLY}", "use huber_schedule constant or exponential")
         return []
 
@@ -196,12 +196,7 @@ class FluxFamily(ModelFamily):
     def _huber_threshold(self, sigmas: torch.Tensor) -> torch.Tensor | None:
         """huber_c per sample, sd-scripts' constant or exponential schedule over timesteps = sigma * 1000."""
         config = self.config
-        sides = [config.bucket_reso_steps, *config.resolution_wh]
-        if any(side % PACKED_PIXELS for side in sides):
-            raise UserError(f"resolution {config.resolution} / bucket_reso_steps {config.bucket_reso_steps}: Flux.1 "
-                            f"packs 2x2 latent patches, so image sides must be multiples of {PACKED_PIXELS}",
-                            "use bucket_reso_steps 64 and a resolution such as 512 or 1024")
-        if config.loss_type not in ("huber", "smooth_l1"):
+        if config.loss_type not in THRESHOLD_LOSSES:
             return None
         if config.huber_schedule == "exponential":
             rate = -np.log(config.huber_c) / flux_math.NUM_TRAIN_TIMESTEPS
