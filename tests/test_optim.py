@@ -12,7 +12,8 @@ from trainer.config_io import validate_config
 from trainer.errors import ConfigError
 from trainer.export import load_lora
 from trainer.loop import train
-from trainer.optim import make_optimizer, make_scheduler, optimizer_problems, optimizer_warnings
+from trainer.advice import config_advice
+from trainer.optim import make_optimizer, make_scheduler, optimizer_problems
 from trainer.schema.optimizer import OPTIMIZERS
 
 FAST = {"network_train_unet_only": True, "cache_latents": True}
@@ -229,12 +230,16 @@ def test_adafactor_relative_step_takes_over_the_schedule(make_config):
     config = validate_config(make_config(optimizer_type="AdaFactor", lr_scheduler="cosine"))
     optimizer = make_optimizer(config, [{"name": "unet", "lr": 1e-3, "params": [torch.nn.Parameter(torch.ones(2))]}])
     assert type(make_scheduler(config, optimizer, 10)).__name__ == "AdafactorSchedule"
-    assert any(w.startswith("lr_scheduler: AdaFactor's relative step") for w in optimizer_warnings(config))
+    assert any(w.startswith("lr_scheduler: AdaFactor's relative step") for w in advice_texts(config))
+
+
+def advice_texts(config) -> list[str]:
+    return [advice.en for advice in config_advice(config)]
 
 
 def test_adaptive_optimizer_warnings_as_sd_scripts(make_config):
     config = validate_config(make_config(optimizer_type="Prodigy", unet_lr=1e-4, text_encoder_lr=5e-5))
-    low, differ = optimizer_warnings(config)
+    low, differ = advice_texts(config)
     assert low.startswith("optimizer_type Prodigy: learning rate 0.0001 is low") and "1.0" in low
     assert "unet_lr and text_encoder_lr differ" in differ
-    assert optimizer_warnings(validate_config(make_config(optimizer_type="Prodigy", learning_rate=1.0))) == []
+    assert advice_texts(validate_config(make_config(optimizer_type="Prodigy", learning_rate=1.0))) == []

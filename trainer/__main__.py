@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check)
     demo = commands.add_parser("demo", help="build a tiny local model and dataset and train on them")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo model and data go")
+    demo.add_argument("--prepare-only", action="store_true",
+                      help="build the model, dataset and DIR/config.yaml without training (the GUI's demo)")
     demo.set_defaults(func=_demo)
     reference = commands.add_parser("reference", help="print the parameter reference (docs/parameters*.md)")
     reference.add_argument("--lang", choices=("en", "zh"), default="en")
@@ -110,7 +112,11 @@ def _quiet_libraries() -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import demo_config
 
-    return run_training(demo_config(args.dir.resolve()), None)
+    config = demo_config(args.dir.resolve())
+    if args.prepare_only:
+        print(f"demo config: {args.dir.resolve() / 'config.yaml'}")
+        return EXIT_OK
+    return run_training(config, None)
 
 
 if __name__ == "__main__":

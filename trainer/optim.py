@@ -67,52 +67,6 @@ def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
     return f"{cls.__module__}.{cls.__qualname__}" + (f"({args})" if args else "")
 
 
-def optimizer_warnings(config: TrainConfig) -> list[str]:
-    """The advice sd-scripts logs for this optimizer setup, one line each."""
-    spec, name = config.optimizer_spec, config.optimizer_type
-    lrs = _group_lrs(config)
-    warnings = []
-    if spec and spec.adaptive:
-        if lrs[0] <= 0.1:
-            warnings.append(f"optimizer_type {name}: learning rate {lrs[0]:g} is low; D-Adaptation and Prodigy "
-                            "multiply the step size they find by it, so set learning_rate/unet_lr around 1.0")
-        if len(set(lrs)) > 1:
-            warnings.append(f"optimizer_type {name}: unet_lr and text_encoder_lr differ ({lrs[0]:g}, {lrs[1]:g}) "
-                            "but D-Adaptation and Prodigy adapt one step size for all parts; sd-scripts notes only "
-                            "the first takes effect: give both the same value")
-    if config.adafactor_relative_step:
-        warnings.append(f"optimizer_type {name}: the relative step sets the learning rate; learning_rate "
-                        f"{config.learning_rate:g} is only the value shown before the first step")
-        if config.unet_lr is not None or config.text_encoder_lr is not None:
-            warnings.append(f"optimizer_type {name}: unet_lr and text_encoder_lr are ignored with AdaFactor's "
-                            "relative step")
-        if config.lr_scheduler != "adafactor" and not config.lr_scheduler_type:
-            warnings.append(f"lr_scheduler: AdaFactor's relative step uses the adafactor schedule, not "
-                            f"{config.lr_scheduler}")
-    elif name == "AdaFactor":
-        warnings += _adafactor_fixed_lr_advice(config)
-    if name.startswith("Paged") and not torch.cuda.is_available():
-        warnings.append(f"optimizer_type {name}: paging needs CUDA; on this machine it runs unpaged")
-    return warnings
-
-
-def _adafactor_fixed_lr_advice(config: TrainConfig) -> list[str]:
-    advice = []
-    if config.max_grad_norm != 0:
-        advice.append("max_grad_norm: AdaFactor clips its updates itself; consider max_grad_norm 0")
-    if config.lr_scheduler != "constant_with_warmup":
-        advice.append("lr_scheduler: constant_with_warmup usually suits AdaFactor with a fixed learning rate")
-    if config.optimizer_kwargs.get("clip_threshold", 1.0) != 1.0:
-        advice.append("optimizer_args: clip_threshold=1.0 usually suits AdaFactor")
-    return advice
-
-
-def _group_lrs(config: TrainConfig) -> list[float]:
-    lrs = [config.effective_unet_lr] if config.train_unet else []
-    encoders = len(config.text_encoder_lr) if isinstance(config.text_encoder_lr, list) else 1
-    return lrs + (config.text_encoder_lrs(encoders) if config.train_text_encoder else [])
-
-
 def warmup_steps(config: TrainConfig, total_steps: int) -> int:
     """lr_warmup_steps as steps: below 1 it is a fraction of the total (sd-scripts truncates)."""
     value = config.lr_warmup_steps

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoints import planned_outputs
+from .advice import config_advice, gpu_facts
 from .config import TrainConfig
 from .dataset.buckets import assign_bucket
 from .dataset.plan import Entry, StepPlan, build_entries, make_plan
@@ -24,25 +24,40 @@ class Preflight:
 def run_preflight(config: TrainConfig, num_processes: int = 1) -> Preflight:
     """Raise ConfigError with every problem found, or return the plan the training will follow."""
     problems = readiness_problems(config)
-    if not config.train_data_dir:
+    scan, entries, plan = scan_and_plan(config, num_processes)
+    problems += dataset_problems(config, scan)
+    if problems or plan is None:  # no plan: no train_data_dir (readiness names it) or scan errors
         raise ConfigError(problems)
+    problems += overwrite_problems(config, plan)
+    if problems:
+        raise ConfigError(problems)
+    cuda, bf16_supported = gpu_facts()
+    warnings = [str(p) for p in scan.problems if p.level != "error"]
+    warnings += [advice.en for advice in config_advice(config, cuda=cuda, bf16_supported=bf16_supported)]
+    return Preflight(scan, entries, plan, warnings)
+
+
+def scan_and_plan(config: TrainConfig, num_processes: int = 1) -> tuple[DatasetScan, list[Entry], StepPlan | None]:
+    """The dataset scan, its epoch entries and the step plan; no readiness checks and no torch, so the GUI's
+    dataset check can call it. The plan is None when train_data_dir is empty or the scan found errors."""
+    if not config.train_data_dir:
+        return DatasetScan(), [], None
     scan = scan_dataset(Path(config.train_data_dir).expanduser(),
                         Path(config.reg_data_dir).expanduser() if config.reg_data_dir else None,
                         config.caption_extension)
-    problems += [f"{_dataset_key(config, p.path)}: {p}" for p in scan.errors]
-    if problems:
-        raise ConfigError(problems)
+    if scan.errors:
+        return scan, [], None
     entries = build_entries(scan, lambda item: bucket_for(config, item.width, item.height))
     plan = make_plan(entries, scan, train_batch_size=config.train_batch_size,
                      gradient_accumulation_steps=config.gradient_accumulation_steps,
                      max_train_epochs=config.max_train_epochs, max_train_steps=config.max_train_steps,
                      num_processes=num_processes)
-    problems += overwrite_problems(config, plan)
-    if problems:
-        raise ConfigError(problems)
-    warnings = [str(p) for p in scan.problems if p.level != "error"]
-    warnings += _optimizer_module().optimizer_warnings(config)
-    return Preflight(scan, entries, plan, warnings)
+    return scan, entries, plan
+
+
+def dataset_problems(config: TrainConfig, scan: DatasetScan) -> list[str]:
+    """The scan's errors as problem lines naming train_data_dir or reg_data_dir."""
+    return [f"{_dataset_key(config, p.path)}: {p}" for p in scan.errors]
 
 
 def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
@@ -54,7 +69,7 @@ def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
 def readiness_problems(config: TrainConfig) -> list[str]:
     """Values a preset may leave empty but a run needs, and what this machine cannot do."""
     problems = []
-    problems += _model_source_problems(config)
+    problems += model_source_problems(config)
     for key in ("network_weights", "resume", "vae", "ae", "clip_l", "t5xxl"):
         value = getattr(config, key)
         if value and not Path(value).expanduser().exists():
@@ -67,7 +82,7 @@ def readiness_problems(config: TrainConfig) -> list[str]:
     return problems
 
 
-def _model_source_problems(config: TrainConfig) -> list[str]:
+def model_source_problems(config: TrainConfig) -> list[str]:
     key, source = "pretrained_model_name_or_path", config.pretrained_model_name_or_path
     if not source:
         return [f"{key}: empty; pick the base model: a .safetensors checkpoint, a diffusers folder or a repo id"]
@@ -123,6 +138,8 @@ def _device_problems(mixed_precision: str) -> list[str]:
 
 
 def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[str]:
+    from .checkpoints import planned_outputs  # imports accelerate (and torch): only when a run is planned
+
     if config.overwrite:
         return []
     existing = [p for p in planned_outputs(config, plan.epochs, plan.total_steps) if p.exists()]

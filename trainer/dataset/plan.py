@@ -15,6 +15,23 @@ from .scan import DatasetScan, ImageItem, Subset
 
 Bucket = tuple[int, int]
 
+PLAN_TEXT = {
+    "en": {"folder": "{name}: {images} images × {repeats} repeats = {n}",
+           "reg_folder": "reg {name}: {images} images × {repeats} repeats, {n} used to match the training entries",
+           "buckets": "buckets: ", "batches": "batches per epoch = Σ ceil(bucket entries / batch {batch}) = {n}",
+           "share": "⌊{n} / {p} processes⌋", "per_epoch": "steps per epoch = ceil({share} / accumulation {acc}) = {n}",
+           "total": "total steps = {epochs} epochs × {per} = {n}",
+           "total_steps": "total steps = max_train_steps {n} ({epochs} epochs of {per})",
+           "ignored": " (max_train_steps {steps} ignored: max_train_epochs decides, as in sd-scripts)"},
+    "zh": {"folder": "{name}：{images} 张图 × {repeats} 次重复 = {n}",
+           "reg_folder": "正则 {name}：{images} 张图 × {repeats} 次重复，取 {n} 个与训练图数量对齐",
+           "buckets": "分桶：", "batches": "每轮批次数 = Σ ceil(各桶图数 / 批大小 {batch}) = {n}",
+           "share": "⌊{n} / {p} 个进程⌋", "per_epoch": "每轮步数 = ceil({share} / 梯度累积 {acc}) = {n}",
+           "total": "总步数 = {epochs} 轮 × {per} = {n}",
+           "total_steps": "总步数 = max_train_steps {n}（{epochs} 轮，每轮 {per} 步）",
+           "ignored": "（max_train_steps {steps} 不生效：与 sd-scripts 一样以 max_train_epochs 为准）"},
+}
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -54,25 +71,25 @@ class StepPlan:
     max_train_steps: int | None = None
     num_processes: int = 1  # with several GPUs each process takes every n-th batch
 
-    def describe(self) -> str:
-        lines = [_folder_line(f) for f in self.folders]
-        lines.append("buckets: " + ", ".join(f"{_bucket_name(b)}: {n}" for b, n in self.buckets.items()))
-        lines.append(f"batches per epoch = Σ ceil(bucket entries / batch {self.train_batch_size}) "
-                     f"= {self.batches_per_epoch}")
-        share = (f"⌊{self.batches_per_epoch} / {self.num_processes} processes⌋" if self.num_processes > 1
+    def describe(self, lang: str = "en") -> str:
+        """The plan as `check` prints it (lang "en") or the GUI shows it in Chinese ("zh"): formulas with numbers."""
+        words = PLAN_TEXT[lang]
+        lines = [_folder_line(f, words) for f in self.folders]
+        lines.append(words["buckets"] + ", ".join(f"{_bucket_name(b)}: {n}" for b, n in self.buckets.items()))
+        lines.append(words["batches"].format(batch=self.train_batch_size, n=self.batches_per_epoch))
+        share = (words["share"].format(n=self.batches_per_epoch, p=self.num_processes) if self.num_processes > 1
                  else str(self.batches_per_epoch))
-        lines.append(f"steps per epoch = ceil({share} / accumulation "
-                     f"{self.gradient_accumulation_steps}) = {self.steps_per_epoch}")
-        lines.append(self._total_line())
+        lines.append(words["per_epoch"].format(share=share, acc=self.gradient_accumulation_steps,
+                                               n=self.steps_per_epoch))
+        lines.append(self._total_line(words))
         return "\n".join(lines)
 
-    def _total_line(self) -> str:
+    def _total_line(self, words: dict[str, str]) -> str:
         if self.max_train_epochs is None:
-            return (f"total steps = max_train_steps {self.total_steps} "
-                    f"({self.epochs} epochs of {self.steps_per_epoch})")
-        line = f"total steps = {self.max_train_epochs} epochs × {self.steps_per_epoch} = {self.total_steps}"
+            return words["total_steps"].format(n=self.total_steps, epochs=self.epochs, per=self.steps_per_epoch)
+        line = words["total"].format(epochs=self.max_train_epochs, per=self.steps_per_epoch, n=self.total_steps)
         if self.max_train_steps:
-            line += f" (max_train_steps {self.max_train_steps} ignored: max_train_epochs decides, as in sd-scripts)"
+            line += words["ignored"].format(steps=self.max_train_steps)
         return line
 
     def as_event(self) -> dict:
@@ -97,11 +114,11 @@ def _bucket_name(bucket: Bucket) -> str:
     return f"{bucket[0]}x{bucket[1]}"
 
 
-def _folder_line(folder: FolderPlan) -> str:
-    line = f"{folder.name}: {folder.images} images × {folder.repeats} repeats"
+def _folder_line(folder: FolderPlan, words: dict[str, str]) -> str:
     if folder.is_reg:
-        return f"reg {line}, {folder.entries} used to match the training entries"
-    return f"{line} = {folder.entries}"
+        return words["reg_folder"].format(name=folder.name, images=folder.images, repeats=folder.repeats,
+                                          n=folder.entries)
+    return words["folder"].format(name=folder.name, images=folder.images, repeats=folder.repeats, n=folder.entries)
 
 
 def _reg_repeats(reg_subsets: list[Subset], num_train: int) -> list[tuple[ImageItem, int]]:

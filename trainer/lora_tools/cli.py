@@ -8,6 +8,8 @@ from pathlib import Path
 
 EXIT_OK = 0
 PRECISIONS = ("float", "fp16", "bf16")  # export.SAVE_DTYPES' keys, listed here so the parser stays torch-free
+DYNAMIC_METHODS = ("sv_ratio", "sv_fro", "sv_cumulative")  # sd-scripts resize_lora's --dynamic_method
+LAYOUTS = ("kohya", "diffusers")  # what `convert --to` writes
 RESIZE_DOC = ("LoRA/LoCon: SVD of each module's update, keeping --rank singular values (or a per-module rank "
               "chosen by --dynamic-method, capped by --rank); alpha becomes old alpha/rank x new rank, so the "
               "strength stays. DyLoRA (ss_network_module networks.dylora): the first --rank rows are kept, no SVD, "
@@ -36,7 +38,7 @@ def add_lora_commands(commands) -> None:
     resize.add_argument("file", type=Path)
     resize.add_argument("--rank", type=int, required=True, help="new rank (with a dynamic method: the highest rank)")
     resize.add_argument("--conv-rank", type=int, help="new rank of 3x3 conv (LoCon) modules; default --rank")
-    resize.add_argument("--dynamic-method", choices=("sv_ratio", "sv_fro", "sv_cumulative"),
+    resize.add_argument("--dynamic-method", choices=DYNAMIC_METHODS,
                         help="choose each module's rank from its singular values (sd-scripts' methods)")
     resize.add_argument("--dynamic-param", type=float, help="sv_ratio: largest/smallest kept singular value, e.g. "
                         "8; sv_fro / sv_cumulative: share of the norm / sum to keep, e.g. 0.9")
@@ -62,7 +64,7 @@ def add_lora_commands(commands) -> None:
     convert = tools.add_parser("convert", help="a LoRA/LoCon between kohya's layout and diffusers' (peft keys)",
                                description=CONVERT_DOC)
     convert.add_argument("file", type=Path)
-    convert.add_argument("--to", choices=("kohya", "diffusers"), required=True)
+    convert.add_argument("--to", choices=LAYOUTS, required=True)
     convert.add_argument("--base", help="a diffusers model folder whose architecture differs from the family's "
                                         "standard one (default: the standard architecture, nothing loaded)")
     _output(convert)

@@ -1,0 +1,109 @@
+"""The form built from the schema: every field round-trips, has its widget under its key, and its texts in both
+languages; problems land on the fields they name; presets load into and save from the form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import yaml
+
+from trainer.config import TrainConfig
+from ui import presets_tab
+from ui.app import build_app
+from ui.fields import FIELD_SPECS, config_from_form, form_values, to_config, to_form
+from ui.i18n import TEXT
+from ui.review import field_errors, review
+
+# A value other than the default for each widget kind, to prove the conversion is not only right for defaults.
+SAMPLE_VALUES = {
+    "network_args": ["conv_dim=4", "conv_alpha=1"], "text_encoder_lr": [1e-5, 5e-6], "sample_prompts": ["a", "b"],
+    "network_train_unet_only": False, "v2": True, "max_token_length": 150, "lr_warmup_steps": 10,
+    "optimizer_type": "torch.optim.AdamW", "network_dim": 16, "noise_offset": 0.05, "resolution": "512,768",
+}
+
+
+@pytest.mark.parametrize("name", list(FIELD_SPECS))
+def test_every_field_round_trips_through_its_widget(name):
+    spec = FIELD_SPECS[name]
+    for value in (spec.default, SAMPLE_VALUES.get(name, spec.default)):
+        assert to_config(spec, to_form(spec, value)) == value
+
+
+def test_a_full_config_round_trips_and_validates():
+    config = TrainConfig(max_train_epochs=3, **SAMPLE_VALUES).model_dump()
+    back = config_from_form(form_values(config))
+    assert back == config
+    assert TrainConfig(**back).model_dump() == config
+
+
+def test_form_text_forms_parse_as_sd_scripts_users_write_them():
+    assert to_config(FIELD_SPECS["text_encoder_lr"], "1e-5; 2e-5") == [1e-5, 2e-5]
+    assert to_config(FIELD_SPECS["sample_prompts"], "prompts.txt") == "prompts.txt"  # a prompt file
+    assert to_config(FIELD_SPECS["sample_prompts"], "1girl, solo\n") == ["1girl, solo"]
+    assert to_config(FIELD_SPECS["lr_warmup_steps"], 0.1) == 0.1  # a fraction stays one
+    assert to_config(FIELD_SPECS["network_weights"], "  ") is None
+
+
+def test_every_field_has_a_widget_under_its_key_with_both_help_texts():
+    blocks = build_app("en", {})
+    ids = {block.elem_id: block for block in blocks.blocks.values() if getattr(block, "elem_id", None)}
+    for name, spec in FIELD_SPECS.items():
+        widget = ids[name]
+        assert widget.label == name
+        assert widget.info == TrainConfig.model_fields[name].description
+        if spec.kind == "choice":
+            assert {value for _, value in widget.choices} >= {str(c) for c in spec.choices}
+    assert {"start", "stop", "check"} <= set(ids)
+
+
+def test_both_languages_have_every_text_and_every_schema_group():
+    assert set(TEXT["en"]) == set(TEXT["zh"])
+    for spec in FIELD_SPECS.values():
+        assert f"group_{spec.group}" in TEXT["en"]
+    assert all(TEXT["zh"][key] for key in TEXT["zh"])
+
+
+def test_problems_land_on_the_fields_they_name():
+    errors = field_errors(["network_dim: 0 is not valid: must be at least 1",
+                           "ae, clip_l, t5xxl: empty, but 'x' is a transformer without them",
+                           "network_train_unet_only and network_train_text_encoder_only: choose at most one",
+                           "something without a key"])
+    assert errors["network_dim"].startswith("0 is not valid")
+    assert {"ae", "clip_l", "t5xxl", "network_train_unet_only", "network_train_text_encoder_only"} <= set(errors)
+
+
+def test_live_review_names_a_missing_dataset_at_train_data_dir(make_config, tmp_path):
+    result = review({**make_config(), "train_data_dir": str(tmp_path / "missing")})
+    assert "train_data_dir" in result.errors and result.plan is None
+    ok = review(make_config())
+    assert ok.errors == {} and ok.plan.total_steps > 0 and ok.family == "sd1"
+
+
+def test_preset_loads_only_its_keys_and_names_unknown_ones(tmp_path, make_config):
+    preset = tmp_path / "style.yaml"
+    preset.write_text(yaml.safe_dump({"network_dim": 64, "optimizer_type": "Lion", "frobnicate": 1}))
+    values = form_values(make_config())
+    message, *new_values = presets_tab.load_preset("en", str(preset), tuple(values))
+    data = config_from_form(new_values)
+    assert data["network_dim"] == 64 and data["optimizer_type"] == "Lion"
+    assert data["train_data_dir"] == make_config()["train_data_dir"]  # the user's own path stays
+    assert "frobnicate" in message
+
+
+def test_saved_preset_holds_the_changed_keys_and_never_overwrites(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANLU_HOME", str(tmp_path))
+    values = form_values({"network_dim": 8, "max_train_epochs": 4})
+    first = Path(presets_tab.save_preset("en", "my style", tuple(values))[1])
+    second = Path(presets_tab.save_preset("en", "my style", tuple(values))[1])
+    assert first.name == "my_style.yaml" and second.name == "my_style-2.yaml"
+    saved = yaml.safe_load(first.read_text())
+    assert saved["network_dim"] == 8 and saved["max_train_epochs"] == 4
+    assert "learning_rate" not in saved  # defaults are left out
+
+
+def test_build_app_in_chinese_labels_tabs_in_chinese():
+    blocks = build_app("zh", {})
+    labels = {getattr(b, "label", None) for b in blocks.blocks.values() if isinstance(b, gr.Tab)}
+    assert {"路径", "步数", "模型效果", "预设", "运行"} <= labels

@@ -1,0 +1,86 @@
+"""The Gradio page: header with the language switch, the message line, and the tabs.
+
+The form's tabs (Paths, Steps, Model effect, and the Run tab's preview settings) come from the schema (ui/form.py);
+the views that follow the form are in ui/live.py, the run in ui/run_tab.py, presets in ui/presets_tab.py and the
+LoRA tools in ui/tools_tab.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from . import live, presets_tab, run_tab, settings, tools_tab
+from .fields import form_values
+from .form import Form
+from .i18n import t
+from .monitor import RunMonitor
+from .page import Page, form_data
+from .review import review
+
+def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = None) -> gr.Blocks:
+    """The whole page; `initial` is the config the form shows at first (the last form, or the demo)."""
+    form = Form(lang)
+    with gr.Blocks(title="Danlu 丹炉", analytics_enabled=False) as blocks:
+        with gr.Row(elem_id="header"):
+            title = gr.Markdown(f"## {t(lang, 'title')}", elem_id="title")
+            switch = gr.Radio([("中文", "zh"), ("English", "en")], value=lang, label=t(lang, "lang_label"),
+                              elem_id="lang", scale=0, min_width=200)
+        page = Page(switch, form, gr.Markdown("", elem_id="message"), monitor or RunMonitor(),
+                    gr.State({}))
+        with gr.Tabs(elem_id="tabs"):
+            views = _form_tabs(page)
+            with page.text(gr.Tab(t(lang, "tab_presets"), id="presets", elem_id="tab-presets"), "tab_presets"):
+                wire_presets = presets_tab.build(page)
+            with page.text(gr.Tab(t(lang, "tab_run"), id="run", elem_id="tab-run"), "tab_run"):
+                run_tab.build(page, views)
+            with page.text(gr.Tab(t(lang, "tab_tools"), id="tools", elem_id="tab-tools"), "tab_tools"):
+                tools_tab.build(page)
+        wire_presets()
+        _wire_live(page, views)
+        _wire_language(page, title, views)
+        blocks.load(lambda: form_values(settings.load_form() or initial), None, form.inputs)
+    return blocks
+
+
+def _form_tabs(page: Page) -> dict[str, Any]:
+    """Paths, Steps and Model effect: the schema's fields, each tab with the views that explain it."""
+    form, lang, views = page.form, page.form.lang, {}
+    with page.text(gr.Tab(t(lang, "tab_paths"), id="paths", elem_id="tab-paths"), "tab_paths"):
+        views["family"] = gr.Markdown(elem_id="family")
+        form.build_tab("paths")
+        views["dataset"] = gr.Markdown(elem_id="dataset-report")
+    with page.text(gr.Tab(t(lang, "tab_steps"), id="steps", elem_id="tab-steps"), "tab_steps"):
+        views["plan_title"] = page.text(gr.Markdown(f"**{t(lang, 'plan_title')}**"), "plan_title", "value")
+        views["plan"] = gr.Markdown(elem_id="plan")
+        form.build_tab("steps")
+    with page.text(gr.Tab(t(lang, "tab_effect"), id="effect", elem_id="tab-effect"), "tab_effect"):
+        views["advice"] = gr.Markdown(elem_id="advice")
+        views["lr"] = page.text(gr.LinePlot(x="step", y="lr", color="group", label=t(lang, "lr_chart"),
+                                            height=220, elem_id="lr-chart"), "lr_chart")
+        form.build_tab("effect")
+    return views
+
+
+def _wire_live(page: Page, views: dict[str, Any]) -> None:
+    def refresh(lang: str, shown: dict[str, str], *values: Any) -> list[Any]:
+        return live.render_review(page, review(form_data(values)), lang, shown)
+
+    gr.on([c.change for c in page.form.inputs], refresh, [page.lang, page.shown_errors, *page.form.inputs],
+          live.live_outputs(page, views), trigger_mode="always_last", show_progress="hidden")
+    network_type = page.form.components["network_type"]
+    network_type.change(run_tab.network_module_for, [network_type, page.form.components["network_module"]],
+                        page.form.components["network_module"], show_progress="hidden")
+
+
+def _wire_language(page: Page, title: gr.Markdown, views: dict[str, Any]) -> None:
+    boxes = [box for box, _ in page.form.titled]
+
+    def switch(lang: str, *values: Any) -> list[Any]:
+        header = [gr.update(value=f"## {t(lang, 'title')}")]
+        refreshed = live.render_review(page, review(form_data(values)), lang, None)
+        return header + page.relabel(lang) + page.form.box_labels(lang) + refreshed
+
+    outputs = [title, *page.localized_components, *boxes, *live.live_outputs(page, views)]
+    page.lang.change(switch, [page.lang, *page.form.inputs], outputs, show_progress="hidden")

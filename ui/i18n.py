@@ -1,0 +1,112 @@
+"""The page's own words in English and Chinese. Field help texts live in the schema; this is everything else.
+
+`t(lang, key, **values)` formats one text. tests/test_ui_form.py checks both languages have the same keys and
+every schema tab and group has a title.
+"""
+
+from __future__ import annotations
+
+import locale
+import os
+
+from .tools_text import TOOLS_TEXT
+
+LANGS = ("zh", "en")
+
+TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Danlu 丹炉 · LoRA trainer",
+        "subtitle": "Fill the form tab by tab, check the plan, start, and watch the furnace.",
+        "tab_paths": "Paths", "tab_steps": "Steps", "tab_effect": "Model effect", "tab_presets": "Presets",
+        "tab_run": "Run", "tab_tools": "Tools",
+        "group_model": "Base model", "group_dataset": "Dataset", "group_output": "Output",
+        "group_image": "Image size and buckets", "group_steps": "Epochs and batches", "group_saving": "Saving",
+        "group_speed": "Speed and memory", "group_network": "Network", "group_learning_rate": "Learning rates",
+        "group_optimizer": "Optimizer and scheduler", "group_noise": "Noise", "group_loss": "Loss",
+        "group_text": "Text encoder", "group_caption": "Captions", "group_augmentation": "Augmentation",
+        "group_samples": "Preview samples", "group_flux": "Flux.1",
+        "advanced": "Advanced", "tristate_default": "(family default)",
+        "start": "Start training", "stop": "Stop", "check": "Check config", "dataset_check": "Check dataset",
+        "tensorboard": "Open TensorBoard", "demo": "Fill in the demo",
+        "family_detected": "Detected: **{family}**", "family_unknown": "Base model: not recognised yet",
+        "plan_title": "Step plan", "plan_missing": "The plan appears once the dataset folder is valid.",
+        "lr_chart": "Learning rate over the planned steps", "lr_relative": "AdaFactor's relative step sets the "
+        "learning rate from the gradients: there is no curve to draw before training.",
+        "warnings_title": "Worth a second look", "problems_title": "Fix these first",
+        "check_ok": "Config is valid: {steps} steps. Ready to start.",
+        "preset_file": "Preset file (YAML or JSON)", "preset_loaded": "Loaded {n} settings from {name}.",
+        "preset_save": "Save the form as a preset", "preset_saved": "Saved {path}.",
+        "preset_name": "Preset file name", "preset_download": "Preset",
+        "status_idle": "No training is running.", "status_starting": "Starting…", "status_running": "Training",
+        "status_completed": "Completed", "status_stopped": "Stopped", "status_failed": "Failed",
+        "progress": "step {step} / {total} · epoch {epoch} / {epochs} · {speed} · ETA {eta}",
+        "started": "Training started in {run_dir}.", "already_running": "A training is already running in "
+        "{run_dir}. Stop it, or wait for it to finish, before starting another.",
+        "stopping": "Stop requested: the trainer saves, then exits.",
+        "stopped_clean": "Stopped. The LoRA was saved: {path}", "stopped_forced": "The training did not stop in "
+        "time and was killed; the last saved epoch file is kept.",
+        "nothing_to_stop": "No training is running.",
+        "reattached": "Found the running training in {run_dir} and reattached.",
+        "log": "Log", "loss_chart": "Loss", "lr_run_chart": "Learning rate", "samples": "Preview samples",
+        "checkpoints": "Saved files", "run_dir": "Run folder", "hint": "Hint",
+        "tb_started": "TensorBoard runs at {url}", "tb_no_run": "Start a training first: TensorBoard shows a run's "
+        "logs.", "tb_failed": "TensorBoard did not start: {reason}",
+        "lang_label": "Language / 语言",
+        "loss_raw": "loss", "loss_smoothed": "smoothed",
+        "epoch_label": "epoch {epoch}",
+        "preset_unknown": "Not applied, not keys of Danlu's config: {keys}",
+        **TOOLS_TEXT["en"],
+    },
+    "zh": {
+        "title": "丹炉 Danlu · LoRA 训练器",
+        "subtitle": "按标签页依次填写，检查步数计划，开始训练，然后看着丹炉。",
+        "tab_paths": "路径", "tab_steps": "步数", "tab_effect": "模型效果", "tab_presets": "预设",
+        "tab_run": "运行", "tab_tools": "工具",
+        "group_model": "底模", "group_dataset": "数据集", "group_output": "输出",
+        "group_image": "图片尺寸与分桶", "group_steps": "轮数与批次", "group_saving": "保存",
+        "group_speed": "速度与显存", "group_network": "网络", "group_learning_rate": "学习率",
+        "group_optimizer": "优化器与调度器", "group_noise": "噪声", "group_loss": "损失",
+        "group_text": "文本编码器", "group_caption": "标注（caption）", "group_augmentation": "数据增强",
+        "group_samples": "预览图", "group_flux": "Flux.1",
+        "advanced": "高级选项", "tristate_default": "（按模型默认）",
+        "start": "开始训练", "stop": "停止", "check": "检查配置", "dataset_check": "检查数据集",
+        "tensorboard": "打开 TensorBoard", "demo": "填入演示配置",
+        "family_detected": "识别为：**{family}**", "family_unknown": "底模：尚未识别",
+        "plan_title": "步数计划", "plan_missing": "数据集文件夹有效后，这里会显示步数计划。",
+        "lr_chart": "计划步数内的学习率变化", "lr_relative": "AdaFactor 的相对步长根据梯度决定学习率，训练前无法画出曲线。",
+        "warnings_title": "值得再看一眼", "problems_title": "请先修正",
+        "check_ok": "配置有效：共 {steps} 步，可以开始训练。",
+        "preset_file": "预设文件（YAML 或 JSON）", "preset_loaded": "已从 {name} 读入 {n} 项设置。",
+        "preset_save": "把当前表单保存为预设", "preset_saved": "已保存 {path}。",
+        "preset_name": "预设文件名", "preset_download": "预设",
+        "status_idle": "当前没有训练在运行。", "status_starting": "正在启动…", "status_running": "训练中",
+        "status_completed": "已完成", "status_stopped": "已停止", "status_failed": "失败",
+        "progress": "第 {step} / {total} 步 · 第 {epoch} / {epochs} 轮 · {speed} · 预计剩余 {eta}",
+        "started": "训练已在 {run_dir} 启动。", "already_running": "{run_dir} 中已有训练在运行。请先停止它或等它结束，再开始新的训练。",
+        "stopping": "已请求停止：训练器会先保存，再退出。",
+        "stopped_clean": "已停止，LoRA 已保存：{path}", "stopped_forced": "训练没有按时停止，已被强制结束；之前保存的轮次文件仍然保留。",
+        "nothing_to_stop": "当前没有训练在运行。",
+        "reattached": "找到了 {run_dir} 中正在运行的训练，已重新连接。",
+        "log": "日志", "loss_chart": "损失（loss）", "lr_run_chart": "学习率", "samples": "预览图",
+        "checkpoints": "已保存的文件", "run_dir": "运行文件夹", "hint": "建议",
+        "tb_started": "TensorBoard 已在 {url} 运行", "tb_no_run": "请先开始一次训练：TensorBoard 显示的是某次运行的日志。",
+        "tb_failed": "TensorBoard 没有启动：{reason}",
+        "lang_label": "Language / 语言",
+        "loss_raw": "loss", "loss_smoothed": "平滑后",
+        "epoch_label": "第 {epoch} 轮",
+        "preset_unknown": "以下项不是丹炉的配置项，未应用：{keys}",
+        **TOOLS_TEXT["zh"],
+    },
+}
+
+
+def t(lang: str, key: str, **values: object) -> str:
+    text = TEXT[lang if lang in TEXT else "en"][key]
+    return text.format(**values) if values else text
+
+
+def system_lang() -> str:
+    """zh when the system locale is Chinese, else en (what --lang defaults to)."""
+    names = [os.environ.get(var, "") for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE")]
+    names.append(locale.getlocale()[0] or "")
+    return "zh" if any(name.lower().startswith(("zh", "chinese")) for name in names if name) else "en"

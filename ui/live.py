@@ -1,0 +1,82 @@
+"""The parts of the page that follow the form as it is edited: detected model, dataset check, step plan, LR
+chart, warnings, and problems shown at their fields. Check and Start use the same views with the full check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from trainer.advice import config_advice
+from trainer.errors import ConfigError
+from trainer.lr_curve import lr_curve
+
+from .dataset_report import dataset_report
+from .i18n import t
+from .review import Review
+
+LIVE_VIEWS = ("family", "dataset", "plan", "advice", "lr")
+
+
+def live_outputs(page, views: dict[str, Any]) -> list[Any]:
+    """What render_review fills: the views, the shown-problems state (ui.page.Page.shown_errors), the fields."""
+    return [views[name] for name in LIVE_VIEWS] + [page.shown_errors, *page.form.inputs]
+
+
+def render_review(page, result: Review, lang: str, shown: dict[str, str] | None) -> list[Any]:
+    """The live views, the new shown-problems state and the fields' help or problem: with `shown`, only the
+    fields whose problem changed; with None, every field (after a language switch)."""
+    errors = result.errors
+    views = [family_markdown(result, lang), report_markdown(result, lang),
+             plan_markdown(result, lang), advice_markdown(result, lang), lr_plot(result, lang)]
+    return views + [errors, *page.form.field_updates(errors, lang, shown)]
+
+
+def family_markdown(result: Review, lang: str) -> str:
+    label = result.family_label
+    return t(lang, "family_detected", family=label) if label else t(lang, "family_unknown")
+
+
+def plan_markdown(result: Review, lang: str) -> str:
+    if result.plan is None:
+        return t(lang, "plan_missing")
+    return "```text\n" + result.plan.describe(lang) + "\n```"
+
+
+def report_markdown(result: Review, lang: str) -> str:
+    if result.scan is None:
+        return ""
+    return dataset_report(result.scan, result.plan, lang)
+
+
+def advice_markdown(result: Review, lang: str) -> str:
+    if result.config is None:
+        return ""
+    items = [a.text(lang) for a in config_advice(result.config, family=result.family)]
+    if not items:
+        return ""
+    return f"**⚠ {t(lang, 'warnings_title')}**\n\n" + "\n".join(f"- {item}" for item in items)
+
+
+def problems_markdown(result: Review, lang: str) -> str:
+    if not result.problems:
+        return ""
+    return f"**{t(lang, 'problems_title')}**\n\n" + "\n".join(f"- {line}" for line in result.problems)
+
+
+def lr_plot(result: Review, lang: str) -> Any:
+    """The LR curve of the planned steps (the real scheduler), or an empty chart with the reason as caption."""
+    if result.config is None or result.plan is None:
+        return gr.update(value=_lr_frame({}))
+    try:
+        curves = lr_curve(result.config, result.plan.total_steps, family=result.family)
+    except ConfigError as exc:
+        return gr.update(value=_lr_frame({}), caption="; ".join(exc.problems))
+    caption = "" if curves else t(lang, "lr_relative")
+    return gr.update(value=_lr_frame(curves), caption=caption)
+
+
+def _lr_frame(curves: dict[str, list[tuple[int, float]]]) -> pd.DataFrame:
+    rows = [(step, lr, group) for group, points in curves.items() for step, lr in points]
+    return pd.DataFrame(rows, columns=["step", "lr", "group"])

@@ -1,0 +1,54 @@
+"""The training the page shows: the one this GUI started, or the one it finds again after a reload or restart.
+
+One per GUI process (one training at a time), shared by every open page; the page polls `poll()` about once a
+second. Reading the run folder is cheap (ui/run_state.py), so a poll never blocks on the training.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from . import runner
+from .run_state import RunReader, RunState
+
+
+class RunMonitor:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.handle: runner.RunHandle | None = None
+        self._reader: RunReader | None = None
+
+    def start(self, yaml_text: str) -> runner.RunHandle:
+        """Start a training (runner.start: ConfigError, AlreadyRunning) and watch it."""
+        with self._lock:
+            handle = runner.start(yaml_text)
+            self._watch(handle)
+            return handle
+
+    def poll(self, output_dirs: list[Path]) -> RunState | None:
+        """The watched run's state; when none is watched (or the watched one is over), a live training in one of
+        output_dirs is found and watched (a restarted GUI reattaches this way)."""
+        with self._lock:
+            if self.handle is None or (not self.handle.alive and self._reader.state.is_over):
+                found = runner.find_running([d for d in output_dirs if d])
+                if found is not None and (self.handle is None or found.run_dir != self.handle.run_dir):
+                    self._watch(found)
+            if self.handle is None:
+                return None
+            alive, exit_code = self.handle.alive, self.handle.exit_code  # read before the events: none is missed
+            return self._reader.update(alive, exit_code)
+
+    def stop(self, timeout_s: float) -> runner.StopResult | None:
+        """Ask the watched training to stop (None when none runs); blocks until it ended or was killed."""
+        handle = self.handle
+        if handle is None or not handle.alive:
+            return None
+        return handle.stop(timeout_s)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.handle.run_dir if self.handle is not None else None
+
+    def _watch(self, handle: runner.RunHandle) -> None:
+        self.handle, self._reader = handle, RunReader(handle.run_dir)

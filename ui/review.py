@@ -1,0 +1,90 @@
+"""What the page says about the form as it is: problems per field, the dataset and its step plan, the base model.
+
+`review(data)` is the live view (cheap: validation, the base model's header, the dataset scan); `review(data,
+full=True)` is exactly what `python -m trainer check` does (trainer.preflight.run_preflight), for Check and Start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.config import TrainConfig
+from trainer.config_io import validate_config
+from trainer.dataset.plan import StepPlan
+from trainer.dataset.scan import DatasetScan
+from trainer.errors import ConfigError, UserError
+from trainer.families.detect import FAMILY_LABELS
+from trainer.families.loading import detect_family
+from trainer.preflight import dataset_problems, model_source_problems, run_preflight, scan_and_plan
+
+
+@dataclass
+class Review:
+    config: TrainConfig | None = None
+    problems: list[str] = field(default_factory=list)  # one line each, "key: what is wrong and what to do"
+    warnings: list[str] = field(default_factory=list)  # trainer's advice (check's "warning:" lines)
+    scan: DatasetScan | None = None
+    plan: StepPlan | None = None
+    family: str | None = None  # the base model's family as detected, e.g. "sdxl"
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """The first problem of each field it names (what the field shows in place of its help)."""
+        return field_errors(self.problems)
+
+    @property
+    def family_label(self) -> str | None:
+        return FAMILY_LABELS.get(self.family) if self.family else None
+
+
+def field_errors(problems: list[str]) -> dict[str, str]:
+    """'key: message' lines -> {key: message}; a line may name several keys ('a, b: ...', 'a and b: ...')."""
+    errors: dict[str, str] = {}
+    for line in problems:
+        head, sep, message = line.partition(": ")
+        if not sep:
+            continue
+        for key in head.replace(" and ", ", ").split(", "):
+            if key in TrainConfig.model_fields:
+                errors.setdefault(key, message)
+    return errors
+
+
+def review(data: dict[str, Any], full: bool = False) -> Review:
+    result = Review(family=_family(data.get("pretrained_model_name_or_path")))
+    try:
+        result.config = validate_config(data)
+    except ConfigError as exc:
+        result.problems = list(exc.problems)
+        return result
+    if full:
+        return _full(result)
+    result.problems = model_source_problems(result.config)
+    result.scan, _, result.plan = scan_and_plan(result.config)
+    result.problems += dataset_problems(result.config, result.scan)
+    return result
+
+
+def _full(result: Review) -> Review:
+    try:
+        pre = run_preflight(result.config)
+    except ConfigError as exc:
+        result.problems = list(exc.problems)
+        result.scan, _, result.plan = scan_and_plan(result.config)
+        return result
+    except UserError as exc:
+        result.problems = [exc.message + (f" ({exc.hint})" if exc.hint else "")]
+        return result
+    result.scan, result.plan, result.warnings = pre.scan, pre.plan, pre.warnings
+    return result
+
+
+def _family(source: Any) -> str | None:
+    if not source:
+        return None
+    try:
+        return detect_family(str(Path(str(source)).expanduser()))
+    except (OSError, ValueError):
+        return None

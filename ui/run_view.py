@@ -1,0 +1,105 @@
+"""A run's state as the Run tab shows it: status line, progress bar, banners, curves, samples, saved files.
+
+Pure rendering of ui/run_state.RunState into HTML, Markdown and tables; the Gradio wiring is in ui/run_tab.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .i18n import t
+from .run_state import COMPLETED, FAILED, RUNNING, STARTING, STOPPED, RunState
+
+STATUS_KEYS = {STARTING: "status_starting", RUNNING: "status_running", COMPLETED: "status_completed",
+               STOPPED: "status_stopped", FAILED: "status_failed"}
+# Gradio serves files only from the working and temp folders: previews are copied there to be shown.
+PREVIEW_CACHE = Path(tempfile.gettempdir()) / "danlu-previews"
+
+
+def status_markdown(state: RunState | None, run_dir: Path | None, lang: str) -> str:
+    if state is None or run_dir is None:
+        return t(lang, "status_idle")
+    return f"**{t(lang, STATUS_KEYS[state.status])}** · {t(lang, 'run_dir')}: `{run_dir}`"
+
+
+def progress_html(state: RunState | None, lang: str) -> str:
+    if state is None:
+        return ""
+    total = state.total_steps or 0
+    speed = f"{state.it_s:.2f} it/s" if state.it_s else "– it/s"
+    text = t(lang, "progress", step=state.step, total=total or "?", epoch=state.epoch, epochs=state.epochs or "?",
+             speed=speed, eta=_duration(state.eta_s) if state.status == RUNNING else "–")
+    percent = round(100 * state.fraction, 1)
+    return (f'<div class="danlu-progress" data-status="{state.status}" data-step="{state.step}">'
+            f'<div class="danlu-progress-bar" style="width:{percent}%"></div>'
+            f'<span class="danlu-progress-text">{html.escape(text)}</span></div>')
+
+
+def banners_html(state: RunState | None, lang: str) -> str:
+    if state is None:
+        return ""
+    items = []
+    for banner in state.banners:
+        hint = f"<br><b>{t(lang, 'hint')}:</b> {html.escape(banner.hint)}" if banner.hint else ""
+        items.append(f'<div class="danlu-banner danlu-{html.escape(banner.level)}" data-code="{html.escape(banner.code)}">'
+                     f"<b>{html.escape(banner.code or banner.level)}</b>: {html.escape(banner.message)}{hint}</div>")
+    if state.log_tail:
+        items.append('<pre class="danlu-log-tail">' + html.escape("\n".join(state.log_tail)) + "</pre>")
+    return "\n".join(items)
+
+
+def loss_frame(state: RunState | None, lang: str) -> pd.DataFrame:
+    rows = [(s, v, t(lang, "loss_raw")) for s, v in (state.losses if state else [])]
+    rows += [(s, v, t(lang, "loss_smoothed")) for s, v in (state.smoothed_losses if state else [])]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def lr_frame(state: RunState | None) -> pd.DataFrame:
+    return pd.DataFrame(state.lrs if state else [], columns=["step", "lr"])
+
+
+def gallery_items(state: RunState | None, run_dir: Path | None, lang: str) -> list[tuple[str, str]]:
+    """(image path, caption) newest epoch first, each preview copied where Gradio may serve it."""
+    if state is None or run_dir is None:
+        return []
+    prompts = {s.path: s.prompt for s in state.sample_list}
+    items = []
+    for epoch, paths in state.samples:
+        for path in paths:
+            shown = _servable(Path(path), run_dir)
+            if shown is not None:
+                items.append((str(shown), f"{t(lang, 'epoch_label', epoch=epoch)} · {prompts.get(path, '')}"))
+    return items
+
+
+def checkpoints_markdown(state: RunState | None) -> str:
+    if state is None or not state.checkpoints:
+        return ""
+    return "\n".join(f"- `{c.path}` (epoch {c.epoch}, step {c.step})" for c in reversed(state.checkpoints))
+
+
+def _servable(path: Path, run_dir: Path) -> Path | None:
+    if not path.is_absolute():
+        path = run_dir / path
+    if not path.is_file():
+        return None
+    folder = PREVIEW_CACHE / hashlib.sha1(str(run_dir).encode()).hexdigest()[:12]
+    copy = folder / path.name
+    if not copy.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+    return copy
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
