@@ -40,11 +40,7 @@ exit /b %errorlevel%
 call :setup
 if errorlevel 1 exit /b 1
 call :rest_args %*
-if exist app.py (
-    "%VPY%" app.py !REST!
-) else (
-    "%VPY%" -m trainer demo !REST!
-)
+"%VPY%" app.py !REST!
 exit /b %errorlevel%
 
 rem ---- subroutines ----
@@ -52,8 +48,8 @@ rem ---- subroutines ----
 :usage
 echo Usage: launch.bat [setup ^| test [PYTEST_ARGS...] ^| -- APP_ARGS... ^| -h]
 echo.
-echo   (no arguments)   set up if needed, then start the GUI (app.py; until it exists, the demo)
-echo   -- ARGS          the same, passing ARGS to app.py (e.g. launch.bat -- --listen --port 7860)
+echo   (no arguments)   set up if needed, then start the GUI (app.py, in the browser)
+echo   -- ARGS          the same, passing ARGS to app.py (e.g. launch.bat -- --port 7861 --lang zh)
 echo   setup            create .venv and install torch and requirements.txt (skipped when up to date)
 echo   test [ARGS]      set up if needed, then run the test suite (ARGS go to pytest, e.g. -k dataset)
 echo.

@@ -14,8 +14,8 @@ usage() {
     cat <<EOF
 Usage: ./launch.sh [setup | test [PYTEST_ARGS...] | -- APP_ARGS... | -h]
 
-  (no arguments)   set up if needed, then start the GUI (app.py; until it exists, the demo)
-  -- ARGS          the same, passing ARGS to app.py (e.g. ./launch.sh -- --listen --port 7860)
+  (no arguments)   set up if needed, then start the GUI (app.py, in the browser)
+  -- ARGS          the same, passing ARGS to app.py (e.g. ./launch.sh -- --port 7861 --lang zh)
   setup            create .venv and install torch and requirements.txt (skipped when up to date)
   test [ARGS]      set up if needed, then run the test suite (ARGS go to pytest, e.g. -k dataset)
 
@@ -98,10 +98,7 @@ run_tests() {
 
 run_app() {
     setup
-    if [[ -f app.py ]]; then
-        exec "$VPY" app.py "$@"
-    fi
-    exec "$VPY" -m trainer demo "$@"
+    exec "$VPY" app.py "$@"
 }
 
 case "${1:-}" in

@@ -171,6 +171,7 @@ def test_train_watch_reload_and_stop(page, gui):
     shot(page, "run-training")
     before = _step(page)
     page.reload()
+    page.get_by_role("tab", name="Run", selected=True).wait_for()  # a running training opens the Run tab
     page.wait_for_selector(".danlu-progress")
     page.wait_for_function(f"() => Number(document.querySelector('.danlu-progress')?.dataset.step || 0) > {before}")
     page.click("#start")  # a second start while one runs is refused

@@ -21,9 +21,13 @@ class Preflight:
     warnings: list[str]
 
 
-def run_preflight(config: TrainConfig, num_processes: int = 1) -> Preflight:
-    """Raise ConfigError with every problem found, or return the plan the training will follow."""
-    problems = readiness_problems(config)
+def run_preflight(config: TrainConfig, num_processes: int = 1, gpu: tuple[bool, bool] | None = None) -> Preflight:
+    """Raise ConfigError with every problem found, or return the plan the training will follow.
+
+    gpu: advice.gpu_facts() when the caller knows them (the GUI asks a child process once, so its own process
+    never initialises CUDA); None asks torch here."""
+    cuda, bf16_supported = gpu or gpu_facts()
+    problems = readiness_problems(config, cuda)
     scan, entries, plan = scan_and_plan(config, num_processes)
     problems += dataset_problems(config, scan)
     if problems or plan is None:  # no plan: no train_data_dir (readiness names it) or scan errors
@@ -31,7 +35,6 @@ def run_preflight(config: TrainConfig, num_processes: int = 1) -> Preflight:
     problems += overwrite_problems(config, plan)
     if problems:
         raise ConfigError(problems)
-    cuda, bf16_supported = gpu_facts()
     warnings = [str(p) for p in scan.problems if p.level != "error"]
     warnings += [advice.en for advice in config_advice(config, cuda=cuda, bf16_supported=bf16_supported)]
     return Preflight(scan, entries, plan, warnings)
@@ -66,7 +69,7 @@ def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
                          bucket_reso_steps=config.bucket_reso_steps, bucket_no_upscale=config.bucket_no_upscale)
 
 
-def readiness_problems(config: TrainConfig) -> list[str]:
+def readiness_problems(config: TrainConfig, cuda: bool | None = None) -> list[str]:
     """Values a preset may leave empty but a run needs, and what this machine cannot do."""
     problems = []
     problems += model_source_problems(config)
@@ -76,7 +79,7 @@ def readiness_problems(config: TrainConfig) -> list[str]:
             problems.append(f"{key}: '{value}' does not exist; check the path")
     if not config.train_data_dir:
         problems.append("train_data_dir: empty; pick the folder that holds the N_name image folders")
-    problems += _device_problems(config.mixed_precision)
+    problems += _device_problems(config.mixed_precision, gpu_facts()[0] if cuda is None else cuda)
     problems += _quantize_module().quantize_problems(config.quantize_base)
     problems += _optimizer_module().optimizer_problems(config)
     return problems
@@ -127,13 +130,10 @@ def _quantize_module():
     return quantize
 
 
-def _device_problems(mixed_precision: str) -> list[str]:
-    import torch
-
-    if mixed_precision == "fp16" and not torch.cuda.is_available():
+def _device_problems(mixed_precision: str, cuda: bool) -> list[str]:
+    """fp16 training needs CUDA; bf16 without native support runs (emulated, slowly): advice.py says so."""
+    if mixed_precision == "fp16" and not cuda:
         return ["mixed_precision: 'fp16' needs an NVIDIA GPU (CUDA), and none was found; use 'no' on the CPU"]
-    if mixed_precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        return ["mixed_precision: 'bf16' is not supported by this GPU; use 'fp16'"]
     return []
 
 

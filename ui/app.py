@@ -7,6 +7,7 @@ LoRA tools in ui/tools_tab.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -14,7 +15,7 @@ import gradio as gr
 from . import live, presets_tab, run_tab, settings, tools_tab
 from .fields import form_values
 from .form import Form
-from .i18n import t
+from .i18n import LANGS, t
 from .monitor import RunMonitor
 from .page import Page, form_data
 from .review import review
@@ -29,7 +30,7 @@ def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = N
                               elem_id="lang", scale=0, min_width=200)
         page = Page(switch, form, gr.Markdown("", elem_id="message"), monitor or RunMonitor(),
                     gr.State({}))
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:
             views = _form_tabs(page)
             with page.text(gr.Tab(t(lang, "tab_presets"), id="presets", elem_id="tab-presets"), "tab_presets"):
                 wire_presets = presets_tab.build(page)
@@ -37,11 +38,21 @@ def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = N
                 run_tab.build(page, views)
             with page.text(gr.Tab(t(lang, "tab_tools"), id="tools", elem_id="tab-tools"), "tab_tools"):
                 tools_tab.build(page)
-        wire_presets()
         _wire_live(page, views)
+        wire_presets()
         _wire_language(page, title, views)
-        blocks.load(lambda: form_values(settings.load_form() or initial), None, form.inputs)
+        page.then_review(blocks.load(lambda: _on_load(page, initial), None, [tabs, switch, *form.inputs]))
     return blocks
+
+
+def _on_load(page: Page, initial: dict[str, Any]) -> list[Any]:
+    """A (re)loaded page shows the last form in the last language, and the Run tab when a training runs (it
+    reattaches there)."""
+    data = settings.load_form() or initial
+    running = page.monitor.poll([Path(str(data.get("output_dir") or "")).expanduser()])
+    selected = gr.Tabs(selected="run") if running is not None and not running.is_over else gr.skip()
+    lang = settings.load_lang()
+    return [selected, lang if lang in LANGS else gr.skip(), *form_values(data)]
 
 
 def _form_tabs(page: Page) -> dict[str, Any]:
@@ -64,20 +75,27 @@ def _form_tabs(page: Page) -> dict[str, Any]:
 
 
 def _wire_live(page: Page, views: dict[str, Any]) -> None:
+    """Review the form after each edit by the user (`input`, not `change`: filling the whole form from a preset
+    or on load would otherwise start one review per field; and `blur` of text fields, since a pasted path fires
+    no `input` in Gradio 6), and after each event passed to page.then_review."""
     def refresh(lang: str, shown: dict[str, str], *values: Any) -> list[Any]:
         return live.render_review(page, review(form_data(values)), lang, shown)
 
-    gr.on([c.change for c in page.form.inputs], refresh, [page.lang, page.shown_errors, *page.form.inputs],
-          live.live_outputs(page, views), trigger_mode="always_last", show_progress="hidden")
+    inputs, outputs = [page.lang, page.shown_errors, *page.form.inputs], live.live_outputs(page, views)
+    typed = [c.blur for c in page.form.inputs if isinstance(c, (gr.Textbox, gr.Number))]
+    gr.on([c.input for c in page.form.inputs] + typed, refresh, inputs, outputs, trigger_mode="always_last",
+          show_progress="hidden")
+    page.then_review = lambda event: event.then(refresh, inputs, outputs, show_progress="hidden")
     network_type = page.form.components["network_type"]
-    network_type.change(run_tab.network_module_for, [network_type, page.form.components["network_module"]],
-                        page.form.components["network_module"], show_progress="hidden")
+    network_type.input(run_tab.network_module_for, [network_type, page.form.components["network_module"]],
+                       page.form.components["network_module"], show_progress="hidden")
 
 
 def _wire_language(page: Page, title: gr.Markdown, views: dict[str, Any]) -> None:
     boxes = [box for box, _ in page.form.titled]
 
     def switch(lang: str, *values: Any) -> list[Any]:
+        settings.save_lang(lang)
         header = [gr.update(value=f"## {t(lang, 'title')}")]
         refreshed = live.render_review(page, review(form_data(values)), lang, None)
         return header + page.relabel(lang) + page.form.box_labels(lang) + refreshed

@@ -13,6 +13,7 @@ from trainer.errors import ConfigError
 from trainer.lr_curve import lr_curve
 
 from .dataset_report import dataset_report
+from .gpu import gpu_facts
 from .i18n import t
 from .review import Review
 
@@ -53,7 +54,9 @@ def report_markdown(result: Review, lang: str) -> str:
 def advice_markdown(result: Review, lang: str) -> str:
     if result.config is None:
         return ""
-    items = [a.text(lang) for a in config_advice(result.config, family=result.family)]
+    cuda, bf16_supported = gpu_facts()
+    items = [a.text(lang) for a in config_advice(result.config, family=result.family, cuda=cuda,
+                                                  bf16_supported=bf16_supported)]
     if not items:
         return ""
     return f"**⚠ {t(lang, 'warnings_title')}**\n\n" + "\n".join(f"- {item}" for item in items)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ class Page:
     monitor: RunMonitor
     shown_errors: gr.State  # {key: problem} the fields show now
     localized: list[tuple[Any, str, str]] = field(default_factory=list)  # (component, attribute, text key)
+    # Chains the live review of the form after an event that changed the form (set by ui/app.py).
+    then_review: Callable[[Any], Any] = lambda event: event
 
     def text(self, component: Any, key: str, attribute: str = "label") -> Any:
         """Register a component whose `attribute` is the text `key`: relabelled when the language changes."""

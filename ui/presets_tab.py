@@ -40,8 +40,8 @@ def build(page: Page) -> Callable[[], None]:
 
     def wire() -> None:
         inputs = page.form.inputs
-        upload.upload(lambda lang, path, *values: load_preset(lang, path, values), [page.lang, upload, *inputs],
-                      [page.message, *inputs])
+        page.then_review(upload.upload(lambda lang, path, *values: load_preset(lang, path, values),
+                                       [page.lang, upload, *inputs], [page.message, *inputs]))
         save.click(lambda lang, title, *values: save_preset(lang, title, values), [page.lang, name, *inputs],
                    [page.message, download])
 

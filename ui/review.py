@@ -17,7 +17,10 @@ from trainer.dataset.scan import DatasetScan
 from trainer.errors import ConfigError, UserError
 from trainer.families.detect import FAMILY_LABELS
 from trainer.families.loading import detect_family
-from trainer.preflight import dataset_problems, model_source_problems, run_preflight, scan_and_plan
+from trainer.preflight import (dataset_problems, model_source_problems, overwrite_problems, run_preflight,
+                               scan_and_plan)
+
+from .gpu import gpu_facts
 
 
 @dataclass
@@ -64,12 +67,14 @@ def review(data: dict[str, Any], full: bool = False) -> Review:
     result.problems = model_source_problems(result.config)
     result.scan, _, result.plan = scan_and_plan(result.config)
     result.problems += dataset_problems(result.config, result.scan)
+    if result.plan is not None:  # before Start, not after: an earlier LoRA of that name is never replaced silently
+        result.problems += overwrite_problems(result.config, result.plan)
     return result
 
 
 def _full(result: Review) -> Review:
     try:
-        pre = run_preflight(result.config)
+        pre = run_preflight(result.config, gpu=gpu_facts())
     except ConfigError as exc:
         result.problems = list(exc.problems)
         result.scan, _, result.plan = scan_and_plan(result.config)

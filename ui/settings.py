@@ -18,6 +18,7 @@ from trainer.config_io import read_config_file
 from trainer.errors import ConfigError
 
 FORM_FILE = "form.yaml"
+LANG_FILE = "lang.txt"
 DEMO_PREPARE_TIMEOUT_S = 300
 
 
@@ -38,6 +39,19 @@ def save_form(data: dict[str, Any]) -> None:
     temporary = folder / f"{FORM_FILE}.tmp"
     temporary.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     temporary.replace(folder / FORM_FILE)
+
+
+def load_lang() -> str | None:
+    """The language last chosen in the page (a reload keeps it)."""
+    try:
+        return (home() / LANG_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def save_lang(lang: str) -> None:
+    home().mkdir(parents=True, exist_ok=True)
+    (home() / LANG_FILE).write_text(lang, encoding="utf-8")
 
 
 def demo_form() -> dict[str, Any]:
