@@ -137,17 +137,20 @@ def test_bad_dataset_path_is_shown_at_its_field_and_language_switch(page, gui):
     page.wait_for_selector("#train_data_dir.danlu-invalid")
     assert "does not exist" in field.inner_text()
     shot(page, "paths-error")
+    fill(page, "train_data_dir", demo_paths(gui[1])["train_data_dir"])
+    page.wait_for_selector("#train_data_dir:not(.danlu-invalid)")
     page.locator("#lang").get_by_text("中文").click()
     page.get_by_role("tab", name="路径").wait_for()
     assert page.get_by_role("tab", name="模型效果").is_visible()
     open_tab(page, "模型效果")
     assert "LoRA 的秩" in page.locator("#network_dim").inner_text()
     shot(page, "effect-zh")
+    open_tab(page, "步数")
+    page.locator("#plan").filter(has_text="总步数").wait_for()
+    shot(page, "steps-zh")
     page.locator("#lang").get_by_text("English").click()
     page.get_by_role("tab", name="Model effect").wait_for()
-    open_tab(page, "Paths")
-    fill(page, "train_data_dir", demo_paths(gui[1])["train_data_dir"])
-    page.wait_for_selector("#train_data_dir:not(.danlu-invalid)")
+    assert "LoRA rank" in page.locator("#network_dim").inner_text()
 
 
 def _step(tab) -> int:

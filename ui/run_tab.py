@@ -53,7 +53,8 @@ def build(page: Page, views: dict[str, Any]) -> None:
         run["lr"] = page.text(gr.LinePlot(x="step", y="lr", label=t(lang, "lr_run_chart"), height=260,
                                           elem_id="lr-run-chart"), "lr_run_chart")
     run["gallery"] = page.text(gr.Gallery(label=t(lang, "samples"), columns=6, height=360, object_fit="contain",
-                                          elem_id="samples", allow_preview=True), "samples")
+                                          elem_id="samples", allow_preview=True, preview=False,
+                                          fit_columns=False), "samples")
     run["log"] = page.text(gr.Textbox(label=t(lang, "log"), lines=12, max_lines=12, autoscroll=True,
                                       elem_id="log"), "log")
     run["checkpoints"] = gr.Markdown(elem_id="checkpoints")
