@@ -107,3 +107,14 @@ def test_build_app_in_chinese_labels_tabs_in_chinese():
     blocks = build_app("zh", {})
     labels = {getattr(b, "label", None) for b in blocks.blocks.values() if isinstance(b, gr.Tab)}
     assert {"路径", "步数", "模型效果", "预设", "运行"} <= labels
+
+
+def test_the_page_listens_on_other_computers_only_with_a_password(capsys):
+    import app
+
+    assert app.parse_args(["--no-browser"]).listen is False
+    with pytest.raises(SystemExit) as refused:
+        app.parse_args(["--listen"])
+    assert refused.value.code == 2 and "--auth" in capsys.readouterr().err
+    assert app.parse_args(["--listen", "--auth", "me:secret"]).auth == "me:secret"
+    assert app.parse_args(["--listen", "--insecure"]).insecure

@@ -16,7 +16,6 @@ LANGS = ("zh", "en")
 TEXT: dict[str, dict[str, str]] = {
     "en": {
         "title": "Danlu 丹炉 · LoRA trainer",
-        "subtitle": "Fill the form tab by tab, check the plan, start, and watch the furnace.",
         "tab_paths": "Paths", "tab_steps": "Steps", "tab_effect": "Model effect", "tab_presets": "Presets",
         "tab_run": "Run", "tab_tools": "Tools",
         "group_model": "Base model", "group_dataset": "Dataset", "group_output": "Output",
@@ -26,7 +25,7 @@ TEXT: dict[str, dict[str, str]] = {
         "group_text": "Text encoder", "group_caption": "Captions", "group_augmentation": "Augmentation",
         "group_samples": "Preview samples", "group_flux": "Flux.1",
         "advanced": "Advanced", "tristate_default": "(family default)",
-        "start": "Start training", "stop": "Stop", "check": "Check config", "dataset_check": "Check dataset",
+        "start": "Start training", "stop": "Stop", "check": "Check config",
         "tensorboard": "Open TensorBoard", "demo": "Fill in the demo",
         "family_detected": "Detected: **{family}**", "family_unknown": "Base model: not recognised yet",
         "plan_title": "Step plan", "plan_missing": "The plan appears once the dataset folder is valid.",
@@ -42,11 +41,9 @@ TEXT: dict[str, dict[str, str]] = {
         "progress": "step {step} / {total} · epoch {epoch} / {epochs} · {speed} · ETA {eta}",
         "started": "Training started in {run_dir}.", "already_running": "A training is already running in "
         "{run_dir}. Stop it, or wait for it to finish, before starting another.",
-        "stopping": "Stop requested: the trainer saves, then exits.",
         "stopped_clean": "Stopped. The LoRA was saved: {path}", "stopped_forced": "The training did not stop in "
         "time and was killed; the last saved epoch file is kept.",
         "nothing_to_stop": "No training is running.",
-        "reattached": "Found the running training in {run_dir} and reattached.",
         "log": "Log", "loss_chart": "Loss", "lr_run_chart": "Learning rate", "samples": "Preview samples",
         "checkpoints": "Saved files", "run_dir": "Run folder", "hint": "Hint",
         "tb_started": "TensorBoard runs at {url}", "tb_no_run": "Start a training first: TensorBoard shows a run's "
@@ -59,7 +56,6 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "zh": {
         "title": "丹炉 Danlu · LoRA 训练器",
-        "subtitle": "按标签页依次填写，检查步数计划，开始训练，然后看着丹炉。",
         "tab_paths": "路径", "tab_steps": "步数", "tab_effect": "模型效果", "tab_presets": "预设",
         "tab_run": "运行", "tab_tools": "工具",
         "group_model": "底模", "group_dataset": "数据集", "group_output": "输出",
@@ -69,7 +65,7 @@ TEXT: dict[str, dict[str, str]] = {
         "group_text": "文本编码器", "group_caption": "标注（caption）", "group_augmentation": "数据增强",
         "group_samples": "预览图", "group_flux": "Flux.1",
         "advanced": "高级选项", "tristate_default": "（按模型默认）",
-        "start": "开始训练", "stop": "停止", "check": "检查配置", "dataset_check": "检查数据集",
+        "start": "开始训练", "stop": "停止", "check": "检查配置",
         "tensorboard": "打开 TensorBoard", "demo": "填入演示配置",
         "family_detected": "识别为：**{family}**", "family_unknown": "底模：尚未识别",
         "plan_title": "步数计划", "plan_missing": "数据集文件夹有效后，这里会显示步数计划。",
@@ -83,10 +79,8 @@ TEXT: dict[str, dict[str, str]] = {
         "status_completed": "已完成", "status_stopped": "已停止", "status_failed": "失败",
         "progress": "第 {step} / {total} 步 · 第 {epoch} / {epochs} 轮 · {speed} · 预计剩余 {eta}",
         "started": "训练已在 {run_dir} 启动。", "already_running": "{run_dir} 中已有训练在运行。请先停止它或等它结束，再开始新的训练。",
-        "stopping": "已请求停止：训练器会先保存，再退出。",
         "stopped_clean": "已停止，LoRA 已保存：{path}", "stopped_forced": "训练没有按时停止，已被强制结束；之前保存的轮次文件仍然保留。",
         "nothing_to_stop": "当前没有训练在运行。",
-        "reattached": "找到了 {run_dir} 中正在运行的训练，已重新连接。",
         "log": "日志", "loss_chart": "损失（loss）", "lr_run_chart": "学习率", "samples": "预览图",
         "checkpoints": "已保存的文件", "run_dir": "运行文件夹", "hint": "建议",
         "tb_started": "TensorBoard 已在 {url} 运行", "tb_no_run": "请先开始一次训练：TensorBoard 显示的是某次运行的日志。",

@@ -35,6 +35,7 @@ def build(page: Page) -> Callable[[], None]:
         name = page.text(gr.Textbox(label=t(lang, "preset_name"), value="my_preset", elem_id="preset-name",
                                     scale=3), "preset_name")
         save = page.text(gr.Button(t(lang, "preset_save"), elem_id="preset-save", scale=1), "preset_save", "value")
+    demo = page.text(gr.Button(t(lang, "demo"), elem_id="preset-demo"), "demo", "value")
     download = page.text(gr.File(label=t(lang, "preset_download"), interactive=False, elem_id="preset-download"),
                          "preset_download")
 
@@ -44,6 +45,7 @@ def build(page: Page) -> Callable[[], None]:
                                        [page.lang, upload, *inputs], [page.message, *inputs]))
         save.click(lambda lang, title, *values: save_preset(lang, title, values), [page.lang, name, *inputs],
                    [page.message, download])
+        page.then_review(demo.click(lambda: form_values(settings.demo_form()), None, inputs))
 
     return wire
 

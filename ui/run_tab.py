@@ -21,6 +21,7 @@ from .i18n import t
 from .live import live_outputs, problems_markdown, render_review
 from .page import Page, form_data
 from .review import review
+from .run_state import CONSOLE_LOG, last_log_lines
 from .tensorboard import open_tensorboard
 
 POLL_S = 1.0
@@ -146,6 +147,4 @@ def _wire_poll(page: Page, run: dict[str, Any]) -> None:
 
 
 def _log_text(run_dir: Path | None) -> str:
-    from .run_state import CONSOLE_LOG, last_log_lines
-
     return "\n".join(last_log_lines(run_dir, LOG_LINES, CONSOLE_LOG)) if run_dir else ""
