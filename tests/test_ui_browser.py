@@ -185,3 +185,20 @@ def test_train_watch_reload_and_stop(page, gui):
     saved = re.search(r"saved: (\S+\.safetensors)", page.locator("#message").inner_text())
     assert saved and Path(saved.group(1)).is_file()
     shot(page, "run-stopped")
+
+
+def test_apply_a_shipped_preset(page, gui):
+    open_tab(page, "Presets")
+    page.locator("#preset-list input").click()
+    page.get_by_role("option", name="SD1.5 character (shipped)").click()
+    page.locator("#preset-about").filter(has_text="trigger word").wait_for()
+    page.click("#preset-apply")
+    message = page.locator("#message")
+    message.filter(has_text="field(s) changed").wait_for()
+    message.get_by_text("field(s) changed").click()  # the list of changes unfolds
+    assert "network_alpha" in message.inner_text() and "AdamW8bit" in message.inner_text()
+    shot(page, "presets-applied")
+    open_tab(page, "Model effect")
+    assert page.locator("#network_alpha input").input_value() == "16"
+    open_tab(page, "Paths")
+    assert page.locator("#train_data_dir input").input_value() == demo_paths(gui[1])["train_data_dir"]

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from trainer.config import TrainConfig
+from trainer.presets.format import read_preset
 from ui import presets_tab
 from ui.app import build_app
 from ui.fields import FIELD_SPECS, config_from_form, form_values, to_config, to_form
@@ -81,26 +82,36 @@ def test_live_review_names_a_missing_dataset_at_train_data_dir(make_config, tmp_
     assert ok.errors == {} and ok.plan.total_steps > 0 and ok.family == "sd1"
 
 
-def test_preset_loads_only_its_keys_and_names_unknown_ones(tmp_path, make_config):
+def test_applying_a_preset_keeps_the_users_paths_and_names_the_changes(tmp_path, make_config):
     preset = tmp_path / "style.yaml"
-    preset.write_text(yaml.safe_dump({"network_dim": 64, "optimizer_type": "Lion", "frobnicate": 1}))
+    preset.write_text(yaml.safe_dump({"preset_version": 1, "name": "style", "title": {"en": "Style"},
+                                      "settings": {"network_dim": 64, "optimizer_type": "Lion"}}))
     values = form_values(make_config())
-    message, *new_values = presets_tab.load_preset("en", str(preset), tuple(values))
+    message, *new_values = presets_tab.apply_chosen("en", str(preset), tuple(values))
     data = config_from_form(new_values)
     assert data["network_dim"] == 64 and data["optimizer_type"] == "Lion"
     assert data["train_data_dir"] == make_config()["train_data_dir"]  # the user's own path stays
-    assert "frobnicate" in message
+    assert "Applied Style" in message and "`network_dim`" in message
+
+
+def test_a_broken_upload_changes_nothing_and_says_why(tmp_path, make_config):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"network_dim": 64, "frobnicate": 1}))
+    message, *new_values = presets_tab.import_upload("en", str(broken), tuple(form_values(make_config())))
+    assert "frobnicate" in message and all(value == gr.skip() for value in new_values)  # the form is kept
 
 
 def test_saved_preset_holds_the_changed_keys_and_never_overwrites(tmp_path, monkeypatch):
     monkeypatch.setenv("DANLU_HOME", str(tmp_path))
-    values = form_values({"network_dim": 8, "max_train_epochs": 4})
+    values = form_values({"network_dim": 8, "max_train_epochs": 4, "train_data_dir": "/data/me"})
     first = Path(presets_tab.save_preset("en", "my style", tuple(values))[1])
     second = Path(presets_tab.save_preset("en", "my style", tuple(values))[1])
     assert first.name == "my_style.yaml" and second.name == "my_style-2.yaml"
-    saved = yaml.safe_load(first.read_text())
-    assert saved["network_dim"] == 8 and saved["max_train_epochs"] == 4
-    assert "learning_rate" not in saved  # defaults are left out
+    saved = read_preset(first).settings
+    assert saved == {"train_data_dir": "/data/me", "max_train_epochs": 4, "network_dim": 8}
+    message, shared = presets_tab.share_preset("en", "my style", tuple(values))
+    assert read_preset(Path(shared)).settings == {"max_train_epochs": 4, "network_dim": 8}
+    assert "train_data_dir" in message
 
 
 def test_build_app_in_chinese_labels_tabs_in_chinese():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .errors import ConfigError, UserError
 from .lora_tools.cli import add_lora_commands
+from .presets.cli import add_preset_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     reference.add_argument("--lang", choices=("en", "zh"), default="en")
     reference.set_defaults(func=_reference)
     add_lora_commands(commands)
+    add_preset_commands(commands)
     return parser
 
 

@@ -7,15 +7,12 @@ from pathlib import Path
 from .config import TrainConfig
 from .config_io import config_to_yaml
 from .demo_data import build_demo_dataset, demo_prompts
+from .presets.format import read_preset
+from .presets.library import SHIPPED_DIR
 from .tiny_models import build_tiny_sd
 
-DEMO_SETTINGS = dict(
-    output_name="demo_lora", overwrite=True, resolution="96", bucket_reso_steps=16, min_bucket_reso=64,
-    max_bucket_reso=128, train_batch_size=2, max_train_epochs=10, network_dim=8, network_alpha=4,
-    learning_rate=1e-3, lr_scheduler="cosine", mixed_precision="no", max_data_loader_n_workers=0,
-    save_every_n_epochs=5, sample_every_n_epochs=2, sample_at_first=True, sample_sampler="euler_a",
-    training_comment="Danlu demo run on a tiny random model",
-)
+# The shipped demo preset is the one source of the demo's settings (the GUI lists it with the other presets).
+DEMO_SETTINGS = read_preset(SHIPPED_DIR / "demo.yaml").settings
 
 
 def ensure_demo_assets(root: Path) -> tuple[Path, Path]:

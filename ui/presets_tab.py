@@ -1,82 +1,163 @@
-"""The Presets tab: load a YAML/JSON (or sd-scripts TOML) preset into the form, save the form as a preset.
+"""The Presets tab: the shipped and user presets, apply one (showing what changed), save the form as a preset,
+import a preset or another tool's config by upload, and download a share-safe copy.
 
-A loaded preset changes only the keys it names; the rest of the form stays as it was. A saved preset holds the
-keys that differ from the defaults (what lora-scripts users share), written to DANLU_HOME/presets and offered
-for download. Files are data: YAML/JSON/TOML are parsed, never executed.
+Applying follows trainer/presets/format.apply_preset: the defaults, then the preset, then the user's own paths.
+Files are data: YAML/JSON/TOML are parsed, never executed.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import yaml
 
-from trainer.config_io import read_config_file
 from trainer.errors import ConfigError
+from trainer.presets.format import Preset, apply_preset, changed_settings, read_preset, share_safe, write_preset
+from trainer.presets.importers import import_file
+from trainer.presets.library import list_presets, user_dir
 
 from . import settings
 from .fields import FIELD_SPECS, config_from_form, form_values
 from .i18n import t
 from .page import Page
 
-PRESET_TYPES = [".yaml", ".yml", ".json", ".toml"]
+UPLOAD_TYPES = [".yaml", ".yml", ".json", ".toml"]
+DANLU_SUFFIXES = (".yaml", ".yml")  # a .json or .toml upload may be another tool's config: the importers decide
 
 
 def build(page: Page) -> Callable[[], None]:
     """Builds the tab; returns the wiring, to be called once every tab's fields exist."""
     lang = page.form.lang
-    upload = page.text(gr.File(label=t(lang, "preset_file"), file_types=PRESET_TYPES, type="filepath",
+    with gr.Row():
+        chooser = page.text(gr.Dropdown(choices=preset_choices(lang), label=t(lang, "preset_list"),
+                                        elem_id="preset-list", scale=4), "preset_list")
+        apply = page.text(gr.Button(t(lang, "preset_apply"), elem_id="preset-apply", scale=1), "preset_apply",
+                          "value")
+    about = gr.Markdown(elem_id="preset-about")
+    upload = page.text(gr.File(label=t(lang, "preset_file"), file_types=UPLOAD_TYPES, type="filepath",
                                elem_id="preset-file"), "preset_file")
     with gr.Row():
         name = page.text(gr.Textbox(label=t(lang, "preset_name"), value="my_preset", elem_id="preset-name",
                                     scale=3), "preset_name")
         save = page.text(gr.Button(t(lang, "preset_save"), elem_id="preset-save", scale=1), "preset_save", "value")
+        share = page.text(gr.Button(t(lang, "preset_share"), elem_id="preset-share", scale=1), "preset_share",
+                          "value")
     demo = page.text(gr.Button(t(lang, "demo"), elem_id="preset-demo"), "demo", "value")
     download = page.text(gr.File(label=t(lang, "preset_download"), interactive=False, elem_id="preset-download"),
                          "preset_download")
 
     def wire() -> None:
         inputs = page.form.inputs
-        page.then_review(upload.upload(lambda lang, path, *values: load_preset(lang, path, values),
+        chooser.change(lambda lang, path: describe(lang, path), [page.lang, chooser], about)
+        page.then_review(apply.click(lambda lang, path, *values: apply_chosen(lang, path, values),
+                                     [page.lang, chooser, *inputs], [page.message, *inputs]))
+        page.then_review(upload.upload(lambda lang, path, *values: import_upload(lang, path, values),
                                        [page.lang, upload, *inputs], [page.message, *inputs]))
         save.click(lambda lang, title, *values: save_preset(lang, title, values), [page.lang, name, *inputs],
-                   [page.message, download])
+                   [page.message, download]).then(lambda lang: gr.update(choices=preset_choices(lang)), page.lang,
+                                                  chooser)
+        share.click(lambda lang, title, *values: share_preset(lang, title, values), [page.lang, name, *inputs],
+                    [page.message, download])
         page.then_review(demo.click(lambda: form_values(settings.demo_form()), None, inputs))
+        page.lang.change(lambda lang: gr.update(choices=preset_choices(lang)), page.lang, chooser)
 
     return wire
 
 
-def load_preset(lang: str, path: str | None, values: tuple) -> list[Any]:
-    """The form with the preset's keys applied, and a message; unknown keys are named, nothing else changes."""
-    keep = [gr.skip()] * len(FIELD_SPECS)
+def preset_choices(lang: str) -> list[tuple[str, str]]:
+    entries, _ = list_presets()
+    return [(f"{e.preset.text('title', lang)} ({t(lang, 'preset_' + e.source)})", str(e.path)) for e in entries]
+
+
+def describe(lang: str, path: str | None) -> str:
     if not path:
-        return ["", *keep]
+        return ""
     try:
-        preset = read_config_file(Path(path))
+        preset = read_preset(Path(path))
     except ConfigError as exc:
-        return ["\n".join(f"- {p}" for p in exc.problems), *keep]
-    unknown = [key for key in preset if key not in FIELD_SPECS]
-    data = {**config_from_form(list(values)), **{k: v for k, v in preset.items() if k in FIELD_SPECS}}
-    message = t(lang, "preset_loaded", n=len(preset) - len(unknown), name=Path(path).name)
-    if unknown:
-        message += "\n\n" + t(lang, "preset_unknown", keys=", ".join(unknown))
-    return [message, *form_values(data)]
+        return "\n".join(f"- {p}" for p in exc.problems)
+    details = [preset.model_family or "", f"{preset.vram_gb:g} GB" if preset.vram_gb else "", preset.author]
+    return f"**{preset.text('title', lang)}** · {' · '.join(filter(None, details))}\n\n{preset.text('description', lang)}"
+
+
+def apply_chosen(lang: str, path: str | None, values: tuple) -> list[Any]:
+    if not path:
+        return [t(lang, "preset_none_chosen"), *_keep()]
+    try:
+        preset = read_preset(Path(path))
+    except ConfigError as exc:
+        return ["\n".join(f"- {p}" for p in exc.problems), *_keep()]
+    return _applied(lang, preset, values, t(lang, "preset_applied", name=preset.text("title", lang)))
+
+
+def import_upload(lang: str, path: str | None, values: tuple) -> list[Any]:
+    """A Danlu preset (YAML, or any file with preset_version) applies as it is; another tool's config goes through
+    the importers, and every field they could not map is listed."""
+    if not path:
+        return ["", *_keep()]
+    source = Path(path)
+    try:
+        if source.suffix.lower() in DANLU_SUFFIXES or _has_version(source):
+            preset, unmapped, kind = read_preset(source), [], "Danlu"
+        else:
+            result = import_file(source)
+            preset, unmapped, kind = Preset(source.stem, result.settings), result.unmapped, result.format
+    except ConfigError as exc:
+        return ["\n".join(f"- {p}" for p in exc.problems), *_keep()]
+    message = t(lang, "preset_imported", name=source.name, format=kind)
+    if unmapped:
+        lines = "\n".join(f"- `{u.key}` = `{u.value!r}`: {u.reason}" for u in unmapped)
+        message += f"\n\n{t(lang, 'preset_unmapped', n=len(unmapped))}\n\n{lines}"
+    return _applied(lang, preset, values, message)
 
 
 def save_preset(lang: str, title: str, values: tuple) -> list[Any]:
-    """Write the form's non-default keys as YAML; the name is reduced to a safe file name."""
-    stem = re.sub(r"[^\w.-]+", "_", (title or "").strip()).strip("._") or "preset"
-    data = {key: value for key, value in config_from_form(list(values)).items()
-            if value != FIELD_SPECS[key].default}
-    folder = settings.home() / "presets"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = _unused(folder / f"{stem}.yaml")  # an earlier preset of that name is kept
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    """The form's non-default keys as a user preset (paths included: it stays on this computer); an earlier preset
+    of that name is kept."""
+    stem = _file_stem(title)
+    preset = Preset(stem, changed_settings(config_from_form(list(values))), {lang: title or stem})
+    path = write_preset(preset, _unused(user_dir() / f"{stem}.yaml"))
     return [t(lang, "preset_saved", path=path), str(path)]
+
+
+def share_preset(lang: str, title: str, values: tuple) -> list[Any]:
+    """A copy to share: without this computer's paths (named in the message), offered for download."""
+    stem = _file_stem(title)
+    shared, removed = share_safe(changed_settings(config_from_form(list(values))))
+    folder = Path(tempfile.mkdtemp(prefix="danlu-share-"))
+    path = write_preset(Preset(stem, shared, {lang: title or stem}), folder / f"{stem}.yaml")
+    left_out = ", ".join(removed) or "–"
+    return [t(lang, "preset_shared", path=path.name, keys=left_out), str(path)]
+
+
+def _applied(lang: str, preset: Preset, values: tuple, message: str) -> list[Any]:
+    """The form with the preset applied, and the message listing every changed field with its old and new value."""
+    current = config_from_form(list(values))
+    config, changed = apply_preset(preset, current)
+    if not changed:
+        return [f"{message}\n\n{t(lang, 'preset_no_change')}", *_keep()]
+    lines = "\n".join(f"- `{key}`: `{current.get(key)!r}` → `{config[key]!r}`" for key in changed)
+    summary = t(lang, "preset_changed", n=len(changed))
+    return [f"{message}\n\n<details><summary>{summary}</summary>\n\n{lines}\n\n</details>", *form_values(config)]
+
+
+def _keep() -> list[Any]:
+    return [gr.skip()] * len(FIELD_SPECS)
+
+
+def _has_version(path: Path) -> bool:
+    try:
+        return "preset_version" in path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError:
+        return False
+
+
+def _file_stem(title: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", (title or "").strip()).strip("._") or "preset"
 
 
 def _unused(path: Path) -> Path:

@@ -6,7 +6,6 @@ training running in its output_dir.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from trainer.config_io import read_config_file
 from trainer.errors import ConfigError
+from trainer.presets.library import danlu_home
 
 FORM_FILE = "form.yaml"
 LANG_FILE = "lang.txt"
@@ -23,7 +23,7 @@ DEMO_PREPARE_TIMEOUT_S = 300
 
 
 def home() -> Path:
-    return Path(os.environ.get("DANLU_HOME") or Path.home() / ".danlu").expanduser()
+    return danlu_home()
 
 
 def load_form() -> dict[str, Any] | None:

@@ -14,13 +14,16 @@ class SchemaPart(BaseModel):
 
 
 def field(default: Any, tab: str, group: str, help: str, help_zh: str, *, advanced: bool = False,
-          metadata: bool | str = True, **constraints: Any) -> Any:
+          metadata: bool | str = True, machine: bool = False, **constraints: Any) -> Any:
     """A schema field with its GUI placement (tab, group, advanced) and help text in both languages.
 
     help: what it does, typical values, its effect on the images. metadata=False keeps a value out of the
     saved LoRA's ss_* metadata (paths, private text); a string names the ss_ key where sd-scripts' differs.
+    machine=True: a value of this computer (a path): a shared preset leaves it out, applying a preset keeps the
+    user's own.
     """
-    extra = {"tab": tab, "group": group, "advanced": advanced, "metadata": metadata, "help_zh": help_zh}
+    extra = {"tab": tab, "group": group, "advanced": advanced, "metadata": metadata, "machine": machine,
+             "help_zh": help_zh}
     return Field(default, description=help, json_schema_extra=extra, **constraints)
 
 

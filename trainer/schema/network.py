@@ -100,7 +100,7 @@ class NetworkFields(SchemaPart):
     network_weights: str | None = field(
         None, "effect", "network",
         "Continue from an existing LoRA file (kohya format): its weights are the starting point.",
-        "从已有的 LoRA 文件（kohya 格式）继续训练，以它的权重为起点。", advanced=True, metadata=False)
+        "从已有的 LoRA 文件（kohya 格式）继续训练，以它的权重为起点。", advanced=True, metadata=False, machine=True)
     dim_from_weights: bool = field(
         False, "effect", "network",
         "Take network_dim and network_alpha from the network_weights file instead of the config.",

@@ -98,7 +98,7 @@ class StepsFields(SchemaPart):
         None, "steps", "saving",
         "Continue a run from a saved state folder (name-000004-state): same steps, schedule and data order as if "
         "it had never stopped.", "从保存的状态文件夹（name-000004-state）继续训练：步数、学习率和数据顺序都与未中断时一致。",
-        advanced=True, metadata=False)
+        advanced=True, metadata=False, machine=True)
     seed: int = field(1337, "steps", "steps", "Random seed: the same seed and config give the same result.",
                       "随机种子：相同的种子和配置得到相同的结果。", ge=0, le=2**32 - 1)
     cache_latents: bool = field(

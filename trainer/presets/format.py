@@ -1,0 +1,136 @@
+"""Danlu's preset file: versioned YAML/JSON with a description in both languages and only the keys that differ
+from the defaults. Presets are data: parsed with yaml.safe_load / json, never executed.
+
+    preset_version: 1
+    name: sdxl-character-12gb
+    title: {en: SDXL character, 12 GB, zh: SDXL 角色（12 GB 显存）}
+    description: {en: ..., zh: ...}
+    model_family: sdxl            # which base models it is for (informational; not a config key here)
+    vram_gb: 12                   # the GPU memory it needs
+    author: Danlu
+    settings: {network_dim: 32, ...}
+
+Applying one: the defaults, then the preset's settings, then the user's own machine values (paths).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import TrainConfig, field_info
+from ..config_io import read_config_file, validate_config
+from ..errors import ConfigError
+from .migrations import PRESET_VERSION, migrate
+
+LANG_TEXT_KEYS = ("title", "description")  # {en, zh} mappings
+META_KEYS = ("preset_version", "name", *LANG_TEXT_KEYS, "model_family", "vram_gb", "author", "settings")
+
+
+@dataclass
+class Preset:
+    name: str
+    settings: dict[str, Any]
+    title: dict[str, str] = field(default_factory=dict)
+    description: dict[str, str] = field(default_factory=dict)
+    model_family: str | None = None
+    vram_gb: float | None = None
+    author: str = ""
+
+    def text(self, key: str, lang: str) -> str:
+        """title or description in lang, falling back to the other language, then the name."""
+        texts = getattr(self, key)
+        return texts.get(lang) or texts.get("en") or texts.get("zh") or (self.name if key == "title" else "")
+
+
+def machine_keys() -> list[str]:
+    """Keys whose values belong to one computer (paths): never shared, and kept when a preset is applied."""
+    return [name for name in TrainConfig.model_fields if field_info(name).get("machine")]
+
+
+def changed_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The keys whose values differ from the defaults, in schema order (what a preset stores)."""
+    defaults = {name: info.default for name, info in TrainConfig.model_fields.items()}
+    return {key: config[key] for key in defaults if key in config and config[key] != defaults[key]}
+
+
+def share_safe(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The settings without this computer's values, and the keys left out. Inline sample prompts (a list) are
+    data and stay; a prompt file (a str) is a path and goes."""
+    removed = [key for key in machine_keys() if key in settings
+               and not (key == "sample_prompts" and isinstance(settings[key], list))]
+    return {k: v for k, v in settings.items() if k not in removed}, removed
+
+
+def apply_preset(preset: Preset, current: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The config to use: defaults, then the preset, then the user's own machine values from `current`; and the
+    keys whose value changed from `current`."""
+    config = {name: info.default for name, info in TrainConfig.model_fields.items()}
+    config.update(preset.settings)
+    config.update({key: current[key] for key in machine_keys() if current.get(key) not in (None, "")})
+    changed = [key for key in config if config[key] != current.get(key, TrainConfig.model_fields[key].default)]
+    return config, changed
+
+
+def read_preset(path: Path) -> Preset:
+    """A preset file of any version (older ones migrate), or a plain config file (version 0). ConfigError names
+    the file and each problem."""
+    data = read_config_file(path)  # YAML, JSON (or a TOML config), with a clear error when it cannot be parsed
+    try:
+        return preset_from_mapping(migrate(data, path.stem))
+    except ConfigError as exc:
+        raise ConfigError([f"{path.name}: {problem}" for problem in exc.problems]) from None
+
+
+def preset_from_mapping(data: dict[str, Any]) -> Preset:
+    unknown = [key for key in data if key not in META_KEYS]
+    if unknown:
+        raise ConfigError([f"{key}: not a preset field; a preset has {', '.join(META_KEYS)} (config keys go "
+                           "under settings)" for key in unknown])
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(["settings: expected a mapping of config keys to values"])
+    validate_config(settings)
+    texts = {key: _lang_text(data, key) for key in LANG_TEXT_KEYS}
+    return Preset(str(data.get("name") or "preset"), settings, texts["title"], texts["description"],
+                  data.get("model_family"), data.get("vram_gb"), str(data.get("author") or ""))
+
+
+def preset_to_mapping(preset: Preset) -> dict[str, Any]:
+    data = {"preset_version": PRESET_VERSION, "name": preset.name, "title": preset.title,
+            "description": preset.description, "model_family": preset.model_family, "vram_gb": preset.vram_gb,
+            "author": preset.author, "settings": preset.settings}
+    return {k: v for k, v in data.items() if k == "settings" or v not in (None, "", {})}
+
+
+def preset_text(preset: Preset, suffix: str = ".yaml") -> str:
+    data = preset_to_mapping(preset)
+    if suffix.lower() == ".json":
+        return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def write_preset(preset: Preset, path: Path, overwrite: bool = False) -> Path:
+    """Write YAML (or JSON for a .json path) atomically; an existing file is kept unless overwrite."""
+    if path.exists() and not overwrite:
+        raise ConfigError([f"{path}: already exists; choose another name, or overwrite it on purpose"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(preset_text(preset, path.suffix), encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def _lang_text(data: dict[str, Any], key: str) -> dict[str, str]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"en": value}
+    if not isinstance(value, dict) or not set(value) <= {"en", "zh"}:
+        raise ConfigError([f"{key}: expected {{en: ..., zh: ...}}"])
+    return {lang: str(text) for lang, text in value.items()}

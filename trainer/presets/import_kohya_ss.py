@@ -1,0 +1,252 @@
+"""kohya_ss GUI (bmaltais/kohya_ss) LoRA-tab JSON: its own field names, and the values its train_model() turns into
+sd-scripts arguments: LoRA_type, max_resolution, epoch, lr_warmup in percent, optimizer_args as one string, and
+empty strings or 0 for "unset"."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from ..config import TrainConfig
+from ..schema.flux import FluxFields
+from .import_sd_scripts import ALWAYS_LIKE_DANLU, NO_EQUIVALENT, as_entries, map_sd_scripts_keys, skip_unless_off
+from .importers import Collector, coerce, number
+
+GUI_ONLY_REASON = "kohya_ss GUI setting, no effect on training"
+GUI_ONLY = ("model_list", "training_preset", "save_as", "save_as_bool", "file_path", "headless", "print_only")
+LAUNCH = ("num_cpu_threads_per_process", "num_processes", "num_machines", "multi_gpu", "gpu_ids",
+          "main_process_port", "dynamo_backend", "dynamo_mode", "dynamo_use_fullgraph", "dynamo_use_dynamic",
+          "extra_accelerate_launch_args")
+LAUNCH_REASON = NO_EQUIVALENT["gpu_ids"]
+KOHYA_NO_EQUIVALENT = {
+    **NO_EQUIVALENT,
+    "use_wandb": NO_EQUIVALENT["wandb_api_key"],
+    "stop_text_encoder_training_pct": "kohya_ss ignores it too ('not yet supported')",
+    "stop_text_encoder_training": "kohya_ss ignores it too ('not yet supported')",
+}
+# LoRA_type -> Danlu's network_type.
+LORA_TYPES = {"Standard": "lora", "Kohya LoCon": "locon", "LoCon": "locon", "LyCORIS/LoCon": "locon",
+              "LyCORIS/LoHa": "loha", "LyCORIS/LoKr": "lokr", "Kohya DyLoRA": "dylora", "Flux1": "lora"}
+# Fields kohya_ss passes only for some LoRA types (train_model's network_args); for the others they do nothing.
+_LOCON_SWITCHES = ("bypass_mode", "dora_wd", "use_tucker", "use_scalar", "rank_dropout_scale", "train_norm")
+TYPE_FIELDS = {
+    "conv_dim": ("Kohya LoCon", "LoCon", "LyCORIS/LoCon", "LyCORIS/LoHa", "LyCORIS/LoKr", "Kohya DyLoRA"),
+    "factor": ("LyCORIS/LoKr",), "unit": ("Kohya DyLoRA",),
+    **{switch: ("LoCon", "LyCORIS/LoCon", "LyCORIS/LoHa", "LyCORIS/LoKr") for switch in _LOCON_SWITCHES},
+    "use_cp": ("LyCORIS/LoKr",), "decompose_both": ("LyCORIS/LoKr",),
+    "constrain": (), "rescaled": (), "train_on_input": (),  # OFT / iA3 switches: Danlu trains neither
+}
+TYPE_FIELDS["conv_alpha"] = TYPE_FIELDS["conv_dim"]
+LYCORIS_SWITCHES = (*_LOCON_SWITCHES, "use_cp", "decompose_both", "constrain", "rescaled", "train_on_input")
+FLUX_ONLY = (*FluxFields.model_fields, "ae", "clip_l", "t5xxl")  # kohya_ss passes them only with flux1_checkbox
+NOISE_FIELDS = {"Original": ("noise_offset", "adaptive_noise_scale", "noise_offset_random_strength"),
+                "Multires": ("multires_noise_iterations", "multires_noise_discount")}
+ZERO_IS_UNSET = ("clip_skip", "vae_batch_size")  # kohya_ss passes None for 0: sd-scripts' default
+RENAMES = {"max_resolution": "resolution", "optimizer": "optimizer_type", "lora_network_weights": "network_weights"}
+
+
+def import_kohya_ss(data: dict[str, Any]) -> Collector:
+    out = Collector(dict(data))
+    for group in (_network, _family, _length, _learning_rates, _warmup, _attention, _noise, _extras):
+        group(out, data)
+    done = {*out.mapped, *(item.key for item in out.unmapped)}
+    for key, value in data.items():
+        if key not in done:
+            _field(out, key, value)
+    return out
+
+
+def _field(out: Collector, key: str, value: Any) -> None:
+    if key in GUI_ONLY:
+        out.skip(key, value, GUI_ONLY_REASON)
+    elif key in LAUNCH:
+        out.skip(key, value, LAUNCH_REASON)
+    elif key in TrainConfig.model_fields or key in RENAMES:
+        set_kohya(out, RENAMES.get(key, key), value, key)
+    elif key in ALWAYS_LIKE_DANLU:
+        out.keep(key)
+    elif key in KOHYA_NO_EQUIVALENT:
+        skip_unless_off(out, key, value, KOHYA_NO_EQUIVALENT[key])
+    else:
+        out.skip(key, value, "a kohya_ss field Danlu has no equivalent for")
+
+
+def set_kohya(out: Collector, key: str, value: Any, source: str) -> None:
+    """A Danlu key from a kohya_ss field: "" is unset, and so is 0 / false where Danlu's empty means "off"."""
+    default = TrainConfig.model_fields[key].default
+    zero = value is False or number(value) == 0
+    if value in (None, "") or (zero and (default is None or key in ZERO_IS_UNSET)):
+        out.keep(source)
+    else:
+        out.set(key, coerce(key, value), source)
+
+
+def _network(out: Collector, data: dict[str, Any]) -> None:
+    lora_type = data.get("LoRA_type", "Standard")
+    kind = LORA_TYPES.get(lora_type)
+    if "LoRA_type" in data and kind is None:
+        out.skip("LoRA_type", lora_type, f"Danlu trains {', '.join(LORA_TYPES)}; network_type stays lora")
+    elif "LoRA_type" in data:
+        out.set("network_type", kind, "LoRA_type")
+        if lora_type == "Flux1":
+            out.set("network_module", "networks.lora_flux", "LoRA_type")
+    if "LyCORIS_preset" in data:
+        preset = data["LyCORIS_preset"]
+        lycoris = lora_type == "LoCon" or lora_type.startswith("LyCORIS/")
+        out.skip("LyCORIS_preset", preset, GUI_ONLY_REASON if preset == "full" or not lycoris else
+                 "Danlu adapts LyCORIS's full preset only (attention, MLP and ResNet conv layers)")
+    for key, types in TYPE_FIELDS.items():
+        if key not in data:
+            continue
+        if lora_type not in types:
+            out.keep(key)  # kohya_ss does not pass it for this LoRA type
+        elif key in LYCORIS_SWITCHES:
+            skip_unless_off(out, key, data[key], "a LyCORIS option Danlu does not have")
+        else:
+            set_kohya(out, key, data[key], key)
+
+
+def _family(out: Collector, data: dict[str, Any]) -> None:
+    flux = bool(data.get("flux1_checkbox")) or data.get("LoRA_type") == "Flux1"
+    sdxl = bool(data.get("sdxl"))
+    if sdxl or flux:
+        out.set("model_family", "flux" if flux else "sdxl", *[k for k in ("sdxl", "flux1_checkbox") if data.get(k)])
+    caches = {"sdxl_cache_text_encoder_outputs": ("cache_text_encoder_outputs", sdxl),
+              "flux1_cache_text_encoder_outputs": ("cache_text_encoder_outputs", flux),
+              "flux1_cache_text_encoder_outputs_to_disk": ("cache_text_encoder_outputs_to_disk", flux)}
+    for key, (danlu, applies) in caches.items():
+        if applies and data.get(key):
+            out.set(danlu, True, key)
+    for key in ("sdxl", "flux1_checkbox", *caches, *(FLUX_ONLY if not flux else ())):
+        if key in data:
+            out.keep(key)  # off, or (a Flux.1 field without Flux.1) not passed by kohya_ss
+
+
+def _length(out: Collector, data: dict[str, Any]) -> None:
+    """sd-scripts takes max_train_epochs over max_train_steps; kohya_ss turns `epoch` into the steps when
+    max_train_steps is 0, which is epoch many epochs."""
+    epochs, steps, epoch = (number(data.get(key)) for key in ("max_train_epochs", "max_train_steps", "epoch"))
+    if epochs:
+        out.set("max_train_epochs", int(epochs), "max_train_epochs")
+    elif steps:
+        out.set("max_train_epochs", None, "max_train_steps")
+        out.set("max_train_steps", int(steps), "max_train_steps")
+    elif epoch:
+        out.set("max_train_epochs", int(epoch), "epoch")
+    for key in ("max_train_epochs", "max_train_steps", "epoch"):
+        if key in data:
+            out.keep(key)  # empty, or outweighed by the one above
+
+
+def _learning_rates(out: Collector, data: dict[str, Any]) -> None:
+    """A learning rate of 0 for one part means: train only the other (kohya_ss's train_model)."""
+    unet, text = (number(data.get(key)) or 0 for key in ("unet_lr", "text_encoder_lr"))
+    if unet and not text and "text_encoder_lr" in data:
+        out.set("network_train_unet_only", True, "text_encoder_lr")
+    if text and not unet and "unet_lr" in data:
+        out.set("network_train_text_encoder_only", True, "unet_lr")
+    for key in ("unet_lr", "text_encoder_lr"):
+        if key in data:
+            set_kohya(out, key, data[key], key)
+
+
+def _warmup(out: Collector, data: dict[str, Any]) -> None:
+    """lr_warmup is a percentage of the total steps; Danlu's lr_warmup_steps below 1 is that fraction."""
+    percent = number(data.get("lr_warmup")) or 0
+    if percent >= 100:
+        out.skip("lr_warmup", data["lr_warmup"], "a warm-up over the whole run cannot be written as a fraction "
+                                                 "below 1; set lr_warmup_steps to the number of steps")
+    elif percent:
+        out.set("lr_warmup_steps", percent / 100, "lr_warmup")
+    elif "lr_warmup" in data:
+        out.keep("lr_warmup")
+    cycles = data.get("lr_scheduler_num_cycles")
+    epoch = number(data.get("epoch"))
+    if cycles == "" and epoch and data.get("lr_scheduler") == "cosine_with_restarts":
+        out.set("lr_scheduler_num_cycles", int(epoch), "lr_scheduler_num_cycles")  # kohya_ss: empty = epoch
+    elif "lr_scheduler_num_cycles" in data:
+        set_kohya(out, "lr_scheduler_num_cycles", cycles, "lr_scheduler_num_cycles")
+
+
+def _attention(out: Collector, data: dict[str, Any]) -> None:
+    """xformers: a checkbox in older kohya_ss, later "xformers" / "sdpa" / "none"."""
+    if "xformers" not in data:
+        return
+    choice = {True: "xformers", False: "none"}.get(data["xformers"], data["xformers"])
+    if choice not in ("xformers", "sdpa", "none"):
+        out.skip("xformers", data["xformers"], "expected xformers, sdpa or none")
+        return
+    if choice == "xformers":
+        out.set("xformers", True, "xformers")
+    else:  # "none" is the plain attention, as sd-scripts without either flag
+        out.set("sdpa", choice == "sdpa", "xformers")
+
+
+def _noise(out: Collector, data: dict[str, Any]) -> None:
+    """kohya_ss passes the noise-offset fields of the chosen noise_offset_type only."""
+    chosen = data.get("noise_offset_type", "Original")
+    if "noise_offset_type" in data:
+        out.keep("noise_offset_type")
+    for kind, keys in NOISE_FIELDS.items():
+        for key in keys:
+            if key in data and kind != chosen:
+                out.keep(key)
+    if chosen == "Multires" and not number(data.get("multires_noise_iterations")) and \
+            "multires_noise_discount" in data:
+        out.keep("multires_noise_discount")  # no iterations: the discount has nothing to discount
+
+
+def _extras(out: Collector, data: dict[str, Any]) -> None:
+    """Fields whose value needs converting: the seed, the argument strings and the sample prompts."""
+    if "seed" in data:
+        if number(data["seed"]):
+            out.set("seed", int(number(data["seed"])), "seed")
+        else:
+            out.skip("seed", data["seed"], "empty means a new random seed each run in kohya_ss; Danlu always "
+                                           "seeds (default 1337), so runs repeat")
+    for key in ("optimizer_args", "lr_scheduler_args"):
+        if key in data:
+            out.set(key, as_entries(data[key]), key)
+    if data.get("use_8bit_adam") and not data.get("optimizer"):
+        out.set("optimizer_type", "AdamW8bit", "use_8bit_adam")  # kohya_ss's older checkbox
+    elif "use_8bit_adam" in data:
+        out.keep("use_8bit_adam")
+    if "sample_prompts" in data:
+        lines = [line.strip() for line in str(data["sample_prompts"]).splitlines()]
+        prompts = [line for line in lines if line and not line.startswith("#")]
+        if prompts:
+            out.set("sample_prompts", prompts, "sample_prompts")
+        else:
+            out.keep("sample_prompts")
+    if "additional_parameters" in data:
+        _additional(out, str(data["additional_parameters"] or ""))
+
+
+def _additional(out: Collector, text: str) -> None:
+    """Extra sd-scripts arguments typed into the GUI ("--min_snr_gamma=5 --network_args a=1 b=2"); they come
+    last on kohya_ss's command line, so they win."""
+    try:
+        arguments = parse_arguments(text)
+    except ValueError as exc:
+        out.skip("additional_parameters", text, f"cannot be read as --name value arguments: {exc}")
+        return
+    out.keep("additional_parameters")
+    map_sd_scripts_keys(out, arguments, prefix="additional_parameters.")
+
+
+def parse_arguments(text: str) -> dict[str, Any]:
+    """'--a=1 --flag --b x y' -> {"a": "1", "flag": True, "b": ["x", "y"]}."""
+    parsed: dict[str, Any] = {}
+    name = None
+    for token in shlex.split(text):
+        if token.startswith("--"):
+            name, equals, value = token[2:].partition("=")
+            parsed[name] = value if equals else True
+            name = None if equals else name
+        elif name is None:
+            raise ValueError(f"'{token}' is not after a --name")
+        else:
+            current = parsed[name]
+            parsed[name] = token if current is True else [*([current] if isinstance(current, str) else current),
+                                                          token]
+    return parsed
