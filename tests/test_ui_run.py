@@ -77,3 +77,12 @@ def test_tensorboard_serves_the_run_on_localhost(tmp_path):
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
     assert open_tensorboard(logdir) == url  # one server per folder
+
+
+def test_an_adaptive_optimizer_run_shows_its_found_step_size():
+    state = RunState()
+    state.apply([{"type": "step", "step": 1, "loss": 0.1, "lr": 1.0, "lr_effective": {"unet": 2e-6}},
+                 {"type": "step", "step": 2, "loss": 0.1, "lr": 1.0, "lr_effective": {"unet": 8e-5}}])
+    frame = run_view.lr_frame(state)
+    found = frame[frame.series == "d·lr"]
+    assert list(found.lr) == [2e-6, 8e-5] and list(frame[frame.series == "lr"].lr) == [1.0, 1.0]

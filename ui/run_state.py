@@ -123,6 +123,8 @@ class RunState:
     losses: list[tuple[int, float]] = field(default_factory=list)
     smoothed_losses: list[tuple[int, float]] = field(default_factory=list)
     lrs: list[tuple[int, float]] = field(default_factory=list)
+    # D-Adaptation/Prodigy: d·lr of the first group, the step size they found (what an LR finder run reads)
+    effective_lrs: list[tuple[int, float]] = field(default_factory=list)
     sample_list: list[Sample] = field(default_factory=list)  # in the order written; see `samples`
     checkpoints: list[Checkpoint] = field(default_factory=list)
     banners: list[Banner] = field(default_factory=list)
@@ -184,6 +186,8 @@ class RunState:
             self.smoothed_losses.append((step, self._ema / (1 - SMOOTHING ** self._ema_count)))
         if event.get("lr") is not None:
             self.lrs.append((step, float(event["lr"])))
+        if event.get("lr_effective"):
+            self.effective_lrs.append((step, float(next(iter(event["lr_effective"].values())))))
 
     def _on_sample(self, event: dict[str, Any]) -> None:
         self.sample_list.append(Sample(event["path"], int(event.get("epoch", 0)), int(event.get("step", 0)),

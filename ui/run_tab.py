@@ -51,8 +51,8 @@ def build(page: Page, views: dict[str, Any]) -> None:
     with gr.Row():
         run["loss"] = page.text(gr.LinePlot(x="step", y="loss", color="series", label=t(lang, "loss_chart"),
                                             height=260, elem_id="loss-chart"), "loss_chart")
-        run["lr"] = page.text(gr.LinePlot(x="step", y="lr", label=t(lang, "lr_run_chart"), height=260,
-                                          elem_id="lr-run-chart"), "lr_run_chart")
+        run["lr"] = page.text(gr.LinePlot(x="step", y="lr", color="series", label=t(lang, "lr_run_chart"),
+                                          height=260, elem_id="lr-run-chart"), "lr_run_chart")
     run["gallery"] = page.text(gr.Gallery(label=t(lang, "samples"), columns=6, height=360, object_fit="contain",
                                           elem_id="samples", allow_preview=True, preview=False,
                                           fit_columns=False), "samples")

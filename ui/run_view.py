@@ -61,7 +61,10 @@ def loss_frame(state: RunState | None, lang: str) -> pd.DataFrame:
 
 
 def lr_frame(state: RunState | None) -> pd.DataFrame:
-    return pd.DataFrame(state.lrs if state else [], columns=["step", "lr"])
+    """The scheduler's LR, and for D-Adaptation/Prodigy the adapted step size d·lr beside it."""
+    rows = [(s, v, "lr") for s, v in (state.lrs if state else [])]
+    rows += [(s, v, "d·lr") for s, v in (state.effective_lrs if state else [])]
+    return pd.DataFrame(rows, columns=["step", "lr", "series"])
 
 
 def gallery_items(state: RunState | None, run_dir: Path | None, lang: str) -> list[tuple[str, str]]:

@@ -69,6 +69,9 @@ def _network(out: Collector, flat: dict[str, Any]) -> None:
     args += [(str(entry), "network_args_custom") for entry in flat.pop("network_args_custom", None) or []]
     if module is not None or args:
         map_network(out, module, args)
+    for source in ("network_args", "network_args_custom"):
+        if source in out.raw:
+            out.keep(source)  # an empty list too
 
 
 def _optimizer(out: Collector, flat: dict[str, Any]) -> None:

@@ -94,6 +94,8 @@ def map_sd_scripts_keys(out: Collector, flat: dict[str, Any], prefix: str = "") 
     if "network_module" in flat or "network_args" in flat:
         args = [(str(entry), f"{prefix}network_args") for entry in as_entries(flat.get("network_args"))]
         map_network(out, flat.get("network_module"), args, f"{prefix}network_module")
+        if "network_args" in flat:
+            out.keep(f"{prefix}network_args")  # an empty list too
     for key, value in flat.items():
         source, name = f"{prefix}{key}", RENAMES.get(key, key)
         if key in ("network_module", "network_args"):
@@ -164,7 +166,7 @@ def map_network(out: Collector, module: str | None, args: list[tuple[str, str]],
         else:
             out.skip(label, entry, reason)
     if kept:
-        out.set("network_args", kept, *dict.fromkeys(sources))
+        out.set("network_args", kept, *sources)  # one source per entry, so a refused entry can go alone
     for _, source in args:
         out.keep(source)
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..network_types import ARG_RENAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -115,20 +116,34 @@ class Collector:
     def _drop_refused(self, path: Path) -> None:
         """Validate the settings together; move each refused one to unmapped (under the foreign fields it came
         from) until the rest is accepted."""
-        for _ in range(len(self.settings) + 1):
+        for _ in range(len(self.settings) + len(self.settings.get("network_args") or []) + 1):
             refused = refused_settings(self.settings)
+            if "" in refused:
+                raise ConfigError([f"{path}: the imported settings are refused: {refused['']}"])
             if not refused:
                 return
-            for key, reason in refused.items():
+            for key, reason in sorted(refused.items(), key=lambda item: _entry_index(item[0]), reverse=True):
+                if _entry_index(key) >= 0:  # network_args[2] goes before [1], whose place it would shift
+                    self._drop_network_arg(_entry_index(key), reason)
+                    continue
                 self.settings.pop(key)
-                for source in self.origins.pop(key, []):
+                for source in dict.fromkeys(self.origins.pop(key, [])):
                     self.skip(source, self.raw.get(source), f"Danlu refuses it: {reason}")
         raise ConfigError([f"{path}: the imported settings do not validate together"])  # pragma: no cover
 
+    def _drop_network_arg(self, index: int, reason: str) -> None:
+        """One refused network_args entry goes; the others (the algo above all) stay."""
+        entries, sources = self.settings["network_args"], self.origins["network_args"]
+        entry, source = entries.pop(index), sources.pop(index)
+        label = f"{source}.{entry.partition('=')[0]}" if source.endswith("network_args") else source
+        self.skip(label, entry, f"Danlu refuses it: {reason}")
+        if not entries:
+            self.settings.pop("network_args")
+
 
 def refused_settings(settings: dict[str, Any]) -> dict[str, str]:
-    """Danlu key -> why TrainConfig refuses its value: every field error, else the key a cross-field rule names
-    first. Empty when the settings are accepted."""
+    """What TrainConfig refuses: Danlu key (or "network_args[i]" for one entry) -> why. Every field error, else
+    the key a cross-field rule names first. Empty when accepted; the key "" when nothing can be blamed."""
     try:
         TrainConfig(**settings)
         return {}
@@ -136,17 +151,37 @@ def refused_settings(settings: dict[str, Any]) -> dict[str, str]:
         errors = exc.errors()
     refused: dict[str, str] = {}
     for error in errors:
-        key = str(error["loc"][0]) if error["loc"] else ""
-        if key in settings:
-            refused.setdefault(key, error["msg"].replace("Input should be", "must be"))
+        name = str(error["loc"][0]) if error["loc"] else ""
+        key = _blame(settings, name)
+        if key:
+            message = error["msg"].replace("Input should be", "must be")
+            refused.setdefault(key, message if key == name else f"{name}: {message}")
     if refused:
         return refused
     message = errors[0]["msg"].removeprefix("Value error, ")
-    named = [(match.start(), key) for key in settings
-             if (match := re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message))]
-    if not named:
-        raise ConfigError([message])
-    return {min(named)[1]: message}
+    names = {*settings, *(ARG_RENAMES.get(arg, arg) for arg in _arg_names(settings))}
+    named = [(match.start(), name) for name in names
+             if (match := re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", message))]
+    return {(_blame(settings, min(named)[1]) if named else ""): message}
+
+
+def _entry_index(key: str) -> int:
+    """i of "network_args[i]"; -1 for a Danlu key."""
+    return int(key[len("network_args["):-1]) if key.startswith("network_args[") else -1
+
+
+def _arg_names(settings: dict[str, Any]) -> list[str]:
+    return [str(entry).partition("=")[0].strip() for entry in settings.get("network_args") or []]
+
+
+def _blame(settings: dict[str, Any], name: str) -> str:
+    """The setting behind a key TrainConfig names: the key itself, or the network_args entry it was read from."""
+    if name in settings:
+        return name
+    for index, arg in enumerate(_arg_names(settings)):
+        if name in (arg, ARG_RENAMES.get(arg)):
+            return f"network_args[{index}]"
+    return ""
 
 
 def read_foreign(path: Path) -> dict[str, Any]:
