@@ -11,6 +11,7 @@ from trainer.config import TrainConfig
 from trainer.errors import ConfigError
 from trainer.presets.import_kohya_ss import GUI_ONLY_REASON, parse_arguments
 from trainer.presets.importers import detect_format, import_file, read_foreign
+from trainer.sampling import parse_prompt_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,9 +90,10 @@ def test_kohya_ss_fields_are_converted():
     assert settings["max_train_epochs"] == 12  # epoch, with max_train_epochs and max_train_steps empty
     assert "max_train_steps" not in settings
     assert settings["clip_skip"] == 2 and settings["keep_tokens"] == 1 and settings["max_token_length"] == 150
-    assert settings["sample_prompts"] == ["alice, 1girl, smiling, upper body --n lowres, bad hands --w 512 --h 768 "
-                                          "--d 42", "alice, full body, park --w 768 --h 512"]
-    assert settings["xformers"] is True
+    first = "alice, 1girl, smiling, upper body --n lowres, bad hands --w 512 --h 768 --d 42"
+    assert settings["sample_prompts"] == [first, "alice, full body, park --w 768 --h 512"]
+    assert settings["sdpa"] is True and "xformers" not in settings  # not installed: sdpa, and the field listed
+    assert "xformers" in {item.key for item in result.unmapped}
     # noise_offset_type Multires: the Multires fields are passed, noise_offset is not
     assert (settings["multires_noise_iterations"], settings["multires_noise_discount"]) == (6, 0.3)
     assert "noise_offset" not in settings
@@ -111,7 +113,7 @@ def test_kohya_ss_fields_are_converted():
     assert {"use_cp", "use_tucker", "train_on_input"} <= set(result.mapped)
 
 
-@pytest.mark.parametrize("fields, expected", [
+RULES = [
     ({"epoch": 5, "max_train_epochs": "", "max_train_steps": "900"}, {"max_train_epochs": None,
                                                                       "max_train_steps": 900}),
     ({"epoch": 5, "max_train_epochs": "7", "max_train_steps": "900"}, {"max_train_epochs": 7}),
@@ -123,15 +125,23 @@ def test_kohya_ss_fields_are_converted():
     ({"LoRA_type": "LyCORIS/LoKr", "factor": 8}, {"network_type": "lokr", "factor": 8}),
     ({"xformers": "sdpa"}, {"sdpa": True}),
     ({"xformers": "none"}, {"sdpa": False}),
-    ({"xformers": True}, {"xformers": True}),
-    ({"sdxl": True, "v2": False, "sdxl_cache_text_encoder_outputs": True},
-     {"model_family": "sdxl", "cache_text_encoder_outputs": True}),
+    ({"sdxl": True, "v2": False, "clip_skip": "2", "sdxl_cache_text_encoder_outputs": True},
+     {"model_family": "sdxl", "cache_text_encoder_outputs": True, "clip_skip": None}),
     ({"noise_offset_type": "Original", "noise_offset": 0.1, "multires_noise_iterations": 6}, {"noise_offset": 0.1}),
     ({"lr_scheduler": "cosine_with_restarts", "lr_scheduler_num_cycles": "", "epoch": 4},
      {"lr_scheduler_num_cycles": 4}),
     ({"optimizer": "AdamW", "use_8bit_adam": True}, {"optimizer_type": "AdamW"}),
     ({"LoRA_type": "Standard", "use_8bit_adam": True}, {"optimizer_type": "AdamW8bit"}),
-])
+]
+
+
+def test_xformers_becomes_sdpa_when_it_is_not_installed(tmp_path):
+    result = import_file(write(tmp_path, "kohya.json", {"LoRA_type": "Standard", "xformers": True}))
+    assert result.settings.get("sdpa") is True and "xformers" not in result.settings  # trains on the first try
+    assert [item.key for item in result.unmapped] == ["xformers"] and "sdpa" in result.unmapped[0].reason
+
+
+@pytest.mark.parametrize(("fields", "expected"), RULES)
 def test_kohya_ss_rules(tmp_path, fields, expected):
     result = import_file(write(tmp_path, "kohya.json", {"LoRA_type": "Standard", **fields}))
     assert {key: result.settings.get(key) for key in expected} == expected
@@ -256,8 +266,10 @@ def test_lora_scripts_preset_maps_its_form_fields_and_keeps_its_metadata():
     assert settings["network_args"] == ["algo=lokr", "factor=8"]  # lycoris_algo, lokr_factor
     assert "a network argument Danlu does not have" in skipped["train_norm"].reason
     assert settings["optimizer_args"] == ["decouple=True", "weight_decay=0.01", "d_coef=2.0"]
-    assert settings["sample_prompts"] == ["masterpiece, best quality, aki, 1girl, solo --n lowres, bad anatomy "
-                                          "--w 512 --h 768 --l 7 --s 24 --d 1337"]
+    prompt = "masterpiece, best quality, aki, 1girl, solo --n lowres, bad anatomy --w 512 --h 768 --l 7 --s 24 --d 1337"
+    assert settings["sample_prompts"] == [prompt]
+    preview = parse_prompt_line(settings["sample_prompts"][0], (512, 512))  # Danlu reads the line it built
+    assert (preview.width, preview.height, preview.steps, preview.scale, preview.seed) == (512, 768, 24, 7.0, 1337)
     assert "launch setting" in skipped["gpu_ids"].reason
     assert "sd_scripts_defaults" not in result.metadata  # a preset holds only what differs from lora-scripts'
     assert "lr_scheduler" not in settings
@@ -266,10 +278,10 @@ def test_lora_scripts_preset_maps_its_form_fields_and_keeps_its_metadata():
 
 
 def test_lora_scripts_switched_off_form_fields_are_not_taken(tmp_path):
-    text = ('model_train_type = "sdxl-lora"\nenable_preview = false\npositive_prompts = "aki"\n'
+    text = ('model_train_type = "sdxl-lora"\nclip_skip = 2\nenable_preview = false\npositive_prompts = "aki"\n'
             'enable_base_weight = false\nbase_weights = "x.safetensors"\nui_custom_params = "min_snr_gamma = 5"\n')
     result = import_file(write(tmp_path, "form.toml", text))
-    assert result.settings["model_family"] == "sdxl"
+    assert result.settings["model_family"] == "sdxl" and "clip_skip" not in result.settings  # SDXL ignores it
     assert "sample_prompts" not in result.settings
     assert "enable_preview is off" in unmapped(result)["positive_prompts"].reason
     assert "base_weights" in result.mapped and "base_weights" not in unmapped(result)

@@ -104,3 +104,27 @@ def test_export_share_and_list_from_the_cli(tmp_path, monkeypatch):
 
 def test_changed_settings_keeps_only_non_defaults():
     assert changed_settings({"network_dim": 32, "network_alpha": 16.0, "unknown": 1}) == {"network_alpha": 16.0}
+
+
+IMPORTS = REPO / "tests" / "data" / "imports"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in IMPORTS.glob("*") if "dataset" not in p.name))
+def test_an_imported_config_passes_check_on_the_first_try(name, tmp_path, tiny_sd1, train_dir):
+    """Another tool's config, applied with this computer's paths, is ready to train (fp16 aside on a CPU)."""
+    import torch
+
+    from trainer.config_io import validate_config
+    from trainer.preflight import run_preflight
+    from trainer.presets.importers import import_file
+
+    result = import_file(IMPORTS / name)
+    mine = {"pretrained_model_name_or_path": str(tiny_sd1), "train_data_dir": str(train_dir),
+            "output_dir": str(tmp_path / "out"), "reg_data_dir": None}
+    config, _ = apply_preset(Preset(name, result.settings), mine)
+    config["reg_data_dir"] = None  # the foreign file's regularization folder is not on this computer
+    if config["mixed_precision"] == "fp16" and not torch.cuda.is_available():
+        config["mixed_precision"] = "no"  # fp16 needs CUDA; this test machine has none
+    config.pop("model_family", None)
+    plan = run_preflight(validate_config(config), gpu=(torch.cuda.is_available(), False)).plan
+    assert plan.total_steps > 0

@@ -103,7 +103,10 @@ def test_preset_trains_the_tiny_model_of_its_family(path, request, demo_files, t
     config, _ = apply_preset(preset, machine)
     config = validate_config(runnable_here({**config, **TINY_RUN}))
     AcceleratorState._reset_state(reset_partial_state=True)  # each preset picks its own mixed precision
-    assert train(config, tmp_path / "run") == "completed"
+    try:
+        assert train(config, tmp_path / "run") == "completed"
+    finally:  # and leaves none behind for the tests after it
+        AcceleratorState._reset_state(reset_partial_state=True)
     with safetensors.safe_open(str(tmp_path / "out" / f"{config.output_name}.safetensors"), "pt") as handle:
         metadata = handle.metadata()
     # the preset's network and optimizer reached the trained file

@@ -57,6 +57,9 @@ def map_network_config(data: dict[str, Any]) -> dict[str, Any]:
     data = dict(data)
     args = parse_network_args(data.pop("network_args", None) or [])
     module = data.get("network_module", "networks.lora")
+    if module not in NETWORK_MODULES:
+        raise ValueError(f"network_module: {module} is not supported; Danlu trains {', '.join(NETWORK_MODULES)} "
+                         "(or set network_type)")
     chosen = data.get("network_type")
     implied = _implied_type(module, args.pop("algo", None), chosen)
     if chosen is not None and implied is not None and chosen != implied:

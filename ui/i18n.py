@@ -40,6 +40,8 @@ TEXT: dict[str, dict[str, str]] = {
         "preset_shipped": "shipped", "preset_user": "yours", "preset_none_chosen": "Choose a preset first.",
         "preset_applied": "Applied {name}: the defaults, then the preset, then your own paths.",
         "preset_imported": "Imported {name} ({format}).",
+        "preset_defaults_filled": "The file leaves these out, so sd-scripts' defaults were taken (as it would "
+        "train): {keys}",
         "preset_unmapped": "{n} field(s) not imported (no Danlu equivalent, or a value Danlu refuses):",
         "preset_no_change": "Nothing in the form changed.", "preset_changed": "{n} field(s) changed:",
         "preset_shared": "{path} is ready to share. Left out (this computer's paths): {keys}",
@@ -85,6 +87,7 @@ TEXT: dict[str, dict[str, str]] = {
         "preset_shipped": "内置", "preset_user": "我的", "preset_none_chosen": "请先选择一个预设。",
         "preset_applied": "已应用 {name}：先恢复默认值，再套用预设，最后保留你自己的路径。",
         "preset_imported": "已导入 {name}（{format}）。",
+        "preset_defaults_filled": "文件里没有写以下各项，已按 sd-scripts 的默认值填入（与它训练时一致）：{keys}",
         "preset_unmapped": "以下 {n} 项未导入（丹炉没有对应参数，或取值不被接受）：",
         "preset_no_change": "表单没有任何变化。", "preset_changed": "改动了 {n} 项：",
         "preset_shared": "{path} 可以分享了。已去掉本机路径：{keys}",

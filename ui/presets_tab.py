@@ -109,6 +109,9 @@ def import_upload(lang: str, path: str | None, values: tuple) -> list[Any]:
     except ConfigError as exc:
         return ["\n".join(f"- {p}" for p in exc.problems), *_keep()]
     message = t(lang, "preset_imported", name=source.name, format=kind)
+    filled = [] if kind == "Danlu" else result.metadata.get("sd_scripts_defaults") or []
+    if filled:
+        message += "\n\n" + t(lang, "preset_defaults_filled", keys=", ".join(filled))
     if unmapped:
         lines = "\n".join(f"- `{u.key}` = `{u.value!r}`: {u.reason}" for u in unmapped)
         message += f"\n\n{t(lang, 'preset_unmapped', n=len(unmapped))}\n\n{lines}"

@@ -52,16 +52,19 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .format import Preset, write_preset
+    from .format import Preset, changed_settings, write_preset
     from .importers import import_file
 
     result = import_file(args.file)
     meta = result.metadata
     title = {"en": str(meta["name"])} if meta.get("name") else {}
     description = {"en": str(meta["description"])} if meta.get("description") else {}
-    preset = Preset(args.output.stem, result.settings, title, description, author=str(meta.get("author") or ""))
+    settings = changed_settings(result.settings)
+    preset = Preset(args.output.stem, settings, title, description, author=str(meta.get("author") or ""))
     write_preset(preset, args.output, args.overwrite)
-    print(f"{args.file.name} ({result.format}): {len(result.settings)} settings -> {args.output}")
+    print(f"{args.file.name} ({result.format}): {len(settings)} settings -> {args.output}")
+    if meta.get("sd_scripts_defaults"):
+        print("sd-scripts' defaults taken for keys the file leaves out: " + ", ".join(meta["sd_scripts_defaults"]))
     for item in result.unmapped:
         print(f"not imported: {item.key} = {item.value!r}: {item.reason}")
     return EXIT_OK

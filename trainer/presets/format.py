@@ -25,6 +25,7 @@ import yaml
 from ..config import TrainConfig, field_info
 from ..config_io import read_config_file, validate_config
 from ..errors import ConfigError
+from ..network_types import map_network_config
 from .migrations import PRESET_VERSION, migrate
 
 LANG_TEXT_KEYS = ("title", "description")  # {en, zh} mappings
@@ -70,7 +71,10 @@ def apply_preset(preset: Preset, current: dict[str, Any]) -> tuple[dict[str, Any
     """The config to use: defaults, then the preset, then the user's own machine values from `current`; and the
     keys whose value changed from `current`."""
     config = {name: info.default for name, info in TrainConfig.model_fields.items()}
-    config.update(preset.settings)
+    settings = preset.settings
+    if "network_module" in settings or "network_args" in settings:  # sd-scripts' spelling: as network_type etc.,
+        settings = map_network_config(settings)  # else the default network_type would contradict it
+    config.update(settings)
     config.update({key: current[key] for key in machine_keys() if current.get(key) not in (None, "")})
     changed = [key for key in config if config[key] != current.get(key, TrainConfig.model_fields[key].default)]
     return config, changed

@@ -117,7 +117,8 @@ def _family(out: Collector, data: dict[str, Any]) -> None:
     for key, (danlu, applies) in caches.items():
         if applies and data.get(key):
             out.set(danlu, True, key)
-    for key in ("sdxl", "flux1_checkbox", *caches, *(FLUX_ONLY if not flux else ())):
+    ignored = ("clip_skip",) if sdxl or flux else ()  # their scripts ignore it; Danlu would refuse it
+    for key in ("sdxl", "flux1_checkbox", *caches, *ignored, *(FLUX_ONLY if not flux else ())):
         if key in data:
             out.keep(key)  # off, or (a Flux.1 field without Flux.1) not passed by kohya_ss
 

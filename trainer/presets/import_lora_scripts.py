@@ -102,6 +102,9 @@ def _model_type(out: Collector, flat: dict[str, Any]) -> None:
                                            "SDXL and Flux.1), not this")
     elif MODEL_TRAIN_TYPES[kind]:
         out.set("model_family", MODEL_TRAIN_TYPES[kind], "model_train_type")
+        if "clip_skip" in flat:
+            flat.pop("clip_skip")
+            out.keep("clip_skip")  # sd-scripts' SDXL and Flux.1 scripts ignore it; Danlu would refuse it
     else:
         out.keep("model_train_type")  # SD1 or SD2: Danlu tells them apart from the model
 

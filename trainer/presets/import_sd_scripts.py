@@ -217,9 +217,9 @@ SUBSET_FOLDER_KEYS = ("image_dir", "num_repeats", "class_tokens", "is_reg")
 def import_sd_scripts_dataset(data: dict[str, Any]) -> Collector:
     levels = _dataset_levels(data)
     out = Collector({f"{prefix}{key}": value for prefix, options in levels for key, value in options.items()})
-    for key in data:
+    for key, value in data.items():
         if key not in ("general", "datasets"):
-            out.skip(key, data[key], "not a dataset-config section ([general] or [[datasets]])")
+            out.skip(key, value, "not a dataset-config section ([general] or [[datasets]])")
     subsets = [(prefix, _effective(levels, prefix)) for prefix, _ in levels if ".subsets." in prefix]
     handled = {*DATASET_KEYS, *SUBSET_KEYS, *SUBSET_FOLDER_KEYS, "subsets"}
     _agreeing(out, levels, [(p, _effective(levels, p)) for p, _ in levels if p.count(".") == 2],

@@ -7,6 +7,8 @@ The settings are validated together; a value Danlu refuses becomes unmapped with
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import re
 import sys
@@ -109,9 +111,21 @@ class Collector:
         self.unmapped.append(Unmapped(source, value, reason))
 
     def result(self, fmt: str, path: Path) -> ImportResult:
+        self._xformers_to_sdpa()
         self._drop_refused(path)
         ordered = {key: self.settings[key] for key in TrainConfig.model_fields if key in self.settings}
         return ImportResult(fmt, ordered, self.unmapped, self.metadata, self.mapped)
+
+    def _xformers_to_sdpa(self) -> None:
+        """xformers is not part of Danlu's install: a config that used it trains with sdpa, so it works on the
+        first try; the field is listed with the reason."""
+        if not self.settings.get("xformers") or importlib.util.find_spec("xformers") is not None:
+            return
+        self.settings.pop("xformers")
+        for source in self.origins.pop("xformers", []):
+            self.skip(source, self.raw.get(source), "xformers is not installed here: Danlu uses PyTorch's sdpa "
+                      "attention instead (as fast, no extra package); set xformers: true after installing it")
+        self.settings["sdpa"] = True
 
     def _drop_refused(self, path: Path) -> None:
         """Validate the settings together; move each refused one to unmapped (under the foreign fields it came
@@ -190,8 +204,8 @@ def read_foreign(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: file not found"])
     suffix = path.suffix.lower()
     if suffix not in (".json", ".toml"):
-        raise ConfigError([f"{path}: not a kohya_ss .json or sd-scripts/lora-scripts .toml file (a Danlu YAML "
-                           "config needs no import)"])
+        kinds = "a kohya_ss .json or sd-scripts/lora-scripts .toml file"
+        raise ConfigError([f"{path}: not {kinds} (a Danlu YAML config needs no import)"])
     try:
         text = path.read_text(encoding="utf-8-sig")
         data = json.loads(text) if suffix == ".json" else tomllib.loads(text)
