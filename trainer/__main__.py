@@ -1,4 +1,4 @@
-"""Command line: python -m trainer train|check|demo|reference|lora ..."""
+"""Command line: python -m trainer train|check|lr-find|demo|reference|lora ..."""
 
 from __future__ import annotations
 
@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--prepare-only", action="store_true",
                       help="build the model, dataset and DIR/config.yaml without training (the GUI's demo)")
     demo.set_defaults(func=_demo)
+    from .lr_find import PROBES
+
+    lr_find = commands.add_parser("lr-find", help="suggest learning rates from a short D-Adaptation/Prodigy run")
+    lr_find.add_argument("config", type=Path)
+    lr_find.add_argument("--optimizer", choices=list(PROBES), default=next(iter(PROBES)),
+                         help="the probe's optimizer (default: %(default)s)")
+    lr_find.add_argument("--steps", type=_positive_int, help="probe length; default: " + ", ".join(
+        f"{name} {probe.max_steps}" for name, probe in PROBES.items()) + ", at most the config's total steps")
+    lr_find.add_argument("--run-dir", type=Path, help="use this run folder instead of output_dir/runs/<time>")
+    lr_find.add_argument("--json", action="store_true", help="print one JSON object (training output goes to stderr)")
+    lr_find.set_defaults(func=_lr_find)
     reference = commands.add_parser("reference", help="print the parameter reference (docs/parameters*.md)")
     reference.add_argument("--lang", choices=("en", "zh"), default="en")
     reference.set_defaults(func=_reference)
@@ -91,6 +102,31 @@ def run_training(config, run_dir: Path | None) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of steps above 0")
+    return int(text)
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+
+    from .config_io import load_config
+    from .lr_find import ProbeFailed, describe, lr_find
+
+    config = load_config(args.config)
+    # With --json, stdout carries only the result: the probe's training log goes to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    try:
+        with quiet:
+            result = lr_find(config, args.optimizer, args.steps, args.run_dir)
+    except ProbeFailed:
+        return EXIT_FAILED
+    print(json.dumps(result.to_json()) if args.json else describe(result))
+    return EXIT_OK
 
 
 def _reference(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import live, presets_tab, run_tab, settings, tools_tab
+from . import live, lr_finder, presets_tab, run_tab, settings, tools_tab
 from .fields import form_values
 from .form import Form
 from .i18n import LANGS, t
@@ -33,13 +33,14 @@ def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = N
         with gr.Tabs(elem_id="tabs") as tabs:
             views = _form_tabs(page)
             with page.text(gr.Tab(t(lang, "tab_presets"), id="presets", elem_id="tab-presets"), "tab_presets"):
-                wire_presets = presets_tab.build(page)
+                page.later.append(presets_tab.build(page))
             with page.text(gr.Tab(t(lang, "tab_run"), id="run", elem_id="tab-run"), "tab_run"):
                 run_tab.build(page, views)
             with page.text(gr.Tab(t(lang, "tab_tools"), id="tools", elem_id="tab-tools"), "tab_tools"):
                 tools_tab.build(page)
         _wire_live(page, views)
-        wire_presets()
+        for wire in page.later:
+            wire()
         _wire_language(page, title, views)
         page.then_review(blocks.load(lambda: _on_load(page, initial), None, [tabs, switch, *form.inputs]))
     return blocks
@@ -70,6 +71,7 @@ def _form_tabs(page: Page) -> dict[str, Any]:
         views["advice"] = gr.Markdown(elem_id="advice")
         views["lr"] = page.text(gr.LinePlot(x="step", y="lr", color="group", label=t(lang, "lr_chart"),
                                             height=220, elem_id="lr-chart"), "lr_chart")
+        page.later.append(lr_finder.build(page))
         form.build_tab("effect")
     return views
 

@@ -60,6 +60,20 @@ TEXT: dict[str, dict[str, str]] = {
         "lang_label": "Language / 语言",
         "loss_raw": "loss", "loss_smoothed": "smoothed",
         "epoch_label": "epoch {epoch}",
+        "health_nan_loss": "The furnace exploded (NaN loss)", "health_loss_divergence": "Loss is rising",
+        "health_loss_collapse": "Loss collapsed", "health_black_sample": "Black or blank preview",
+        "health_noise_sample": "Noise preview", "health_forced_stop": "Stopped by force",
+        "health_process_exit": "The training process ended", "health_error": "Error",
+        "lrf_title": "Learning-rate finder",
+        "lrf_intro": "A short run of your config with D-Adaptation or Prodigy at learning rate 1: they find the step "
+        "size themselves. Where their d·lr curve levels off is a good unet_lr for AdamW (a third of it for Lion; "
+        "text_encoder_lr a half to a tenth of it).",
+        "lrf_probe": "Probe optimizer", "lrf_steps": "Steps (empty: automatic)", "lrf_run": "Find the learning rate",
+        "lrf_curve": "d·lr per step", "lrf_target": "Train with", "lrf_apply": "Apply the suggestion",
+        "lrf_failed": "The finder did not finish:\n\n{reason}",
+        "lrf_report": "{probe}, {steps} steps: the curve levels off at **{plateau}**. Suggested: AdamW unet_lr "
+        "{plateau}, Lion {lion}, text_encoder_lr between {low} and {high}.",
+        "lrf_nothing": "Run the finder first.", "lrf_applied": "Applied for {target}: {changed}",
         **TOOLS_TEXT["en"],
     },
     "zh": {
@@ -104,6 +118,19 @@ TEXT: dict[str, dict[str, str]] = {
         "lang_label": "Language / 语言",
         "loss_raw": "loss", "loss_smoothed": "平滑后",
         "epoch_label": "第 {epoch} 轮",
+        "health_nan_loss": "炸炉了（loss 变成 NaN）", "health_loss_divergence": "loss 在上升",
+        "health_loss_collapse": "loss 塌缩", "health_black_sample": "预览图全黑或空白",
+        "health_noise_sample": "预览图是噪点", "health_forced_stop": "已强制停止",
+        "health_process_exit": "训练进程已结束", "health_error": "错误",
+        "lrf_title": "学习率探测",
+        "lrf_intro": "用 D-Adaptation 或 Prodigy、学习率设为 1，把你的配置短跑一次：它们会自己找步长。d·lr 曲线走平处的数值，"
+        "就是 AdamW 合适的 unet_lr（Lion 取三分之一；text_encoder_lr 取它的二分之一到十分之一）。",
+        "lrf_probe": "探测用的优化器", "lrf_steps": "步数（留空：自动）", "lrf_run": "开始探测学习率",
+        "lrf_curve": "每步的 d·lr", "lrf_target": "正式训练用", "lrf_apply": "应用建议值",
+        "lrf_failed": "探测没有完成：\n\n{reason}",
+        "lrf_report": "{probe}，{steps} 步：曲线在 **{plateau}** 处走平。建议：AdamW 的 unet_lr 取 {plateau}，Lion 取 {lion}，"
+        "text_encoder_lr 取 {low} 到 {high} 之间。",
+        "lrf_nothing": "请先运行探测。", "lrf_applied": "已按 {target} 应用：{changed}",
         **TOOLS_TEXT["zh"],
     },
 }

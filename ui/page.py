@@ -24,6 +24,8 @@ class Page:
     localized: list[tuple[Any, str, str]] = field(default_factory=list)  # (component, attribute, text key)
     # Chains the live review of the form after an event that changed the form (set by ui/app.py).
     then_review: Callable[[Any], Any] = lambda event: event
+    # Wirings that need every tab's fields (the form's inputs): run by ui/app.py once all tabs are built.
+    later: list[Callable[[], None]] = field(default_factory=list)
 
     def text(self, component: Any, key: str, attribute: str = "label") -> Any:
         """Register a component whose `attribute` is the text `key`: relabelled when the language changes."""

@@ -30,7 +30,7 @@ DANLU_SUFFIXES = (".yaml", ".yml")  # a .json or .toml upload may be another too
 
 
 def build(page: Page) -> Callable[[], None]:
-    """Builds the tab; returns the wiring, to be called once every tab's fields exist."""
+    """Builds the tab; returns its wiring (for Page.later: it needs every tab's fields)."""
     lang = page.form.lang
     with gr.Row():
         chooser = page.text(gr.Dropdown(choices=preset_choices(lang), label=t(lang, "preset_list"),

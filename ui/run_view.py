@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .i18n import t
+from .i18n import TEXT, t
 from .run_state import COMPLETED, FAILED, RUNNING, STARTING, STOPPED, RunState
 
 STATUS_KEYS = {STARTING: "status_starting", RUNNING: "status_running", COMPLETED: "status_completed",
@@ -47,11 +47,18 @@ def banners_html(state: RunState | None, lang: str) -> str:
     items = []
     for banner in state.banners:
         hint = f"<br><b>{t(lang, 'hint')}:</b> {html.escape(banner.hint)}" if banner.hint else ""
-        items.append(f'<div class="danlu-banner danlu-{html.escape(banner.level)}" data-code="{html.escape(banner.code)}">'
-                     f"<b>{html.escape(banner.code or banner.level)}</b>: {html.escape(banner.message)}{hint}</div>")
+        title = html.escape(banner_title(banner.code or banner.level, lang))
+        level, code = html.escape(banner.level), html.escape(banner.code)
+        items.append(f'<div class="danlu-banner danlu-{level}" data-code="{code}">'
+                     f"<b>{title}</b>: {html.escape(banner.message)}{hint}</div>")
     if state.log_tail:
         items.append('<pre class="danlu-log-tail">' + html.escape("\n".join(state.log_tail)) + "</pre>")
     return "\n".join(items)
+
+
+def banner_title(code: str, lang: str) -> str:
+    """A health or error code in words (the code itself for one the page has no words for)."""
+    return TEXT[lang].get(f"health_{code}", code)
 
 
 def loss_frame(state: RunState | None, lang: str) -> pd.DataFrame:
