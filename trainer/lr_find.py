@@ -34,7 +34,7 @@ PROBES: dict[str, Probe] = {"DAdaptAdam": Probe("lr-finder-dadaptation", 300),
                             "Prodigy": Probe("lr-finder-prodigy", 1000)}
 PROBE_KEYS = ("optimizer_type", "optimizer_args", "learning_rate", "unet_lr", "text_encoder_lr", "lr_scheduler")
 # The optimizers a suggestion is made for, and their unet_lr as a share of the plateau: Lion's sign updates are
-# larger than Adam's, so the seeds (and Lion's authors) use about a third of AdamW's rate.
+# larger than Adam's (its authors advise a rate 3 to 10 times lower); the seeds take a third of AdamW's.
 TARGETS: dict[str, float] = {"AdamW": 1.0, "AdamW8bit": 1.0, "Lion": 1 / 3}
 # text_encoder_lr: a half to a tenth of unet_lr; the suggestion takes the half, the range is shown.
 TEXT_ENCODER_SHARES = (1 / 10, 1 / 2)
@@ -107,8 +107,8 @@ def plateau_start(curve: list[tuple[int, float]]) -> int | None:
 
     D-Adaptation and Prodigy only ever raise d, so the curve climbs and then levels off. The final level is the
     median of the last quarter of the values; walking back from the end, the curve counts as flat while its
-    running median (over a twentieth of the probe, which ignores single noisy steps) stays within ±TOLERANCE of
-    that level. It has settled when this flat stretch covers at least the whole last quarter.
+    running median (centred, over a twentieth of the probe, so single noisy steps do not count) stays within
+    ±TOLERANCE of that level. It has settled when this flat stretch covers at least the whole last quarter.
     """
     values = [value for _, value in curve]
     if len(values) < MIN_POINTS:
@@ -117,7 +117,7 @@ def plateau_start(curve: list[tuple[int, float]]) -> int | None:
     level = statistics.median(values[-tail:])
     if not level > 0:
         return None
-    smooth = _running_median(values, max(1, len(values) // 20))
+    smooth = _running_median(values, len(values) // 40)
     first = len(values)
     while first > 0 and abs(smooth[first - 1] / level - 1) <= TOLERANCE:
         first -= 1
@@ -137,8 +137,9 @@ def find_plateau(curve: list[tuple[int, float]]) -> float:
     return statistics.median(values[-max(1, len(values) // 20):])
 
 
-def _running_median(values: list[float], window: int) -> list[float]:
-    return [statistics.median(values[max(0, i + 1 - window):i + 1]) for i in range(len(values))]
+def _running_median(values: list[float], half: int) -> list[float]:
+    """Centred, so a step up is seen where it happens, not half a window later."""
+    return [statistics.median(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
 
 
 def suggest(config: TrainConfig, curve: list[tuple[int, float]], optimizer: str, run_dir: Path) -> LrSuggestion:
@@ -185,6 +186,27 @@ def read_curve(run_dir: Path) -> list[tuple[int, float]]:
             if math.isfinite(value) and value > 0:
                 curve.append((int(event["step"]), value))
     return curve
+
+
+def describe(result: LrSuggestion, rows: int = 10) -> str:
+    """The CLI's report: a sample of the curve, the plateau, the settings per optimizer."""
+    curve = result.curve
+    picks = sorted({round(i * (len(curve) - 1) / max(1, rows - 1)) for i in range(rows)})
+    lines = [f"lr-find: {result.optimizer} probe, {result.steps} steps, run folder {result.run_dir}",
+             "d·lr (the step size it adapted to):"]
+    lines += [f"  step {curve[i][0]:>6}  {curve[i][1]:.3g}" for i in picks]
+    if result.settled:
+        lines.append(f"plateau: {result.plateau:.3g} (flat from step {result.plateau_from})")
+    else:
+        lines.append(f"plateau: not reached; d·lr was still rising at step {result.steps}, so {result.plateau:.3g} "
+                     f"is a lower bound: run longer, e.g. --steps {2 * result.steps}")
+    low, high = result.text_encoder_range
+    lines.append(f"suggested (text_encoder_lr: {low:.3g} to {high:.3g} for AdamW, a half to a tenth of unet_lr):")
+    for name, keys in result.settings.items():
+        lines.append(f"  {name:<10} unet_lr {keys['unet_lr']:.3g}  text_encoder_lr {keys['text_encoder_lr']:.3g}  "
+                     f"lr_scheduler {keys['lr_scheduler']}")
+    lines.append(f"saved: {result.run_dir / RESULT_FILE}")
+    return "\n".join(lines)
 
 
 class ProbeFailed(Exception):

@@ -16,6 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from trainer.config_io import config_to_yaml
+from trainer.lr_find import PROBES, TARGETS
 
 from .fields import FIELD_SPECS, config_from_form, form_values
 from .i18n import t
@@ -23,8 +24,6 @@ from .page import Page
 from .review import review
 from .runner import REPO
 
-PROBES = ("DAdaptAdam", "Prodigy")
-TARGETS = ("AdamW", "AdamW8bit", "Lion")  # what the suggestion can set up
 FIND_TIMEOUT_S = 3600
 
 
@@ -83,8 +82,10 @@ def run_finder(lang: str, probe: str, steps: float | None, values: tuple) -> lis
 
 def report(lang: str, answer: dict[str, Any]) -> str:
     low, high = answer["text_encoder_range"]
-    return t(lang, "lrf_report", plateau=f"{answer['plateau']:.3g}", lion=f"{answer['plateau'] / 3:.3g}",
-             low=f"{low:.3g}", high=f"{high:.3g}", steps=answer["steps"], probe=answer["optimizer"])
+    lion = answer["settings"]["Lion"]["unet_lr"]
+    text = t(lang, "lrf_report", plateau=f"{answer['plateau']:.3g}", lion=f"{lion:.3g}", low=f"{low:.3g}",
+             high=f"{high:.3g}", steps=answer["steps"], probe=answer["optimizer"])
+    return text if answer.get("settled", True) else f"{text}\n\n{t(lang, 'lrf_unsettled')}"
 
 
 def apply_suggestion(lang: str, answer: dict[str, Any] | None, target: str, values: tuple) -> list[Any]:

@@ -80,8 +80,9 @@ def describe(lang: str, path: str | None) -> str:
         preset = read_preset(Path(path))
     except ConfigError as exc:
         return "\n".join(f"- {p}" for p in exc.problems)
-    details = [preset.model_family or "", f"{preset.vram_gb:g} GB" if preset.vram_gb else "", preset.author]
-    return f"**{preset.text('title', lang)}** · {' · '.join(filter(None, details))}\n\n{preset.text('description', lang)}"
+    details = " · ".join(filter(None, [preset.model_family, f"{preset.vram_gb:g} GB" if preset.vram_gb else "",
+                                       preset.author]))
+    return f"**{preset.text('title', lang)}** · {details}\n\n{preset.text('description', lang)}"
 
 
 def apply_chosen(lang: str, path: str | None, values: tuple) -> list[Any]:
