@@ -129,7 +129,7 @@ def fake_training(events: list[dict], code: int = 0):
 
 
 def test_no_adapted_step_size_exits_2_with_a_message(make_config, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "run_training", fake_training([{"type": "step", "step": 1, "lr": 1.0}]))
+    monkeypatch.setattr(cli, "run_training", fake_training([{"type": "step", "step": 1, "loss": 0.1, "lr": 1.0}]))
     path = write_config(tmp_path / "c.yaml", make_config())
     assert cli.main(["lr-find", str(path), "--run-dir", str(tmp_path / "run")]) == cli.EXIT_BAD_INPUT
     assert "logged no adapted step size (d·lr)" in capsys.readouterr().err

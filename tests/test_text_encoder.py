@@ -1,6 +1,5 @@
 """max_token_length (long captions in 75-token windows, as sd-scripts) and cached text-encoder outputs."""
 
-import contextlib
 import shutil
 
 import pytest

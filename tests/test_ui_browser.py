@@ -202,3 +202,38 @@ def test_apply_a_shipped_preset(page, gui):
     assert page.locator("#network_alpha input").input_value() == "16"
     open_tab(page, "Paths")
     assert page.locator("#train_data_dir input").input_value() == demo_paths(gui[1])["train_data_dir"]
+
+
+def test_lr_finder_suggests_and_applies_a_learning_rate(page, gui):
+    open_tab(page, "Model effect")
+    page.locator("#lr-finder").get_by_text("Learning-rate finder").click()
+    fill(page, "lrf-steps", "20")
+    page.click("#lrf-run")
+    result = page.locator("#lrf-result")
+    result.filter(has_text="levels off").wait_for(timeout=240_000)
+    plateau = float(re.search(r"levels off at ([0-9.e+-]+)", result.inner_text()).group(1))
+    assert plateau > 0
+    shot(page, "lr-finder")
+    page.click("#lrf-apply")
+    page.locator("#message").filter(has_text="Applied for AdamW").wait_for()
+    assert float(page.locator("#unet_lr input").input_value()) == pytest.approx(plateau, rel=0.01)
+
+
+def test_a_two_variation_queue_makes_two_runs_and_a_compare_grid(page, gui):
+    open_tab(page, "Steps")
+    fill(page, "max_train_epochs", "2")
+    open_tab(page, "Run")
+    fill(page, "sample_every_n_epochs", "1")
+    open_tab(page, "Compare")
+    fill(page, "sweep-vary", "network_dim=4,8")
+    page.click("#sweep-start")
+    page.locator("#message").filter(has_text="Queue of 2 runs started").wait_for()
+    queue = page.locator("#sweep-queue")
+    page.wait_for_function("() => (document.querySelector('#sweep-queue')?.innerText.match(/completed/g) || [])"
+                           ".length === 2", timeout=300_000)
+    assert "network_dim=4" in queue.inner_text() and "network_dim=8" in queue.inner_text()
+    grid = page.locator("#compare-grid table")
+    grid.wait_for()
+    assert grid.locator("tr").count() == 3  # the epoch header, then one row per run
+    assert grid.locator("img").count() >= 4  # two runs x at least two epochs, same prompt and seed
+    shot(page, "compare")

@@ -9,9 +9,10 @@ import urllib.request
 import pytest
 import yaml
 
-from ui import run_view, runner
+from trainer import runner
+from ui import run_view
 from ui.monitor import RunMonitor
-from ui.run_state import Diagnosis, RunState
+from trainer.run_state import Diagnosis, RunState
 from ui.tensorboard import open_tensorboard
 
 

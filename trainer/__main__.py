@@ -1,4 +1,4 @@
-"""Command line: python -m trainer train|check|lr-find|demo|reference|lora ..."""
+"""Command line: python -m trainer train|check|lr-find|demo|reference|sweep|lora ..."""
 
 from __future__ import annotations
 
@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     reference = commands.add_parser("reference", help="print the parameter reference (docs/parameters*.md)")
     reference.add_argument("--lang", choices=("en", "zh"), default="en")
     reference.set_defaults(func=_reference)
+    sweep = commands.add_parser("sweep", help="train variations of a config one after another, to compare them")
+    sweep.add_argument("config", type=Path)
+    sweep.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2",
+                       help="a key and its values, e.g. network_dim=8,16 (resolution as 768x512); repeat for "
+                            "more keys: every combination runs")
+    sweep.add_argument("--dry-run", action="store_true", help="check every variation and print the plan; train none")
+    sweep.add_argument("--sweep-dir", type=Path, help="use this sweep folder instead of output_dir/sweeps/<time>")
+    sweep.set_defaults(func=_sweep)
     add_lora_commands(commands)
     add_preset_commands(commands)
     return parser
@@ -134,6 +142,12 @@ def _reference(args: argparse.Namespace) -> int:
 
     sys.stdout.write(parameter_reference(args.lang))
     return EXIT_OK
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep_run import sweep_command
+
+    return EXIT_OK if sweep_command(args.config, args.vary, args.dry_run, args.sweep_dir) else EXIT_FAILED
 
 
 def _quiet_libraries() -> None:

@@ -170,22 +170,11 @@ def _round(value: float) -> float:
 
 
 def read_curve(run_dir: Path) -> list[tuple[int, float]]:
-    """(step, d·lr of the first parameter group) from the run's step events; a half-written last line is
-    skipped (ui/run_state.py reads the file the same way, but the trainer does not import the GUI)."""
-    curve = []
-    path = run_dir / "events.jsonl"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        adapted = event.get("lr_effective") if event.get("type") == "step" else None
-        if adapted:
-            value = float(next(iter(adapted.values())))
-            if math.isfinite(value) and value > 0:
-                curve.append((int(event["step"]), value))
-    return curve
+    """(step, d·lr of the first parameter group) from the run's step events, as the GUI's Run tab reads them."""
+    from .run_state import RunReader
+
+    state = RunReader(run_dir).update()
+    return [(step, value) for step, value in state.effective_lrs if math.isfinite(value) and value > 0]
 
 
 def describe(result: LrSuggestion, rows: int = 10) -> str:

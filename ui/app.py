@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import live, lr_finder, presets_tab, run_tab, settings, tools_tab
+from . import compare_tab, live, lr_finder, presets_tab, run_tab, settings, tools_tab
 from .fields import form_values
 from .form import Form
 from .i18n import LANGS, t
@@ -36,6 +36,8 @@ def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = N
                 page.later.append(presets_tab.build(page))
             with page.text(gr.Tab(t(lang, "tab_run"), id="run", elem_id="tab-run"), "tab_run"):
                 run_tab.build(page, views)
+            with page.text(gr.Tab(t(lang, "tab_compare"), id="compare", elem_id="tab-compare"), "tab_compare"):
+                page.later.append(compare_tab.build(page))
             with page.text(gr.Tab(t(lang, "tab_tools"), id="tools", elem_id="tab-tools"), "tab_tools"):
                 tools_tab.build(page)
         _wire_live(page, views)

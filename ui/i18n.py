@@ -64,6 +64,17 @@ TEXT: dict[str, dict[str, str]] = {
         "health_loss_collapse": "Loss collapsed", "health_black_sample": "Black or blank preview",
         "health_noise_sample": "Noise preview", "health_forced_stop": "Stopped by force",
         "health_process_exit": "The training process ended", "health_error": "Error",
+        "tab_compare": "Compare",
+        "sweep_intro": "Train variations of the form's config one after another, with the same preview prompts and "
+        "seeds, then compare their previews side by side. One line per key: key=value1,value2 (several lines: every "
+        "combination).",
+        "sweep_vary": "Variations", "sweep_start": "Start the queue", "sweep_stop": "Stop the queue",
+        "compare_prompt": "Preview prompt", "compare_loss": "Loss of each run (smoothed)",
+        "sweep_empty": "Write at least one variation, e.g. network_dim=8,16.",
+        "sweep_started": "Queue of {n} runs started: {folder}", "sweep_none_running": "No queue is running.",
+        "sweep_stopping": "Stop requested: the running training saves and ends; no further run starts.",
+        "sweep_none": "No queue yet in this output folder.", "sweep_run": "Run", "sweep_status": "Status",
+        "compare_empty": "No previews yet for this prompt.",
         "lrf_title": "Learning-rate finder",
         "lrf_intro": "A short run of your config with D-Adaptation or Prodigy at learning rate 1: they find the step "
         "size themselves. Where their d·lr curve levels off is a good unet_lr for AdamW (a third of it for Lion; "
@@ -73,6 +84,7 @@ TEXT: dict[str, dict[str, str]] = {
         "lrf_failed": "The finder did not finish:\n\n{reason}",
         "lrf_report": "{probe}, {steps} steps: the curve levels off at **{plateau}**. Suggested: AdamW unet_lr "
         "{plateau}, Lion {lion}, text_encoder_lr between {low} and {high}.",
+        "lrf_unsettled": "⚠ The curve was still rising at the end: this is a lower bound. Run it longer (more steps).",
         "lrf_nothing": "Run the finder first.", "lrf_applied": "Applied for {target}: {changed}",
         **TOOLS_TEXT["en"],
     },
@@ -122,6 +134,16 @@ TEXT: dict[str, dict[str, str]] = {
         "health_loss_collapse": "loss 塌缩", "health_black_sample": "预览图全黑或空白",
         "health_noise_sample": "预览图是噪点", "health_forced_stop": "已强制停止",
         "health_process_exit": "训练进程已结束", "health_error": "错误",
+        "tab_compare": "对比",
+        "sweep_intro": "把当前表单的配置按不同参数依次训练，预览提示词和种子完全相同，然后并排比较预览图。"
+        "每行一个参数：参数名=值1,值2（写多行则训练所有组合）。",
+        "sweep_vary": "参数变化", "sweep_start": "开始队列", "sweep_stop": "停止队列",
+        "compare_prompt": "预览提示词", "compare_loss": "各次训练的 loss（平滑后）",
+        "sweep_empty": "请至少写一行参数变化，例如 network_dim=8,16。",
+        "sweep_started": "已开始 {n} 次训练的队列：{folder}", "sweep_none_running": "当前没有正在运行的队列。",
+        "sweep_stopping": "已请求停止：正在进行的训练会先保存再结束，后面的训练不再开始。",
+        "sweep_none": "这个输出文件夹里还没有队列。", "sweep_run": "训练", "sweep_status": "状态",
+        "compare_empty": "这个提示词还没有预览图。",
         "lrf_title": "学习率探测",
         "lrf_intro": "用 D-Adaptation 或 Prodigy、学习率设为 1，把你的配置短跑一次：它们会自己找步长。d·lr 曲线走平处的数值，"
         "就是 AdamW 合适的 unet_lr（Lion 取三分之一；text_encoder_lr 取它的二分之一到十分之一）。",
@@ -130,6 +152,7 @@ TEXT: dict[str, dict[str, str]] = {
         "lrf_failed": "探测没有完成：\n\n{reason}",
         "lrf_report": "{probe}，{steps} 步：曲线在 **{plateau}** 处走平。建议：AdamW 的 unet_lr 取 {plateau}，Lion 取 {lion}，"
         "text_encoder_lr 取 {low} 到 {high} 之间。",
+        "lrf_unsettled": "⚠ 曲线到最后仍在上升：这只是下限。请加大步数再探测一次。",
         "lrf_nothing": "请先运行探测。", "lrf_applied": "已按 {target} 应用：{changed}",
         **TOOLS_TEXT["zh"],
     },

@@ -13,7 +13,7 @@ from trainer.errors import ConfigError
 from trainer.lr_curve import lr_curve
 
 from .dataset_report import dataset_report
-from .gpu import gpu_facts
+from trainer.gpu import gpu_facts
 from .i18n import t
 from .review import Review
 

@@ -22,7 +22,7 @@ from .fields import FIELD_SPECS, config_from_form, form_values
 from .i18n import t
 from .page import Page
 from .review import review
-from .runner import REPO
+from trainer.runner import REPO
 
 FIND_TIMEOUT_S = 3600
 
@@ -33,7 +33,7 @@ def build(page: Page) -> Callable[[], None]:
     with page.text(gr.Accordion(t(lang, "lrf_title"), open=False, elem_id="lr-finder"), "lrf_title"):
         page.text(gr.Markdown(t(lang, "lrf_intro")), "lrf_intro", "value")
         with gr.Row():
-            probe = page.text(gr.Radio(list(PROBES), value=PROBES[0], label=t(lang, "lrf_probe"),
+            probe = page.text(gr.Radio(list(PROBES), value=next(iter(PROBES)), label=t(lang, "lrf_probe"),
                                        elem_id="lrf-probe"), "lrf_probe")
             steps = page.text(gr.Number(None, precision=0, minimum=10, label=t(lang, "lrf_steps"),
                                         elem_id="lrf-steps"), "lrf_steps")
@@ -42,7 +42,7 @@ def build(page: Page) -> Callable[[], None]:
                                       elem_id="lrf-curve"), "lrf_curve")
         result = gr.Markdown(elem_id="lrf-result")
         with gr.Row():
-            target = page.text(gr.Radio(list(TARGETS), value=TARGETS[0], label=t(lang, "lrf_target"),
+            target = page.text(gr.Radio(list(TARGETS), value=next(iter(TARGETS)), label=t(lang, "lrf_target"),
                                         elem_id="lrf-target"), "lrf_target")
             apply = page.text(gr.Button(t(lang, "lrf_apply"), variant="primary", elem_id="lrf-apply"), "lrf_apply",
                               "value")

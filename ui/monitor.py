@@ -1,7 +1,7 @@
 """The training the page shows: the one this GUI started, or the one it finds again after a reload or restart.
 
 One per GUI process (one training at a time), shared by every open page; the page polls `poll()` about once a
-second. Reading the run folder is cheap (ui/run_state.py), so a poll never blocks on the training.
+second. Reading the run folder is cheap (trainer/run_state.py), so a poll never blocks on the training.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from . import runner
-from .run_state import RunReader, RunState
+from trainer import runner
+from trainer.run_state import RunReader, RunState
 
 
 class RunMonitor:

@@ -20,7 +20,7 @@ from trainer.families.loading import detect_family
 from trainer.preflight import (dataset_problems, model_source_problems, overwrite_problems, run_preflight,
                                scan_and_plan)
 
-from .gpu import gpu_facts
+from trainer.gpu import gpu_facts
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The Run tab: Check, Start, Stop, TensorBoard, and the live view of the training (polled about once a second).
 
 Start runs the same check as `python -m trainer check`, then starts `python -m trainer train RUN/config.yaml` as
-a child process (ui/runner.py). The view reads the run folder only, so it works the same for a run this GUI
+a child process (trainer/runner.py). The view reads the run folder only, so it works the same for a run this GUI
 started and for one it found again after a reload or a restart.
 """
 
@@ -21,7 +21,7 @@ from .i18n import t
 from .live import live_outputs, problems_markdown, render_review
 from .page import Page, form_data
 from .review import review
-from .run_state import CONSOLE_LOG, last_log_lines
+from trainer.run_state import CONSOLE_LOG, last_log_lines
 from .tensorboard import open_tensorboard
 
 POLL_S = 1.0

@@ -1,6 +1,6 @@
 """A run's state as the Run tab shows it: status line, progress bar, banners, curves, samples, saved files.
 
-Pure rendering of ui/run_state.RunState into HTML, Markdown and tables; the Gradio wiring is in ui/run_tab.py.
+Pure rendering of trainer/run_state.RunState into HTML, Markdown and tables; the Gradio wiring is in ui/run_tab.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .i18n import TEXT, t
-from .run_state import COMPLETED, FAILED, RUNNING, STARTING, STOPPED, RunState
+from trainer.run_state import COMPLETED, FAILED, RUNNING, STARTING, STOPPED, RunState
 
 STATUS_KEYS = {STARTING: "status_starting", RUNNING: "status_running", COMPLETED: "status_completed",
                STOPPED: "status_stopped", FAILED: "status_failed"}

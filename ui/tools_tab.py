@@ -24,7 +24,7 @@ from trainer.lora_tools.cli import DYNAMIC_METHODS, LAYOUTS, PRECISIONS
 
 from .i18n import t
 from .page import Page
-from .runner import REPO
+from trainer.runner import REPO
 
 NO_METHOD = "none"  # the dynamic method choice that passes no --dynamic-method: every layer gets --rank
 TAIL_LINES = 20  # of stderr, shown when a tool fails unexpectedly (a traceback's end says what broke)

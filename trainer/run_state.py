@@ -20,7 +20,7 @@ from typing import Any
 
 EVENTS_FILE = "events.jsonl"
 TRAIN_LOG = "train.log"
-CONSOLE_LOG = "console.log"  # the child's stdout and stderr (ui/runner.py): also holds tracebacks and "error:"
+CONSOLE_LOG = "console.log"  # the child's stdout and stderr (trainer/runner.py): also holds tracebacks and "error:"
 LOG_LINES = 40  # how many log lines a failure banner shows
 SMOOTHING = 0.9  # the loss curve's EMA weight, TensorBoard's default smoothing
 

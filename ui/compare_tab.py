@@ -1,0 +1,181 @@
+"""The Compare tab: a queue of variations of the form's config (a sweep), and the grid of their previews (runs x
+epochs, same prompt and seed) with their loss curves overlaid.
+
+Start runs `python -m trainer sweep CONFIG --vary ... --sweep-dir DIR` as a child process in its own session (an
+argument list, never a shell), so the queue goes on when the page is reloaded or the GUI restarted; the tab reads
+DIR/sweep.json and the runs' folders (trainer/compare.py). The running variation also shows in the Run tab, like
+any training.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from PIL import Image
+
+from trainer.compare import compare
+from trainer.config_io import config_to_yaml
+from trainer.errors import ConfigError, UserError
+from trainer.events import STOP_FILE
+from trainer.sweep import parse_vary, plan_sweep
+from trainer.sweep_run import SWEEP_FILE, new_sweep_dir, read_sweep
+
+from .fields import config_from_form
+from .i18n import t
+from .page import Page
+from .review import review
+from trainer.runner import REPO
+
+POLL_S = 2.0
+THUMB_PX = 256  # grid cells are thumbnails: the whole grid travels inside the page
+
+
+def build(page: Page) -> Callable[[], None]:
+    lang = page.form.lang
+    page.text(gr.Markdown(t(lang, "sweep_intro")), "sweep_intro", "value")
+    vary = page.text(gr.Textbox(label=t(lang, "sweep_vary"), lines=3, elem_id="sweep-vary",
+                                placeholder="network_dim=8,16\nlearning_rate=1e-4,5e-4"), "sweep_vary")
+    with gr.Row():
+        start = page.text(gr.Button(t(lang, "sweep_start"), variant="primary", elem_id="sweep-start"), "sweep_start",
+                          "value")
+        stop = page.text(gr.Button(t(lang, "sweep_stop"), variant="stop", elem_id="sweep-stop"), "sweep_stop",
+                         "value")
+    queue = gr.Markdown(elem_id="sweep-queue")
+    prompt = page.text(gr.Dropdown(choices=[], label=t(lang, "compare_prompt"), elem_id="compare-prompt"),
+                       "compare_prompt")
+    losses = page.text(gr.LinePlot(x="step", y="loss", color="run", label=t(lang, "compare_loss"), height=260,
+                                   elem_id="compare-loss"), "compare_loss")
+    grid = gr.HTML(elem_id="compare-grid")
+    seen = gr.State(None)
+
+    def wire() -> None:
+        output_dir = page.form.components["output_dir"]
+        start.click(lambda lang, items, *values: start_sweep(lang, items, values), [page.lang, vary, *page.form.inputs],
+                    page.message)
+        stop.click(lambda lang, folder: stop_sweep(lang, folder), [page.lang, output_dir], page.message)
+        outputs = [queue, prompt, losses, grid, seen]
+        gr.Timer(POLL_S).tick(show_sweep, [page.lang, output_dir, prompt, seen], outputs, show_progress="hidden",
+                              concurrency_id="sweep-poll")
+        prompt.input(lambda lang, folder, index: show_sweep(lang, folder, index, None), [page.lang, output_dir, prompt],
+                     outputs, show_progress="hidden")
+
+    return wire
+
+
+def start_sweep(lang: str, items: str, values: tuple) -> str:
+    """Check the base config and every variation, then start the queue; the problems otherwise."""
+    lines = [line.strip() for line in (items or "").splitlines() if line.strip()]
+    if not lines:
+        return t(lang, "sweep_empty")
+    checked = review(config_from_form(list(values)), full=True)
+    if checked.problems:
+        return "\n".join(f"- {p}" for p in checked.problems)
+    base = checked.config.model_dump(mode="json")
+    try:
+        plan = plan_sweep(base, parse_vary(lines))
+    except UserError as exc:
+        return "\n".join(f"- {p}" for p in getattr(exc, "problems", [exc.message]))
+    folder = new_sweep_dir(Path(checked.config.output_dir).expanduser().resolve())
+    config_file = folder / "base.yaml"
+    config_file.write_text(config_to_yaml(checked.config), encoding="utf-8")
+    argv = [sys.executable, "-m", "trainer", "sweep", str(config_file), "--sweep-dir", str(folder)]
+    for line in lines:
+        argv += ["--vary", line]
+    with open(folder / "console.log", "ab") as console:  # own session: the queue outlives the page and Ctrl+C
+        subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    return t(lang, "sweep_started", n=len(plan.runs), folder=folder)
+
+
+def stop_sweep(lang: str, output_dir: str) -> str:
+    folder = latest_sweep(output_dir)
+    if folder is None or read_sweep(folder).get("status") != "running":
+        return t(lang, "sweep_none_running")
+    (folder / STOP_FILE).touch()
+    return t(lang, "sweep_stopping")
+
+
+def latest_sweep(output_dir: str) -> Path | None:
+    if not output_dir:
+        return None
+    sweeps = Path(output_dir).expanduser().resolve() / "sweeps"
+    found = sorted(sweeps.glob(f"*/{SWEEP_FILE}"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def show_sweep(lang: str, output_dir: str, prompt: str | None, shown: Any) -> list[Any]:
+    """The queue, the prompt choices, the overlaid losses and the grid of the newest sweep; skipped when nothing
+    changed since `shown`."""
+    folder = latest_sweep(output_dir)
+    if folder is None:
+        return [t(lang, "sweep_none"), gr.skip(), gr.skip(), "", None]
+    version = (lang, str(folder), prompt, _stamp(folder))
+    if version == shown:
+        return [gr.skip()] * 4 + [shown]
+    try:
+        data = compare(folder)
+    except (OSError, ValueError, ConfigError):  # sweep.json being replaced right now: next tick
+        return [gr.skip()] * 4 + [shown]
+    choices = [(f"{i}: {text[:80]}", str(i)) for i, text in enumerate(data["prompts"])]
+    index = prompt if prompt in {value for _, value in choices} else (choices[0][1] if choices else None)
+    return [queue_markdown(lang, data), gr.update(choices=choices, value=index), loss_frame(data),
+            grid_html(lang, data, int(index) if index is not None else 0), version]
+
+
+def _stamp(folder: Path) -> tuple:
+    """Changes whenever sweep.json or any run's events grow."""
+    record = read_sweep(folder)
+    events = [Path(run["run_dir"]) / "events.jsonl" for run in record["runs"] if run["run_dir"]]
+    return ((folder / SWEEP_FILE).stat().st_mtime, *(p.stat().st_size for p in events if p.exists()))
+
+
+def queue_markdown(lang: str, data: dict[str, Any]) -> str:
+    rows = [f"| {t(lang, 'sweep_run')} | {t(lang, 'sweep_status')} | {t(lang, 'run_dir')} |", "|---|---|---|"]
+    rows += [f"| `{run['label']}` | {run['status']} | `{run['run_dir'] or '–'}` |" for run in data["runs"]]
+    return "\n".join(rows)
+
+
+def loss_frame(data: dict[str, Any]) -> pd.DataFrame:
+    rows = [(step, loss, run["label"]) for run in data["runs"] for step, loss in run["smoothed"]]
+    return pd.DataFrame(rows, columns=["step", "loss", "run"])
+
+
+def grid_html(lang: str, data: dict[str, Any], prompt: int) -> str:
+    """Runs as rows, epochs as columns: the same prompt and seed in every cell, so the eye compares one thing."""
+    cells = data["grid"].get(prompt, {})
+    if not cells:
+        return f"<p>{html.escape(t(lang, 'compare_empty'))}</p>"
+    epochs = data["epochs"]
+    head = "".join(f"<th>{html.escape(t(lang, 'epoch_label', epoch=e))}</th>" for e in epochs)
+    body = []
+    for run in data["runs"]:
+        row = "".join(_cell(cells.get(epoch, {}).get(run["label"])) for epoch in epochs)
+        body.append(f"<tr><th>{html.escape(run['label'])}</th>{row}</tr>")
+    return f'<table class="danlu-compare"><tr><th></th>{head}</tr>{"".join(body)}</table>'
+
+
+def _cell(path: str | None) -> str:
+    if not path or not Path(path).is_file():
+        return "<td></td>"
+    return f'<td><img src="{_thumbnail(path, Path(path).stat().st_mtime)}" title="{html.escape(path)}"></td>'
+
+
+@functools.lru_cache(maxsize=512)
+def _thumbnail(path: str, mtime: float) -> str:
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMB_PX, THUMB_PX))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
