@@ -51,6 +51,18 @@ class RunLog:
         self._events.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._events.flush()
 
+    def health(self, level: str, code: str, message: str, hint: str, step: int, **fields: Any) -> None:
+        """A `health` event (DESIGN.md), also in train.log and in TensorBoard: the text under `health`, and a
+        scalar health/<code> = 1 that marks the step on the curves."""
+        self.event("health", level=level, code=code, message=message, hint=hint, step=step, **fields)
+        log = {"error": self._logger.error, "warning": self._logger.warning}.get(level, self._logger.info)
+        log(f"health {code}: {message} (hint: {hint})")
+        writer = self._writer()
+        if writer is not None:
+            writer.add_text("health", f"**{level} {code}** at step {step}: {message}  \nhint: {hint}", step)
+            writer.add_scalar(f"health/{code}", 1, step)
+            writer.flush()
+
     def info(self, message: str) -> None:
         self._logger.info(message)
 

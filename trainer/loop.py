@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import time
 import traceback
 import uuid
@@ -26,6 +27,7 @@ from .events import RunLog
 from .export import load_lora, save_lora
 from .families.base import Conditioning
 from .families.registry import load_family
+from .health import Diverged, HealthMonitor, corrupt_weights_event, sample_event
 from .latents import LatentCache, encode_pixels
 from .metadata import build_metadata, for_save
 from .dylora import add_dylora
@@ -65,6 +67,7 @@ class Trainer:
         config = self.config = self.model.config = self.model.config.model_copy(update=self.model.resolved())
         if self.log.enabled:
             (self.log.run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
+        self.health = HealthMonitor(config)  # diagnoses with the resolved family and precision
         self._place_models()
         self.model.set_attention(config.sdpa, config.xformers)
         if config.fp8_base:
@@ -250,9 +253,10 @@ class Trainer:
         return self.accelerator.check_trigger()
 
     def _optimizer_step(self, loss: float, batch: MicroBatch) -> None:
-        if self.config.max_grad_norm > 0:
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm)
+        grad_norm = self._grad_norm()
+        if self._non_finite(loss, grad_norm):  # checked before the step: a NaN update never reaches the weights
+            self._skip_update(loss, grad_norm, batch)
+            return
         self.optimizer.step()
         # The LRs this step used (and d·lr for D-Adaptation/Prodigy), read before the scheduler moves on.
         lrs, lr_effective = step_lrs(self.optimizer.optimizer, self.group_names)
@@ -261,18 +265,55 @@ class Trainer:
         self.step, self.epoch = batch.step, batch.epoch
         self.losses.append(loss)
         self.step_times.append(time.time())
-        self._log_step(loss, lrs, batch.epoch, lr_effective)
+        # Under fp16's loss scaler an overflowing gradient is routine (the scaler skipped the step): no norm.
+        finite_norm = grad_norm if math.isfinite(grad_norm) else None
+        self._log_step(loss, lrs, batch.epoch, lr_effective, finite_norm)
+        for event in self.health.observe(self.step, loss, finite_norm):
+            self.log.health(**event.fields())
+
+    def _grad_norm(self) -> float:
+        """The total gradient norm, unscaled (fp16) and before clipping; clips to max_grad_norm when set."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.config.max_grad_norm > 0:
+            return float(self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm))
+        self.accelerator.unscale_gradients()
+        return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+
+    def _non_finite(self, loss: float, grad_norm: float) -> bool:
+        """Whether the loss or the gradients are NaN/inf on any process (all of them decide alike). Under fp16's
+        loss scaler overflowing gradients are routine: the scaler skips that step and lowers its scale itself."""
+        bad = not math.isfinite(loss) or (self.accelerator.scaler is None and not math.isfinite(grad_norm))
+        if self.accelerator.num_processes == 1:
+            return bad
+        flag = torch.tensor(float(bad), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, "sum").item())
+
+    def _skip_update(self, loss: float, grad_norm: float, batch: MicroBatch) -> None:
+        """Drop a non-finite step's update. on_nan stop ends the run (Diverged); warn goes on, the schedule
+        moving as if the step had been taken (as with a step the fp16 scaler skips)."""
+        lr = next(iter(step_lrs(self.optimizer.optimizer, self.group_names)[0].values()))
+        event = self.health.non_finite(batch.step, loss, grad_norm, lr)
+        if event is not None:
+            self.log.health(**event.fields())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.config.on_nan == "stop":
+            raise Diverged(event)
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.update()  # closes the step that unscale_ opened, as a skipped scaler step does
+        self.scheduler.step()
+        self.step, self.epoch = batch.step, batch.epoch
 
     def _log_step(self, loss: float, lrs: dict[str, float], epoch: int,
-                  lr_effective: dict[str, float] | None = None) -> None:
+                  lr_effective: dict[str, float] | None = None, grad_norm: float | None = None) -> None:
         total = self.pre.plan.total_steps
         it_s = (len(self.step_times) - 1) / max(self.step_times[-1] - self.step_times[0], 1e-9)
         avg = float(np.mean(self.losses))
         adapted = {"lr_effective": lr_effective} if lr_effective else {}
         self.log.event("step", step=self.step, epoch=epoch, loss=loss, avg_loss=avg,
-                       lr=next(iter(lrs.values())), lrs=lrs, **adapted, it_s=round(it_s, 4),
+                       lr=next(iter(lrs.values())), lrs=lrs, **adapted, grad_norm=grad_norm, it_s=round(it_s, 4),
                        eta_s=round((total - self.step) / it_s, 1) if it_s > 0 else None)
-        self.log.scalars({"loss/current": loss, "loss/average": avg,
+        norm = {} if grad_norm is None else {"grad_norm": grad_norm}
+        self.log.scalars({"loss/current": loss, "loss/average": avg, **norm,
                           **{f"lr/{name}": lr for name, lr in lrs.items()},
                           **{f"lr_effective/{name}": lr for name, lr in (lr_effective or {}).items()}}, self.step)
         if self.step == 1 or self.step % 10 == 0 or self.step == total:
@@ -297,6 +338,7 @@ class Trainer:
 
     # --- outputs ------------------------------------------------------------------------------------
     def _save(self, path: Path, epoch: int) -> None:
+        self._check_weights_finite(path)
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
@@ -305,6 +347,15 @@ class Trainer:
         save_lora(path, tensors, metadata, self.config.save_precision)
         self.log.event("checkpoint", path=str(path), epoch=epoch, step=self.step)
         self.log.info(f"saved {path}")
+
+    def _check_weights_finite(self, path: Path) -> None:
+        """Nothing corrupt is saved: NaN/inf weights end the run before the file is written. Every process
+        holds the same weights, so all of them stop together."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            event = corrupt_weights_event(self.config, self.step, path.name)
+            self.log.health(**event.fields())
+            raise Diverged(event)
 
     def _sample(self, epoch: int) -> None:
         if not self.prompts or not self.accelerator.is_main_process:
@@ -321,6 +372,9 @@ class Trainer:
             Image.fromarray(image).save(path)
             self.log.event("sample", path=str(path), step=self.step, epoch=epoch, prompt=spec.prompt)
             self.log.image(f"sample/p{index}", image, self.step)
+            event = sample_event(image, self.step, str(path))  # a warning only: the run goes on
+            if event is not None:
+                self.log.health(**event.fields())
         for part in self.parts:
             part.module.train()
 
@@ -339,6 +393,10 @@ def train(config: TrainConfig, run_dir: Path) -> str:
         trainer = Trainer(config, pre, log, accelerator)
         trainer.setup()
         return trainer.run()
+    except Diverged as exc:  # the health event is written; no final file, the earlier files stay as they are
+        log.event("finished", status="failed", step=exc.event.step)
+        log.info(f"training failed at step {exc.event.step} ({exc.event.code})")
+        return "failed"
     except UserError as exc:
         log.event("error", message=exc.message, hint=exc.hint)
         log.event("finished", status="failed")

@@ -49,6 +49,18 @@ class StepsFields(SchemaPart):
         "Add up the gradients of this many batches before each optimizer step: a larger effective batch without "
         "more VRAM.", "梯度累积：累积这么多批的梯度再更新一次，不增加显存也能得到更大的等效批大小。",
         advanced=True, ge=1, le=1024)
+    on_nan: Literal["stop", "warn"] = field(
+        "stop", "steps", "steps",
+        "What a step whose loss or gradients are NaN/inf does. Either way that update is not applied, so no file "
+        "gets broken weights. stop: end the run at once as failed, with a diagnosis (fp16 overflow, a learning "
+        "rate too high, ...); the epoch files saved before stay usable. warn: skip the step, warn, and go on; "
+        "only worth it when a rare single bad batch causes it. Gradient overflows that fp16's loss scaler skips "
+        "by itself are normal and do not count.",
+        "某一步的 loss 或梯度出现 NaN/inf（炸炉）时怎么办。两种方式都不会应用这一步的更新，保存的文件不会被坏权重污染。"
+        "stop：立即结束训练并标记为失败，同时给出诊断（fp16 溢出、学习率过高等），之前保存的各轮文件照常可用。"
+        "warn：跳过这一步、发出警告后继续训练；只在偶尔一批坏数据引起时才值得用。fp16 的损失缩放器自己跳过的梯度溢出属于正常现象，"
+        "不算在内。",
+        advanced=True, metadata=False)
     save_every_n_epochs: int | None = field(
         None, "steps", "saving", "Also save a LoRA file every N epochs (name-000004.safetensors), to pick the best "
         "epoch later.", "每 N 轮额外保存一次 LoRA（name-000004.safetensors），方便事后挑出效果最好的一轮。", ge=1)
