@@ -89,9 +89,9 @@ def page(browser, gui):
     context.close()
 
 
-def shot(tab, name: str) -> None:
+def shot(tab, name: str, full_page: bool = False) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+    tab.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
 
 def fill(tab, key: str, value: str) -> None:
@@ -238,4 +238,5 @@ def test_a_two_variation_queue_makes_two_runs_and_a_compare_grid(page, gui):
     grid.wait_for()
     assert grid.locator("tr").count() == 3  # the epoch header, then one row per run
     assert grid.locator("img").count() >= 4  # two runs x at least two epochs, same prompt and seed
-    shot(page, "compare")
+    page.wait_for_timeout(2000)  # the chart draws after its data arrives
+    shot(page, "compare", full_page=True)

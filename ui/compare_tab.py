@@ -148,7 +148,7 @@ def queue_markdown(lang: str, data: dict[str, Any]) -> str:
 
 def loss_frame(data: dict[str, Any]) -> pd.DataFrame:
     rows = [(step, loss, run["label"]) for run in data["runs"] for step, loss in run["smoothed"]]
-    return pd.DataFrame(rows, columns=["step", "loss", "run"])
+    return pd.DataFrame(rows, columns=["step", "loss", "run"]).astype({"step": int, "loss": float})
 
 
 def grid_html(lang: str, data: dict[str, Any], prompt: int) -> str:

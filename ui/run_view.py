@@ -64,14 +64,14 @@ def banner_title(code: str, lang: str) -> str:
 def loss_frame(state: RunState | None, lang: str) -> pd.DataFrame:
     rows = [(s, v, t(lang, "loss_raw")) for s, v in (state.losses if state else [])]
     rows += [(s, v, t(lang, "loss_smoothed")) for s, v in (state.smoothed_losses if state else [])]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": int, "loss": float})
 
 
 def lr_frame(state: RunState | None) -> pd.DataFrame:
     """The scheduler's LR, and for D-Adaptation/Prodigy the adapted step size d·lr beside it."""
     rows = [(s, v, "lr") for s, v in (state.lrs if state else [])]
     rows += [(s, v, "d·lr") for s, v in (state.effective_lrs if state else [])]
-    return pd.DataFrame(rows, columns=["step", "lr", "series"])
+    return pd.DataFrame(rows, columns=["step", "lr", "series"]).astype({"step": int, "lr": float})
 
 
 def gallery_items(state: RunState | None, run_dir: Path | None, lang: str) -> list[tuple[str, str]]:
