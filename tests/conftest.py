@@ -89,3 +89,15 @@ def only_run_dir(output_dir: Path) -> Path:
     runs = sorted((output_dir / "runs").iterdir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+@pytest.fixture
+def fresh_runner(monkeypatch):
+    """The GUI's process runner with no active run; no training a test started outlives it."""
+    from trainer import runner
+
+    monkeypatch.setattr(runner, "_active", None)
+    yield
+    handle = runner._active
+    if handle is not None and handle.alive:
+        handle._kill_group()

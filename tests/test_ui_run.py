@@ -16,13 +16,7 @@ from trainer.run_state import Diagnosis, RunState
 from ui.tensorboard import open_tensorboard
 
 
-@pytest.fixture(autouse=True)
-def fresh_runner(monkeypatch):
-    monkeypatch.setattr(runner, "_active", None)
-    yield
-    handle = runner._active
-    if handle is not None and handle.alive:
-        handle._kill_group()
+pytestmark = pytest.mark.usefixtures("fresh_runner")
 
 
 def test_a_restarted_gui_reattaches_and_stops_the_training(make_config, tmp_path):

@@ -16,15 +16,7 @@ from trainer.run_state import SMOOTHING, EventTail, RunReader, RunState, diagnos
 
 LONG_RUN = {"max_train_steps": 100000}  # ends only when stopped or killed
 
-
-@pytest.fixture(autouse=True)
-def fresh_runner(monkeypatch):
-    """Each test starts with no active run, and no training it started outlives it."""
-    monkeypatch.setattr(runner, "_active", None)
-    yield
-    handle = runner._active
-    if handle is not None and handle.alive:
-        handle._kill_group()
+pytestmark = pytest.mark.usefixtures("fresh_runner")
 
 
 def wait_for(reader: RunReader, handle: runner.RunHandle, done, timeout: float = 240.0):

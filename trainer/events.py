@@ -18,9 +18,10 @@ import numpy as np
 STOP_FILE = "STOP"
 
 
-def new_run_dir(output_dir: Path) -> Path:
-    """output_dir/runs/<YYYYmmdd-HHMMSS>, with a suffix when two runs start in the same second."""
-    base = output_dir / "runs" / time.strftime("%Y%m%d-%H%M%S")
+def new_run_dir(output_dir: Path, kind: str = "runs") -> Path:
+    """output_dir/<kind>/<YYYYmmdd-HHMMSS> (kind: runs, or sweeps), with a suffix when two start in the same
+    second."""
+    base = output_dir / kind / time.strftime("%Y%m%d-%H%M%S")
     run_dir, n = base, 1
     while run_dir.exists():
         n += 1

@@ -84,9 +84,13 @@ def map_network_config(data: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             raise ValueError(f"network_args: {key}={value} is not a number") from None
     data["network_type"] = kind
-    if module != "networks.lora_flux" or kind != "lora":  # Flux keeps the name its LoRAs are saved under
-        data["network_module"] = NETWORK_TYPES[kind].module
+    data["network_module"] = module_for(kind, module)
     return data
+
+
+def module_for(kind: str, module: str) -> str:
+    """The network_module a network type is saved under; Flux's LoRA keeps the name sd-scripts gives it."""
+    return module if (module, kind) == ("networks.lora_flux", "lora") else NETWORK_TYPES[kind].module
 
 
 def _implied_type(module: str, algo: str | None, chosen: str | None) -> str | None:

@@ -30,7 +30,7 @@ import yaml
 from .run_state import COMPLETED, FAILED, RUNNING, STOPPED, RunReader
 
 from .errors import UserError
-from .events import STOP_FILE
+from .events import STOP_FILE, new_run_dir
 from .sweep import SweepPlan, parse_vary, plan_sweep
 
 SWEEP_FILE = "sweep.json"
@@ -170,14 +170,8 @@ def read_sweep(sweep_dir: Path | str) -> dict[str, Any]:
 
 
 def new_sweep_dir(output_dir: Path) -> Path:
-    """output_dir/sweeps/<YYYYmmdd-HHMMSS>, with a suffix when two sweeps start in the same second."""
-    base = output_dir / "sweeps" / time.strftime("%Y%m%d-%H%M%S")
-    sweep_dir, n = base, 1
-    while sweep_dir.exists():
-        n += 1
-        sweep_dir = base.with_name(f"{base.name}-{n}")
-    sweep_dir.mkdir(parents=True)
-    return sweep_dir
+    """output_dir/sweeps/<YYYYmmdd-HHMMSS> (a suffix when two sweeps start in the same second)."""
+    return new_run_dir(output_dir, "sweeps")
 
 
 # --- command line ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Any
 
 import gradio as gr
 
+from trainer.network_types import module_for
+
 from . import compare_tab, live, lr_finder, presets_tab, run_tab, settings, tools_tab
 from .fields import form_values
 from .form import Form
@@ -91,7 +93,7 @@ def _wire_live(page: Page, views: dict[str, Any]) -> None:
           show_progress="hidden")
     page.then_review = lambda event: event.then(refresh, inputs, outputs, show_progress="hidden")
     network_type = page.form.components["network_type"]
-    network_type.input(run_tab.network_module_for, [network_type, page.form.components["network_module"]],
+    network_type.input(module_for, [network_type, page.form.components["network_module"]],
                        page.form.components["network_module"], show_progress="hidden")
 
 

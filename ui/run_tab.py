@@ -14,7 +14,6 @@ import gradio as gr
 
 from trainer.config_io import config_to_yaml
 from trainer.errors import UserError
-from trainer.network_types import NETWORK_TYPES
 
 from . import run_view, settings
 from .i18n import t
@@ -27,13 +26,6 @@ from .tensorboard import open_tensorboard
 POLL_S = 1.0
 STOP_TIMEOUT_S = 120.0  # a clean stop saves the LoRA first: allow for a large model's save
 LOG_LINES = 30
-
-
-def network_module_for(network_type: str, module: str) -> str:
-    """The sd-scripts module name that goes with a network type picked in the form (Flux keeps lora_flux)."""
-    if network_type == "lora" and module == "networks.lora_flux":
-        return module
-    return NETWORK_TYPES[network_type].module
 
 
 def build(page: Page, views: dict[str, Any]) -> None:

@@ -15,15 +15,11 @@ import yaml
 
 from trainer.config_io import read_config_file
 from trainer.errors import ConfigError
-from trainer.presets.library import danlu_home
+from trainer.presets.library import danlu_home as home
 
 FORM_FILE = "form.yaml"
 LANG_FILE = "lang.txt"
 DEMO_PREPARE_TIMEOUT_S = 300
-
-
-def home() -> Path:
-    return danlu_home()
 
 
 def load_form() -> dict[str, Any] | None:
