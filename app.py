@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from trainer.errors import UserError
+    from trainer.common.errors import UserError
     from ui import settings
     from ui.app import build_app
     from ui.tensorboard import free_port

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/train_speed.py [--steps N] [--out docs/benchmarks.md]
 
-Each setting trains for real through trainer.loop.train in a fresh Python process (so the peak RSS is that
+Each setting trains for real through trainer.training.loop.train in a fresh Python process (so the peak RSS is that
 setting's own) and reports steady-state it/s, the time to the first step and peak memory. With CUDA the runs
 use bf16 mixed precision and also report torch.cuda.max_memory_allocated.
 """
@@ -57,8 +57,8 @@ def run_one(spec: dict) -> dict:
     """In the child process: train one config, then measure from its events.jsonl and the process counters."""
     import torch
 
-    from trainer.config_io import validate_config
-    from trainer.loop import train
+    from trainer.config.io import validate_config
+    from trainer.training.loop import train
 
     run_dir = Path(spec["run_dir"])
     started = time.time()
@@ -92,8 +92,8 @@ def spawn(name: str, config: dict, run_dir: Path) -> dict:
 
 
 def run_matrix(steps: int, cuda: bool) -> dict[str, dict]:
-    from trainer.demo_data import build_demo_dataset
-    from trainer.tiny_models import build_tiny_sd
+    from trainer.demo.data import build_demo_dataset
+    from trainer.demo.tiny_models import build_tiny_sd
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="danlu-bench-") as tmp:
@@ -147,7 +147,7 @@ Measured with `bench/train_speed.py` on {datetime.date.today().isoformat()}.
 
 {table(results, cuda)}
 
-What the figures mean: each setting trains the tiny random SD1.5 model (trainer.tiny_models) on the demo
+What the figures mean: each setting trains the tiny random SD1.5 model (trainer.demo.tiny_models) on the demo
 dataset (42 images with repeats, resolution 64, buckets 64-128, LoRA dim 4) in its own process.
 They show the relative cost of the options and the overhead of the training loop, not the speed of a real
 SD1.5 model, where the UNet's compute dominates and the options weigh differently (gradient checkpointing,

@@ -11,10 +11,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import pytest
 import yaml
+from tiny_flux import build_tiny_flux
 
-from trainer.demo_data import build_demo_dataset
-from trainer.tiny_flux import build_tiny_flux
-from trainer.tiny_models import build_tiny_sd
+from trainer.demo.data import build_demo_dataset
+from trainer.demo.tiny_models import build_tiny_sd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ def only_run_dir(output_dir: Path) -> Path:
 @pytest.fixture
 def fresh_runner(monkeypatch):
     """The GUI's process runner with no active run; no training a test started outlives it."""
-    from trainer import runner
+    from trainer.run import runner
 
     monkeypatch.setattr(runner, "_active", None)
     yield

@@ -9,14 +9,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from trainer.families.original_layout import (
-    LDM_TEXT_ENCODERS,
-    Tensors,
-    bfl_flux,
-    hf_clip,
-    ldm_checkpoint,
-    ldm_vae,
-)
+from trainer.families.original_layout import LDM_TEXT_ENCODERS, Tensors, bfl_flux, hf_clip, ldm_checkpoint, ldm_vae
 
 __all__ = ["bfl_flux", "folder_config", "folder_weights", "ldm_vae", "write_flux_files", "write_ldm_checkpoint"]
 

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from trainer.__main__ import main
-from trainer.advice import Advice, config_advice, gpu_facts
+from trainer.checks.advice import Advice, config_advice, gpu_facts
+from trainer.checks.preflight import run_preflight
 from trainer.config import TrainConfig
-from trainer.demo import DEMO_SETTINGS
-from trainer.preflight import run_preflight
+from trainer.demo.prepare import DEMO_SETTINGS
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 

@@ -15,17 +15,17 @@ from accelerate import Accelerator
 from conftest import read_events
 from PIL import Image, ImageOps
 
-from trainer.captions import CaptionOptions
-from trainer.config_io import validate_config
-from trainer.data import Augment, BatchDataset, MicroBatch, make_loader
+from trainer.checks.preflight import run_preflight
+from trainer.common.errors import ConfigError
+from trainer.config.io import validate_config
+from trainer.dataset.captions import CaptionOptions
 from trainer.dataset.images import color_aug, load_image_rgb, resize_and_crop, shift_hue, to_tensor
+from trainer.dataset.latents import CACHE_VERSION, LatentCache, cache_path, encode_pixels
 from trainer.dataset.plan import Entry
 from trainer.dataset.scan import ImageItem
-from trainer.errors import ConfigError
-from trainer.events import RunLog
-from trainer.latents import CACHE_VERSION, LatentCache, cache_path, encode_pixels
-from trainer.loop import Trainer
-from trainer.preflight import run_preflight
+from trainer.dataset.stream import Augment, BatchDataset, MicroBatch, make_loader
+from trainer.run.events import RunLog
+from trainer.training.loop import Trainer
 
 SAMPLES = 240
 

@@ -11,13 +11,13 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-from trainer.captions import CAPTION_STREAM, CaptionOptions, preview_captions, process_caption, sample_rng
+from trainer.common.errors import ConfigError
 from trainer.config import TrainConfig
-from trainer.config_io import validate_config
-from trainer.data import BatchDataset, MicroBatch, make_loader
+from trainer.config.io import validate_config
+from trainer.dataset.captions import CAPTION_STREAM, CaptionOptions, preview_captions, process_caption, sample_rng
 from trainer.dataset.plan import Entry
 from trainer.dataset.scan import ImageItem
-from trainer.errors import ConfigError
+from trainer.dataset.stream import BatchDataset, MicroBatch, make_loader
 
 TAGS = [f"t{i}" for i in range(8)]
 CAPTION = ", ".join(TAGS)

@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli, write_config
 
 from trainer.config import TrainConfig
-from trainer.config_io import ConfigError, load_config, read_config_file, validate_config
+from trainer.config.io import ConfigError, load_config, read_config_file, validate_config
 
 
 def test_yaml_json_and_sd_scripts_toml_give_the_same_config(tmp_path):
@@ -93,7 +93,7 @@ def test_a_model_folder_that_does_not_load_is_a_clear_error(tmp_path, make_confi
 
 
 def test_full_config_round_trips_through_yaml(tmp_path):
-    from trainer.config_io import config_to_yaml
+    from trainer.config.io import config_to_yaml
 
     config = TrainConfig(network_dim=12, sample_prompts=["a", "b"], v2=False)
     (tmp_path / "c.yaml").write_text(config_to_yaml(config))

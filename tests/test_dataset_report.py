@@ -6,8 +6,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from trainer.checks.preflight import scan_and_plan
 from trainer.config import TrainConfig
-from trainer.preflight import scan_and_plan
 from ui.dataset_report import TEXT, dataset_report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +87,6 @@ def test_errors_give_no_plan_but_still_the_folders(tmp_path):
 def test_no_train_data_dir_and_no_torch():
     scan, entries, plan = scan_and_plan(TrainConfig(max_train_epochs=1))
     assert (scan.subsets, entries, plan) == ([], [], None)
-    code = "import sys, trainer.preflight, ui.dataset_report; print('torch' in sys.modules)"
+    code = "import sys, trainer.checks.preflight, ui.dataset_report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -8,8 +8,8 @@ import torch
 from conftest import REPO, run_cli, write_config
 from safetensors.torch import save_file
 
+from trainer.checks.preflight import readiness_problems
 from trainer.families.detect import CheckpointKind, base_model_advice, describe_checkpoint, tensor_names
-from trainer.preflight import readiness_problems
 
 UNET = "model.diffusion_model."
 # Only the shapes detection reads are real (the attn2.to_k context width, latent channels, text widths); the
@@ -193,7 +193,7 @@ def test_garbage_is_not_a_model_file(tmp_path, content):
 def test_preflight_names_what_a_lora_or_embedding_is(tmp_path):
     lora = save_shapes(tmp_path / "my.safetensors", CASES["kohya_lora_sd1"][0])
     emb = save_shapes(tmp_path / "e.safetensors", CASES["embedding_sd1"][0])
-    from trainer.config_io import validate_config
+    from trainer.config.io import validate_config
 
     def problem(path):
         config = validate_config({"pretrained_model_name_or_path": str(path), "train_data_dir": str(tmp_path)})

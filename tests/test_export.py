@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from trainer.export import load_lora, model_hashes, save_lora
+from trainer.training.export import load_lora, model_hashes, save_lora
 
 
 def _tensors(version: int, size: int = 64) -> dict[str, torch.Tensor]:
@@ -52,7 +52,7 @@ def test_pickle_formats_load_with_weights_only(tmp_path, suffix):
 WRITER = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
-    from trainer.export import save_lora
+    from trainer.training.export import save_lora
     path = Path(sys.argv[1])
     version = 0
     while True:

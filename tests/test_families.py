@@ -11,17 +11,17 @@ from accelerate import Accelerator
 from conftest import only_run_dir, read_events, run_cli, write_config
 from diffusers import FluxPipeline
 from single_files import write_flux_files, write_ldm_checkpoint
+from tiny_flux import build_tiny_flux
 
-from trainer.config_io import validate_config
-from trainer.data import size_condition
+from trainer.checks.preflight import run_preflight
+from trainer.common.errors import UserError
+from trainer.config.io import validate_config
 from trainer.dataset.plan import Entry
 from trainer.dataset.scan import ImageItem
-from trainer.errors import UserError
-from trainer.events import RunLog
+from trainer.dataset.stream import size_condition
 from trainer.families.registry import load_family
-from trainer.loop import Trainer
-from trainer.preflight import run_preflight
-from trainer.tiny_flux import build_tiny_flux
+from trainer.run.events import RunLog
+from trainer.training.loop import Trainer
 
 
 def train_in_process(tmp_path, config: dict, precision: str = "no") -> Trainer:

@@ -7,10 +7,19 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from pydantic import ValidationError
 
-from trainer.families.flux_math import (apply_prediction_type, flow_shift, flow_target, flux_shift_mu,
-                                        image_seq_len, loss_weighting, noisy_model_input, sample_sigmas,
-                                        schedule_sigmas, time_shift)
-from trainer.schema.flux import FluxFields
+from trainer.config.schema.flux import FluxFields
+from trainer.families.flux_math import (
+    apply_prediction_type,
+    flow_shift,
+    flow_target,
+    flux_shift_mu,
+    image_seq_len,
+    loss_weighting,
+    noisy_model_input,
+    sample_sigmas,
+    schedule_sigmas,
+    time_shift,
+)
 
 N = 40000
 DEFAULTS = dict(sigmoid_scale=1.0, discrete_flow_shift=1.0, image_seq_len=1024, weighting_scheme="uniform",

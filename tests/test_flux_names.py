@@ -5,13 +5,21 @@ import copy
 import pytest
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
+from lora_helpers import add_lora
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import T5Config, T5EncoderModel
 
-from trainer.families.flux_names import (DOUBLE_BLOCK, FLUX_TARGETS, SINGLE_BLOCK, T5_PREFIX, T5_TARGETS,
-                                         diffusers_flux_state_dict, kohya_flux_state_dict,
-                                         peft_state_from_kohya_flux)
-from trainer.network import ADAPTER, add_lora, kohya_state_dict, lora_layers
+from trainer.adapters.layers import ADAPTER, kohya_state_dict, lora_layers
+from trainer.families.flux_names import (
+    DOUBLE_BLOCK,
+    FLUX_TARGETS,
+    SINGLE_BLOCK,
+    T5_PREFIX,
+    T5_TARGETS,
+    diffusers_flux_state_dict,
+    kohya_flux_state_dict,
+    peft_state_from_kohya_flux,
+)
 
 RANK, ALPHA = 4, 2.0
 

@@ -15,14 +15,13 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from trainer.checks.preflight import scan_and_plan
+from trainer.common.errors import ConfigError
 from trainer.config import TrainConfig
-from trainer.config_io import validate_config
-from trainer.errors import ConfigError
-from trainer.export import load_lora
-from trainer.health import (COLLAPSE_LOSS, EMA_WINDOW, ZERO_GRAD_STEPS, HealthMonitor, diagnose_nan,
-                            score_image)
-from trainer.loop import train
-from trainer.preflight import scan_and_plan
+from trainer.config.io import validate_config
+from trainer.training.export import load_lora
+from trainer.training.health import COLLAPSE_LOSS, EMA_WINDOW, ZERO_GRAD_STEPS, HealthMonitor, diagnose_nan, score_image
+from trainer.training.loop import train
 
 
 def of_type(events, kind):

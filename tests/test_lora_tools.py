@@ -16,14 +16,15 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.utils import logging as diffusers_logging
+from lora_helpers import add_lora
 from peft import get_peft_model_state_dict
 from single_files import write_flux_files
 
 from trainer.__main__ import main
+from trainer.adapters.layers import ADAPTER, lora_layers
 from trainer.families.detect import describe_checkpoint
 from trainer.families.flux_names import FLUX_TARGETS, kohya_flux_state_dict
 from trainer.families.loading import ModelSources, load_components
-from trainer.network import ADAPTER, add_lora, lora_layers
 
 diffusers_logging.set_verbosity_error()
 LINEAR = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"

@@ -9,16 +9,16 @@ from accelerate import Accelerator
 from conftest import read_events
 from diffusers import DDPMScheduler
 
+from trainer.checks.preflight import run_preflight
+from trainer.common.errors import ConfigError, UserError
 from trainer.config import TrainConfig
-from trainer.config_io import validate_config
-from trainer.errors import ConfigError, UserError
-from trainer.events import RunLog
-from trainer.export import load_lora
-from trainer.loop import Trainer, train
-from trainer.loss import elementwise_loss, huber_threshold, timestep_weights, training_loss
-from trainer.noise import noisy_latents, prepare_scheduler, training_noise
-from trainer.preflight import run_preflight
-from trainer.schema.loss import LOSS_TYPES
+from trainer.config.io import validate_config
+from trainer.config.schema.loss import LOSS_TYPES
+from trainer.run.events import RunLog
+from trainer.training.export import load_lora
+from trainer.training.loop import Trainer, train
+from trainer.training.loss import elementwise_loss, huber_threshold, timestep_weights, training_loss
+from trainer.training.noise import noisy_latents, prepare_scheduler, training_noise
 
 TIMESTEPS = torch.tensor([0, 1, 10, 100, 300, 600, 900, 999])
 

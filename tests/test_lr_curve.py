@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import get_scheduler
 
+from trainer.checks.lr_curve import group_lrs, lr_curve, sampled_steps
+from trainer.common.errors import ConfigError
 from trainer.config import TrainConfig
-from trainer.errors import ConfigError
-from trainer.lr_curve import group_lrs, lr_curve, sampled_steps
 
 
 def curve(total_steps=100, max_points=200, family=None, **settings) -> dict[str, list[tuple[int, float]]]:

@@ -8,10 +8,17 @@ import pytest
 from conftest import read_events, run_cli, write_config
 
 import trainer.__main__ as cli
-from trainer.config_io import validate_config
-from trainer.errors import UserError
-from trainer.lr_find import (LrSuggestion, describe, find_plateau, lr_find, plateau_start, probe_config,
-                             suggest)
+from trainer.common.errors import UserError
+from trainer.config.io import validate_config
+from trainer.experiments.lr_find import (
+    LrSuggestion,
+    describe,
+    find_plateau,
+    lr_find,
+    plateau_start,
+    probe_config,
+    suggest,
+)
 from trainer.presets.format import read_preset
 from trainer.presets.library import SHIPPED_DIR
 

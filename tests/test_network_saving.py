@@ -4,12 +4,13 @@ import pytest
 import safetensors
 import torch
 from conftest import read_events
+from lora_helpers import add_lora
 
-from trainer.config_io import validate_config
-from trainer.errors import UserError
-from trainer.export import load_lora
-from trainer.loop import train
-from trainer.network import ADAPTER, add_dropouts, add_lora, apply_max_norm, lora_layers
+from trainer.adapters.layers import ADAPTER, add_dropouts, apply_max_norm, lora_layers
+from trainer.common.errors import UserError
+from trainer.config.io import validate_config
+from trainer.training.export import load_lora
+from trainer.training.loop import train
 
 
 class Tiny(torch.nn.Module):
@@ -147,9 +148,9 @@ def test_attention_backends(tmp_path, make_config):
     from accelerate import Accelerator
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-    from trainer.events import RunLog
-    from trainer.loop import Trainer
-    from trainer.preflight import run_preflight
+    from trainer.checks.preflight import run_preflight
+    from trainer.run.events import RunLog
+    from trainer.training.loop import Trainer
 
     for sdpa, processor in ((True, AttnProcessor2_0), (False, AttnProcessor)):
         config = validate_config(make_config(sdpa=sdpa))
@@ -205,8 +206,8 @@ def test_every_metadata_field_lands_in_the_file(tmp_path, make_config):
 
 
 def test_vae_batch_size_and_loader_per_epoch(tmp_path, make_config, monkeypatch):
-    import trainer.latents as latents
-    import trainer.loop as loop
+    import trainer.dataset.latents as latents
+    import trainer.training.loop as loop
 
     batches, loaders = [], []
     encode, make_loader = latents.encode_pixels, loop.make_loader

@@ -10,14 +10,15 @@ import safetensors
 import safetensors.torch
 import torch
 from diffusers import DiffusionPipeline
+from lora_helpers import add_lora
 
 from tests.test_families import train_in_process
 from tests.test_train_cli import _generate, _pipeline
-from trainer.config_io import validate_config
-from trainer.dylora import add_dylora
-from trainer.errors import UserError
+from trainer.adapters.dylora import add_dylora
+from trainer.adapters.layers import ADAPTER, lora_layers
+from trainer.common.errors import UserError
+from trainer.config.io import validate_config
 from trainer.families.registry import load_family
-from trainer.network import ADAPTER, add_lora, lora_layers
 
 
 def _train(tmp_path, make_config, **overrides):
@@ -95,9 +96,9 @@ def test_lycoris_training_continues_from_its_own_file(tmp_path, make_config, net
     """network_weights loads a LoHa/LoKr file back exactly; a file of another type is refused."""
     from accelerate import Accelerator
 
-    from trainer.events import RunLog
-    from trainer.loop import Trainer
-    from trainer.preflight import run_preflight
+    from trainer.checks.preflight import run_preflight
+    from trainer.run.events import RunLog
+    from trainer.training.loop import Trainer
 
     _, first, _ = _train(tmp_path, make_config, network_type=network_type)
     config = validate_config(make_config(network_type=network_type, network_dim=4, network_alpha=1.5,

@@ -7,14 +7,14 @@ import torch
 from conftest import read_events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import trainer.loop
-from trainer.config_io import validate_config
-from trainer.errors import ConfigError
-from trainer.export import load_lora
-from trainer.loop import train
-from trainer.advice import config_advice
-from trainer.optim import make_optimizer, make_scheduler, optimizer_problems
-from trainer.schema.optimizer import OPTIMIZERS
+import trainer.training.loop
+from trainer.checks.advice import config_advice
+from trainer.common.errors import ConfigError
+from trainer.config.io import validate_config
+from trainer.config.schema.optimizer import OPTIMIZERS
+from trainer.training.export import load_lora
+from trainer.training.loop import train
+from trainer.training.optim import make_optimizer, make_scheduler, optimizer_problems
 
 FAST = {"network_train_unet_only": True, "cache_latents": True}
 
@@ -32,7 +32,7 @@ def captured(monkeypatch):
                 lambda opt, *_: seen["d_lr"].append([g["d"] * g["lr"] for g in opt.param_groups]))
         return optimizer
 
-    monkeypatch.setattr(trainer.loop, "make_optimizer", capture)
+    monkeypatch.setattr(trainer.training.loop, "make_optimizer", capture)
     return seen
 
 

@@ -5,17 +5,17 @@ import torch
 from accelerate import Accelerator
 from conftest import read_events
 
-from trainer.config_io import validate_config
-from trainer.events import RunLog
-from trainer.export import load_lora
+from trainer.checks.preflight import run_preflight
+from trainer.config import SAMPLERS
+from trainer.config.io import validate_config
+from trainer.dataset.latents import LatentCache, cache_path
 from trainer.families import sd
 from trainer.families.registry import load_family
-from trainer.latents import LatentCache, cache_path
-from trainer.loop import Trainer, train
-from trainer.loss import training_loss
-from trainer.preflight import run_preflight
-from trainer.sampling import load_prompts, make_sampler, parse_prompt_line
-from trainer.config import SAMPLERS
+from trainer.run.events import RunLog
+from trainer.training.export import load_lora
+from trainer.training.loop import Trainer, train
+from trainer.training.loss import training_loss
+from trainer.training.sampling import load_prompts, make_sampler, parse_prompt_line
 
 
 def lora_after(tmp_path, make_config, name, **overrides):
@@ -105,7 +105,7 @@ def test_prior_loss_weight_scales_regularization_samples(tiny_sd1):
 
 
 def test_regularization_images_join_the_plan(tmp_path, make_config):
-    from trainer.demo_data import build_demo_dataset
+    from trainer.demo.data import build_demo_dataset
 
     reg_dir = build_demo_dataset(tmp_path / "reg", seed=5)
     train(validate_config(make_config(reg_data_dir=str(reg_dir), max_train_steps=2)), tmp_path / "r")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from trainer.common.errors import ConfigError
 from trainer.config import TrainConfig
-from trainer.errors import ConfigError
 from trainer.presets.import_kohya_ss import GUI_ONLY_REASON, parse_arguments
 from trainer.presets.importers import detect_format, import_file, read_foreign
-from trainer.sampling import parse_prompt_line
+from trainer.training.sampling import parse_prompt_line
 
 if sys.version_info >= (3, 11):
     import tomllib

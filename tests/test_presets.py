@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.errors import ConfigError
-from trainer.presets.format import (Preset, apply_preset, changed_settings, preset_text, read_preset, share_safe,
-                                    write_preset)
+from trainer.common.errors import ConfigError
+from trainer.config.migrations import PRESET_VERSION
+from trainer.presets.format import (
+    Preset,
+    apply_preset,
+    changed_settings,
+    preset_text,
+    read_preset,
+    share_safe,
+    write_preset,
+)
 from trainer.presets.library import find_preset, list_presets
-from trainer.presets.migrations import PRESET_VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 PATHS = {"pretrained_model_name_or_path": "/models/sd15.safetensors", "train_data_dir": "/data/me",
@@ -114,8 +121,8 @@ def test_an_imported_config_passes_check_on_the_first_try(name, tmp_path, tiny_s
     """Another tool's config, applied with this computer's paths, is ready to train (fp16 aside on a CPU)."""
     import torch
 
-    from trainer.config_io import validate_config
-    from trainer.preflight import run_preflight
+    from trainer.checks.preflight import run_preflight
+    from trainer.config.io import validate_config
     from trainer.presets.importers import import_file
 
     result = import_file(IMPORTS / name)

@@ -8,13 +8,13 @@ import safetensors
 import torch
 from conftest import only_run_dir, read_events, run_cli, write_config
 from diffusers import UNet2DConditionModel
+from lora_helpers import add_lora
 from peft.tuners.lora import LoraLayer
 
-from trainer import quantize
+from trainer.config.schema.steps import StepsFields
 from trainer.families.sd import UNET_TARGETS
-from trainer.network import add_lora
-from trainer.quantize import quantize_linear_layers, quantize_problems
-from trainer.schema.steps import StepsFields
+from trainer.training import quantize
+from trainer.training.quantize import quantize_linear_layers, quantize_problems
 
 
 @pytest.mark.parametrize("choice", ["int8", "nf4"])

@@ -4,7 +4,7 @@ import pytest
 from conftest import REPO
 
 from trainer.config import TrainConfig, field_info
-from trainer.reference import parameter_reference
+from trainer.config.reference import parameter_reference
 
 
 @pytest.mark.parametrize("lang, name", [("en", "parameters.md"), ("zh", "parameters.zh.md")])

@@ -8,14 +8,14 @@ import safetensors
 import torch
 from accelerate.state import AcceleratorState
 
-from trainer.advice import config_advice
-from trainer.config_io import validate_config
-from trainer.demo import ensure_demo_assets
-from trainer.loop import train
-from trainer.optim import optimizer_class
-from trainer.preflight import run_preflight
+from trainer.checks.advice import config_advice
+from trainer.checks.preflight import run_preflight
+from trainer.config.io import validate_config
+from trainer.demo.prepare import ensure_demo_assets
 from trainer.presets.format import apply_preset, changed_settings, read_preset, share_safe
 from trainer.presets.library import SHIPPED_DIR
+from trainer.training.loop import train
+from trainer.training.optim import optimizer_class
 
 PRESETS = sorted(SHIPPED_DIR.glob("*.yaml"))
 ISSUE_PRESETS = {  # issue 7: what the library must offer

@@ -11,16 +11,10 @@ from safetensors.torch import save_file
 from single_files import bfl_flux, folder_config, folder_weights, ldm_vae, write_flux_files, write_ldm_checkpoint
 from transformers import CLIPTokenizer
 
-from trainer.errors import UserError
-from trainer.families.loading import (
-    COMPONENTS,
-    SHIPPED_CONFIGS,
-    ModelSources,
-    detect_family,
-    load_components,
-)
+from trainer.common.errors import UserError
+from trainer.demo.tiny_models import build_tiny_sd
+from trainer.families.loading import COMPONENTS, SHIPPED_CONFIGS, ModelSources, detect_family, load_components
 from trainer.families.single_file import convert_flux_bfl
-from trainer.tiny_models import build_tiny_sd
 
 SD_FIXTURES = {"sd1": "tiny_sd1", "sd2": "tiny_sd2v", "sdxl": "tiny_sdxl"}
 

@@ -9,10 +9,10 @@ import safetensors
 import yaml
 from conftest import read_events, run_cli, write_config
 
-from trainer.compare import compare
-from trainer.errors import ConfigError, UserError
-from trainer.sweep import parse_vary, plan_sweep, variations
-from trainer.sweep_run import read_sweep, run_sweep, sweep_command
+from trainer.common.errors import ConfigError, UserError
+from trainer.experiments.compare import compare
+from trainer.experiments.sweep import parse_vary, plan_sweep, variations
+from trainer.experiments.sweep_run import read_sweep, run_sweep, sweep_command
 
 PROMPTS = ["red circle --w 64 --h 64 --s 2", "blue square --w 64 --h 64 --s 2 --d 11"]
 NO_GPU = (False, False)  # plan_sweep's gpu facts, so no test waits for the child process that asks the GPU
@@ -157,7 +157,7 @@ class FakeChild:
 
 
 def test_a_failed_run_does_not_stop_the_sweep_and_stop_ends_it(sweep_config, tmp_path, monkeypatch):
-    monkeypatch.setattr("trainer.sweep_run.POLL_S", 0.01)
+    monkeypatch.setattr("trainer.experiments.sweep_run.POLL_S", 0.01)
     started = []
 
     def runner(config):
@@ -195,7 +195,7 @@ def test_ctrl_c_stops_the_running_training_and_skips_the_rest(sweep_config, tmp_
     def interrupt(seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("trainer.sweep_run.time.sleep", interrupt)
+    monkeypatch.setattr("trainer.experiments.sweep_run.time.sleep", interrupt)
     plan = plan_sweep(sweep_config, parse_vary(["network_dim=2,4"]), gpu=NO_GPU)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(plan, sweep_dir=tmp_path / "sweep", runner=runner)
@@ -205,7 +205,7 @@ def test_ctrl_c_stops_the_running_training_and_skips_the_rest(sweep_config, tmp_
 
 
 def test_dry_run_only_plans(sweep_config, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("trainer.gpu.gpu_facts", lambda: NO_GPU)
+    monkeypatch.setattr("trainer.run.gpu.gpu_facts", lambda: NO_GPU)
     assert sweep_command(write_config(tmp_path / "c.yaml", sweep_config), ["network_dim=4,8"], dry_run=True)
     printed = capsys.readouterr().out
     assert "sweep of 2 runs varying network_dim (4, 8):" in printed

@@ -8,17 +8,17 @@ import torch
 from accelerate import Accelerator
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from trainer.config_io import validate_config
+from trainer.checks.preflight import run_preflight
+from trainer.common.errors import ConfigError
+from trainer.config.io import validate_config
+from trainer.config.schema.text import CAPTION_CHANGES
 from trainer.dataset.scan import scan_dataset
-from trainer.errors import ConfigError
-from trainer.events import RunLog
+from trainer.dataset.te_cache import TextEncoderCache, build_text_encoder_cache, cache_path
 from trainer.families import sd
 from trainer.families.registry import load_family
-from trainer.loop import Trainer
-from trainer.preflight import run_preflight
-from trainer.sampling import parse_prompt_line
-from trainer.schema.text import CAPTION_CHANGES
-from trainer.te_cache import TextEncoderCache, build_text_encoder_cache, cache_path
+from trainer.run.events import RunLog
+from trainer.training.loop import Trainer
+from trainer.training.sampling import parse_prompt_line
 
 # 91 tokens with BOS/EOS: "red circle" is 2 tokens, ", " one. B differs from A only after token 80.
 LONG_A = ", ".join(["red circle"] * 30)

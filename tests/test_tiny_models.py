@@ -11,11 +11,11 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, FluxPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from PIL import Image
+from tiny_flux import build_t5_tokenizer, build_tiny_flux
 from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5Tokenizer
 
-from trainer.demo_data import build_demo_dataset, demo_prompts
-from trainer.tiny_flux import build_t5_tokenizer, build_tiny_flux
-from trainer.tiny_models import (
+from trainer.demo.data import build_demo_dataset, demo_prompts
+from trainer.demo.tiny_models import (
     CROSS_ATTENTION_DIM,
     SDXL_PROJECTION_DIM,
     SDXL_TEXT_DIMS,

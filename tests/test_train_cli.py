@@ -48,11 +48,12 @@ def test_check_prints_the_plan_train_runs(tmp_path, make_config):
 @pytest.mark.parametrize("variant", ["sd1", "sd2v", "sdxl"])
 def test_saved_lora_reproduces_trained_model_in_diffusers(tmp_path, make_config, request, variant):
     """The file loads with diffusers' load_lora_weights and gives the trained model's own output."""
-    from trainer.config_io import validate_config
-    from trainer.events import RunLog
-    from trainer.loop import Trainer
-    from trainer.preflight import run_preflight
     from accelerate import Accelerator
+
+    from trainer.checks.preflight import run_preflight
+    from trainer.config.io import validate_config
+    from trainer.run.events import RunLog
+    from trainer.training.loop import Trainer
 
     model_path = request.getfixturevalue(f"tiny_{variant}")
     config = validate_config(make_config(pretrained_model_name_or_path=str(model_path), network_dim=4,
@@ -79,7 +80,7 @@ def _pipeline(model):
 
 
 def _generate(pipe) -> np.ndarray:
-    from trainer.sampling import make_sampler
+    from trainer.training.sampling import make_sampler
 
     pipe.scheduler = make_sampler("ddim", pipe.scheduler.config)
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Training behaviour in-process on the tiny SD1.5 model: outputs, cadence, stop, overwrite, options."""
 
 import json
+
 import numpy as np
 import pytest
 import safetensors
@@ -8,11 +9,11 @@ import torch
 from conftest import read_events, run_cli, write_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainer.config_io import validate_config
-from trainer.errors import ConfigError
-from trainer.events import STOP_FILE
-from trainer.export import load_lora
-from trainer.loop import train
+from trainer.common.errors import ConfigError
+from trainer.config.io import validate_config
+from trainer.run.events import STOP_FILE
+from trainer.training.export import load_lora
+from trainer.training.loop import train
 
 
 def run(tmp_path, make_config, name="run", **overrides):

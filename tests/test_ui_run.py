@@ -9,12 +9,11 @@ import urllib.request
 import pytest
 import yaml
 
-from trainer import runner
+from trainer.run import runner
+from trainer.run.state import Diagnosis, RunState
 from ui import run_view
 from ui.monitor import RunMonitor
-from trainer.run_state import Diagnosis, RunState
 from ui.tensorboard import open_tensorboard
-
 
 pytestmark = pytest.mark.usefixtures("fresh_runner")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import read_events, write_config
-from trainer.errors import ConfigError
-from trainer import runner
-from trainer.run_state import SMOOTHING, EventTail, RunReader, RunState, diagnose_exit, last_log_lines
+
+from trainer.common.errors import ConfigError
+from trainer.run import runner
+from trainer.run.state import SMOOTHING, EventTail, RunReader, RunState, diagnose_exit, last_log_lines
 
 LONG_RUN = {"max_train_steps": 100000}  # ends only when stopped or killed
 

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, UserError
-from .lora_tools.cli import add_lora_commands
-from .presets.cli import add_preset_commands
+from trainer.common.errors import ConfigError, UserError
+from trainer.lora_tools.cli import add_lora_commands
+from trainer.presets.cli import add_preset_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--prepare-only", action="store_true",
                       help="build the model, dataset and DIR/config.yaml without training (the GUI's demo)")
     demo.set_defaults(func=_demo)
-    from .lr_find import PROBES
+    from trainer.experiments.lr_find import PROBES
 
     lr_find = commands.add_parser("lr-find", help="suggest learning rates from a short D-Adaptation/Prodigy run")
     lr_find.add_argument("config", type=Path)
@@ -74,9 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .config_io import load_config
-    from .checkpoints import final_file
-    from .preflight import run_preflight
+    from trainer.checks.preflight import run_preflight
+    from trainer.config.io import load_config
+    from trainer.training.checkpoints import final_file
 
     config = load_config(args.config)
     pre = run_preflight(config)
@@ -88,14 +88,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .config_io import load_config
+    from trainer.config.io import load_config
 
     return run_training(load_config(args.config), args.run_dir)
 
 
 def run_training(config, run_dir: Path | None) -> int:
-    from .events import new_run_dir
-    from .loop import train
+    from trainer.run.events import new_run_dir
+    from trainer.training.loop import train
 
     _quiet_libraries()
     run_dir = run_dir or new_run_dir(Path(config.output_dir).expanduser())
@@ -122,8 +122,8 @@ def _lr_find(args: argparse.Namespace) -> int:
     import contextlib
     import json
 
-    from .config_io import load_config
-    from .lr_find import ProbeFailed, describe, lr_find
+    from trainer.config.io import load_config
+    from trainer.experiments.lr_find import ProbeFailed, describe, lr_find
 
     config = load_config(args.config)
     # With --json, stdout carries only the result: the probe's training log goes to stderr.
@@ -138,14 +138,14 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    from .reference import parameter_reference
+    from trainer.config.reference import parameter_reference
 
     sys.stdout.write(parameter_reference(args.lang))
     return EXIT_OK
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep_run import sweep_command
+    from trainer.experiments.sweep_run import sweep_command
 
     return EXIT_OK if sweep_command(args.config, args.vary, args.dry_run, args.sweep_dir) else EXIT_FAILED
 
@@ -162,7 +162,7 @@ def _quiet_libraries() -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import demo_config
+    from trainer.demo.prepare import demo_config
 
     config = demo_config(args.dir.resolve())
     if args.prepare_only:

@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from trainer.network_types import module_for
+from trainer.adapters.types import module_for
 
 from . import compare_tab, live, lr_finder, presets_tab, run_tab, settings, tools_tab
 from .fields import form_values
@@ -21,6 +21,7 @@ from .i18n import LANGS, t
 from .monitor import RunMonitor
 from .page import Page, form_data
 from .review import review
+
 
 def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = None) -> gr.Blocks:
     """The whole page; `initial` is the config the form shows at first (the last form, or the demo)."""

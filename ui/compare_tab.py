@@ -24,18 +24,18 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from trainer.compare import compare
-from trainer.config_io import config_to_yaml
-from trainer.errors import ConfigError, UserError
-from trainer.events import STOP_FILE
-from trainer.sweep import parse_vary, plan_sweep
-from trainer.sweep_run import SWEEP_FILE, new_sweep_dir, read_sweep
+from trainer.common.errors import ConfigError, UserError
+from trainer.config.io import config_to_yaml
+from trainer.experiments.compare import compare
+from trainer.experiments.sweep import parse_vary, plan_sweep
+from trainer.experiments.sweep_run import SWEEP_FILE, new_sweep_dir, read_sweep
+from trainer.run.events import STOP_FILE
+from trainer.run.runner import REPO
 
 from .fields import config_from_form
 from .i18n import t
 from .page import Page
 from .review import review
-from trainer.runner import REPO
 
 POLL_S = 2.0
 THUMB_PX = 256  # grid cells are thumbnails: the whole grid travels inside the page

@@ -1,6 +1,6 @@
 """The dataset check the Paths tab shows: folders, caption coverage, buckets and problems, as Markdown.
 
-Built from trainer.preflight.scan_and_plan's results; no Gradio and no torch here. The problem reasons come from
+Built from trainer.checks.preflight.scan_and_plan's results; no Gradio and no torch here. The problem reasons come from
 trainer/dataset/scan.py and stay in English; the labels around them follow the GUI's language.
 """
 

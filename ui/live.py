@@ -8,12 +8,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from trainer.advice import config_advice
-from trainer.errors import ConfigError
-from trainer.lr_curve import lr_curve
+from trainer.checks.advice import config_advice
+from trainer.checks.lr_curve import lr_curve
+from trainer.common.errors import ConfigError
+from trainer.run.gpu import gpu_facts
 
 from .dataset_report import dataset_report
-from trainer.gpu import gpu_facts
 from .i18n import t
 from .review import Review
 

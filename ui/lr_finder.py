@@ -15,14 +15,14 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from trainer.config_io import config_to_yaml
-from trainer.lr_find import PROBES, TARGETS
+from trainer.config.io import config_to_yaml
+from trainer.experiments.lr_find import PROBES, TARGETS
+from trainer.run.runner import REPO
 
 from .fields import FIELD_SPECS, config_from_form, form_values
 from .i18n import t
 from .page import Page
 from .review import review
-from trainer.runner import REPO
 
 FIND_TIMEOUT_S = 3600
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from trainer import runner
-from trainer.run_state import RunReader, RunState
+from trainer.run import runner
+from trainer.run.state import RunReader, RunState
 
 
 class RunMonitor:

@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from trainer.errors import ConfigError
+from trainer.common.errors import ConfigError
 from trainer.presets.format import Preset, apply_preset, changed_settings, read_preset, share_safe, write_preset
 from trainer.presets.importers import import_file
 from trainer.presets.library import list_presets, user_dir

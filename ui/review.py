@@ -1,7 +1,7 @@
 """What the page says about the form as it is: problems per field, the dataset and its step plan, the base model.
 
 `review(data)` is the live view (cheap: validation, the base model's header, the dataset scan); `review(data,
-full=True)` is exactly what `python -m trainer check` does (trainer.preflight.run_preflight), for Check and Start.
+full=True)` is exactly what `python -m trainer check` does (trainer.checks.preflight.run_preflight), for Check and Start.
 """
 
 from __future__ import annotations
@@ -10,17 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.checks.preflight import (
+    dataset_problems,
+    model_source_problems,
+    overwrite_problems,
+    run_preflight,
+    scan_and_plan,
+)
+from trainer.common.errors import ConfigError, UserError
 from trainer.config import TrainConfig
-from trainer.config_io import validate_config
+from trainer.config.io import validate_config
 from trainer.dataset.plan import StepPlan
 from trainer.dataset.scan import DatasetScan
-from trainer.errors import ConfigError, UserError
 from trainer.families.detect import FAMILY_LABELS
 from trainer.families.loading import detect_family
-from trainer.preflight import (dataset_problems, model_source_problems, overwrite_problems, run_preflight,
-                               scan_and_plan)
-
-from trainer.gpu import gpu_facts
+from trainer.run.gpu import gpu_facts
 
 
 @dataclass

@@ -12,15 +12,15 @@ from typing import Any
 
 import gradio as gr
 
-from trainer.config_io import config_to_yaml
-from trainer.errors import UserError
+from trainer.common.errors import UserError
+from trainer.config.io import config_to_yaml
+from trainer.run.state import CONSOLE_LOG, last_log_lines
 
 from . import run_view, settings
 from .i18n import t
 from .live import live_outputs, problems_markdown, render_review
 from .page import Page, form_data
 from .review import review
-from trainer.run_state import CONSOLE_LOG, last_log_lines
 from .tensorboard import open_tensorboard
 
 POLL_S = 1.0

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from trainer.run.state import COMPLETED, FAILED, RUNNING, STARTING, STOPPED, RunState
+
 from .i18n import TEXT, t
-from trainer.run_state import COMPLETED, FAILED, RUNNING, STARTING, STOPPED, RunState
 
 STATUS_KEYS = {STARTING: "status_starting", RUNNING: "status_running", COMPLETED: "status_completed",
                STOPPED: "status_stopped", FAILED: "status_failed"}

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from trainer.config_io import read_config_file
-from trainer.errors import ConfigError
+from trainer.common.errors import ConfigError
+from trainer.config.io import read_config_file
 from trainer.presets.library import danlu_home as home
 
 FORM_FILE = "form.yaml"

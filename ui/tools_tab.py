@@ -21,10 +21,10 @@ import gradio as gr
 
 from trainer.__main__ import EXIT_BAD_INPUT, EXIT_OK
 from trainer.lora_tools.cli import DYNAMIC_METHODS, LAYOUTS, PRECISIONS
+from trainer.run.runner import REPO
 
 from .i18n import t
 from .page import Page
-from trainer.runner import REPO
 
 NO_METHOD = "none"  # the dynamic method choice that passes no --dynamic-method: every layer gets --rank
 TAIL_LINES = 20  # of stderr, shown when a tool fails unexpectedly (a traceback's end says what broke)

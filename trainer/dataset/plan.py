@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .scan import DatasetScan, ImageItem, Subset
+from trainer.dataset.scan import DatasetScan, ImageItem, Subset
 
 Bucket = tuple[int, int]
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import TrainConfig
-from ..errors import UserError
-from ..lycoris_keys import load_lycoris_weights, lycoris_state_dict
-from ..network import Rename, kohya_state_dict, load_kohya_weights
-from ..network_types import NETWORK_TYPES
-from .detect import FAMILY_LABELS
+from trainer.adapters.layers import Rename, kohya_state_dict, load_kohya_weights
+from trainer.adapters.lycoris import load_lycoris_weights, lycoris_state_dict
+from trainer.adapters.types import NETWORK_TYPES
+from trainer.common.errors import UserError
+from trainer.config import TrainConfig
+from trainer.families.detect import FAMILY_LABELS
 
 Conditioning = dict[str, torch.Tensor]  # what the text encoders give the denoiser, per caption batch
 

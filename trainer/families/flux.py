@@ -11,12 +11,11 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from ..errors import UserError
-from ..loss import THRESHOLD_LOSSES, elementwise_loss, weighted_mean
-from ..network import ADAPTER, kohya_state_dict, load_kohya_weights, lora_layers
-from . import flux_math
-from .base import AdapterPart, Conditioning, ModelFamily, rank_and_alpha, to_image
-from .flux_names import (
+from trainer.adapters.layers import ADAPTER, kohya_state_dict, load_kohya_weights, lora_layers
+from trainer.common.errors import UserError
+from trainer.families import flux_math
+from trainer.families.base import AdapterPart, Conditioning, ModelFamily, rank_and_alpha, to_image
+from trainer.families.flux_names import (
     CLIP_PREFIX,
     FLUX_PREFIX,
     FLUX_TARGETS,
@@ -26,7 +25,8 @@ from .flux_names import (
     kohya_flux_state_dict,
     peft_state_from_kohya_flux,
 )
-from .sd import TEXT_ENCODER_TARGETS, text_encoder_rename
+from trainer.families.sd import TEXT_ENCODER_TARGETS, text_encoder_rename
+from trainer.training.loss import THRESHOLD_LOSSES, elementwise_loss, weighted_mean
 
 CLIP_TOKENS = 77
 # sd-scripts' T5 lengths: schnell was distilled with 256 tokens, dev with 512.

@@ -21,7 +21,7 @@ from diffusers.training_utils import (
     compute_loss_weighting_for_sd3,
 )
 
-from ..schema.flux import MODEL_PREDICTION_TYPES, TIMESTEP_SAMPLINGS, WEIGHTING_SCHEMES
+from trainer.config.schema.flux import MODEL_PREDICTION_TYPES, TIMESTEP_SAMPLINGS, WEIGHTING_SCHEMES
 
 NUM_TRAIN_TIMESTEPS = 1000
 # Flux.1's resolution-dependent shift: mu goes linearly from 0.5 at 256 packed tokens to 1.15 at 4096.

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
-from . import detect
-from .single_file import article, component_class, first_line, load_file_component
+from trainer.common.errors import UserError
+from trainer.families import detect
+from trainer.families.single_file import article, component_class, first_line, load_file_component
 
 COMPONENTS = {
     "sd1": ["tokenizer", "text_encoder", "unet", "vae", "scheduler"],

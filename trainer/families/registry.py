@@ -6,17 +6,17 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig
-from ..errors import UserError
-from .base import ModelFamily
-from .detect import FAMILY_LABELS
-from .loading import ModelSources, detect_family, load_components
+from trainer.common.errors import UserError
+from trainer.config import TrainConfig
+from trainer.families.base import ModelFamily
+from trainer.families.detect import FAMILY_LABELS
+from trainer.families.loading import ModelSources, detect_family, load_components
 
 
 def family_classes() -> dict[str, type[ModelFamily]]:
-    from .flux import FluxFamily
-    from .sd import SDFamily
-    from .sdxl import SDXLFamily
+    from trainer.families.flux import FluxFamily
+    from trainer.families.sd import SDFamily
+    from trainer.families.sdxl import SDXLFamily
 
     return {"sd1": SDFamily, "sd2": SDFamily, "sdxl": SDXLFamily, "flux": FluxFamily}
 

@@ -9,14 +9,14 @@ import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..config import TrainConfig
-from ..errors import UserError
-from ..loss import training_loss
-from ..network import Rename
-from ..network_types import NETWORK_TYPES
-from ..noise import noisy_latents, prepare_scheduler
-from ..sampling import make_sampler
-from .base import AdapterPart, Conditioning, ModelFamily, to_image
+from trainer.adapters.layers import Rename
+from trainer.adapters.types import NETWORK_TYPES
+from trainer.common.errors import UserError
+from trainer.config import TrainConfig
+from trainer.families.base import AdapterPart, Conditioning, ModelFamily, to_image
+from trainer.training.loss import training_loss
+from trainer.training.noise import noisy_latents, prepare_scheduler
+from trainer.training.sampling import make_sampler
 
 # kohya "LierLa": the linear / 1x1 layers of the UNet's transformer blocks, the text encoder's attention + MLP.
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]

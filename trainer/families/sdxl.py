@@ -9,11 +9,10 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from ..config import TrainConfig
-from ..network import Rename
-from ..sampling import make_sampler
-from .base import AdapterPart, Conditioning
-from .sd import (
+from trainer.adapters.layers import Rename
+from trainer.config import TrainConfig
+from trainer.families.base import AdapterPart, Conditioning
+from trainer.families.sd import (
     TEXT_ENCODER_TARGETS,
     UNET_PREFIX,
     SDFamily,
@@ -21,6 +20,7 @@ from .sd import (
     text_encoder_rename,
     tokenize,
 )
+from trainer.training.sampling import make_sampler
 
 TEXT_ENCODER_PREFIXES = ("lora_te1", "lora_te2")
 # SDXL uses the penultimate layer of both encoders, without the final layer norm.

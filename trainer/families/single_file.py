@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from . import detect
+from trainer.common.errors import UserError
+from trainer.families import detect
 
 # Probe tensor of each component (in its file's own layout): the prefix in front of it is the component's.
 CLIP_PROBE = "encoder.layers.0.self_attn.q_proj.weight"

@@ -77,8 +77,8 @@ def _output(parser: argparse.ArgumentParser) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .info import render, summary
-    from .keys import read_lora
+    from trainer.lora_tools.info import render, summary
+    from trainer.lora_tools.keys import read_lora
 
     info = summary(read_lora(args.file))
     print(json.dumps(info, indent=2, ensure_ascii=False) if args.json else render(info))
@@ -86,10 +86,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _resize(args: argparse.Namespace) -> int:
-    from ..export import SAVE_DTYPES
-    from .keys import read_lora
-    from .output import check_output, write_lora
-    from .resize import resize
+    from trainer.lora_tools.keys import read_lora
+    from trainer.lora_tools.output import check_output, write_lora
+    from trainer.lora_tools.resize import resize
+    from trainer.training.export import SAVE_DTYPES
 
     out = check_output(args.output, args.overwrite)
     lora = read_lora(args.file)
@@ -110,11 +110,11 @@ def _resize(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from ..__main__ import _quiet_libraries
-    from ..errors import UserError
-    from ..export import SAVE_DTYPES
-    from .keys import read_lora
-    from .merge import load_base, merge_into, save_merged
+    from trainer.__main__ import _quiet_libraries
+    from trainer.common.errors import UserError
+    from trainer.lora_tools.keys import read_lora
+    from trainer.lora_tools.merge import load_base, merge_into, save_merged
+    from trainer.training.export import SAVE_DTYPES
 
     _quiet_libraries()
 
@@ -137,18 +137,18 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _merge_output(path: Path, fmt: str, overwrite: bool) -> Path:
-    from .output import check_output
+    from trainer.lora_tools.output import check_output
 
     return check_output(path, overwrite, (".safetensors",) if fmt == "safetensors" else None)
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ..__main__ import _quiet_libraries
-    from ..errors import UserError
-    from .convert import to_diffusers, to_kohya
-    from .keys import read_lora
-    from .output import check_output, write_lora
-    from .targets import adapter_parts, module_table, skeleton
+    from trainer.__main__ import _quiet_libraries
+    from trainer.common.errors import UserError
+    from trainer.lora_tools.convert import to_diffusers, to_kohya
+    from trainer.lora_tools.keys import read_lora
+    from trainer.lora_tools.output import check_output, write_lora
+    from trainer.lora_tools.targets import adapter_parts, module_table, skeleton
 
     _quiet_libraries()
     out = check_output(args.output, args.overwrite, (".safetensors",))

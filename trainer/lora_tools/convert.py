@@ -15,16 +15,16 @@ from collections import Counter
 
 import torch
 
-from ..errors import UserError
-from ..families.base import rank_and_alpha
-from ..families.flux_names import (
+from trainer.common.errors import UserError
+from trainer.families.base import rank_and_alpha
+from trainer.families.flux_names import (
     FLUX_PREFIX,
     diffusers_flux_state_dict,
     kohya_flux_state_dict,
     peft_state_from_kohya_flux,
 )
-from .keys import DIFFUSERS_METADATA, LoraFile, PeftModule, peft_modules
-from .targets import Target
+from trainer.lora_tools.keys import DIFFUSERS_METADATA, LoraFile, PeftModule, peft_modules
+from trainer.lora_tools.targets import Target
 
 Tensors = dict[str, torch.Tensor]
 FLUX_FUSED = ("_img_attn_qkv", "_txt_attn_qkv", "_linear1")

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from .keys import NETWORK_LABELS, LoraFile, family_label, network_args, peft_modules
+from trainer.lora_tools.keys import NETWORK_LABELS, LoraFile, family_label, network_args, peft_modules
 
 PARTS = {"lora_unet": "unet", "lora_te1": "text encoder 1", "lora_te2": "text encoder 2", "lora_te3": "T5",
          "lora_te": "text encoder"}  # kohya prefixes, longest first where one starts another

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..export import load_lora
-from ..families.detect import FAMILY_LABELS, describe_checkpoint
+from trainer.common.errors import UserError
+from trainer.families.detect import FAMILY_LABELS, describe_checkpoint
+from trainer.training.export import load_lora
 
 KINDS = {"lora_down": "lora", "lora_up": "lora", "lora_mid": "lora", "hada_": "loha", "lokr_": "lokr"}
 BASE_VERSIONS = {"sd_v1": "sd1", "sd_v2": "sd2", "sdxl_base_v1-0": "sdxl", "flux1": "flux"}

@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
-from ..export import atomic_save_safetensors
-from ..families.detect import FAMILY_LABELS
-from ..families.loading import ModelSources, detect_family, load_components
-from ..families.original_layout import bfl_flux, ldm_checkpoint
-from .keys import LoraFile, peft_modules
-from .targets import Target, adapter_parts, module_table
+from trainer.common.errors import UserError
+from trainer.families.detect import FAMILY_LABELS
+from trainer.families.loading import ModelSources, detect_family, load_components
+from trainer.families.original_layout import bfl_flux, ldm_checkpoint
+from trainer.lora_tools.keys import LoraFile, peft_modules
+from trainer.lora_tools.targets import Target, adapter_parts, module_table
+from trainer.training.export import atomic_save_safetensors
 
 SAVED = ("unet", "transformer", "text_encoder", "text_encoder_2", "vae")  # the parts with weights
 FLUX_FILE_PARTS = ("transformer",)  # what a flux1-dev.safetensors holds; the rest stays the base's files

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..export import atomic_save_safetensors, atomic_write, model_hashes
+from trainer.common.errors import UserError
+from trainer.training.export import atomic_save_safetensors, atomic_write, model_hashes
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UserError
-from .keys import LoraFile, Module, network_args
+from trainer.common.errors import UserError
+from trainer.lora_tools.keys import LoraFile, Module, network_args
 
 MIN_SV = 1e-6  # sd-scripts: a module whose largest singular value is below this is a zero matrix (rank 1)
 

@@ -1,6 +1,6 @@
 """A base model's layers under the names LoRA files give them.
 
-The names come from the model family itself (its AdapterParts: kohya prefix + rename, trainer.network.kohya_name),
+The names come from the model family itself (its AdapterParts: kohya prefix + rename, trainer.adapters.layers.kohya_name),
 so a file trained here, by sd-scripts or for A1111 maps to the same layers. Flux's transformer uses the original
 model's fused names (flux_names.py): one kohya module there is several diffusers layers, stacked by rows.
 """
@@ -13,15 +13,15 @@ from typing import Any
 
 import torch
 
-from ..config import TrainConfig
-from ..errors import UserError
-from ..families.base import AdapterPart
-from ..families.detect import FAMILY_LABELS
-from ..families.flux_names import BLOCKS, FLUX_PREFIX
-from ..families.loading import COMPONENTS, SHIPPED_CONFIGS, detect_family
-from ..families.registry import family_classes
-from ..families.single_file import empty_model
-from ..network import kohya_name
+from trainer.adapters.layers import kohya_name
+from trainer.common.errors import UserError
+from trainer.config import TrainConfig
+from trainer.families.base import AdapterPart
+from trainer.families.detect import FAMILY_LABELS
+from trainer.families.flux_names import BLOCKS, FLUX_PREFIX
+from trainer.families.loading import COMPONENTS, SHIPPED_CONFIGS, detect_family
+from trainer.families.registry import family_classes
+from trainer.families.single_file import empty_model
 
 LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
 

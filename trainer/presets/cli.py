@@ -38,7 +38,7 @@ def _output(parser: argparse.ArgumentParser) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .library import list_presets
+    from trainer.presets.library import list_presets
 
     entries, problems = list_presets()
     for entry in entries:
@@ -52,8 +52,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .format import Preset, changed_settings, write_preset
-    from .importers import import_file
+    from trainer.presets.format import Preset, changed_settings, write_preset
+    from trainer.presets.importers import import_file
 
     result = import_file(args.file)
     meta = result.metadata
@@ -71,8 +71,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..config_io import read_config_file, validate_config
-    from .format import Preset, changed_settings, read_preset, share_safe, write_preset
+    from trainer.config.io import read_config_file, validate_config
+    from trainer.presets.format import Preset, changed_settings, read_preset, share_safe, write_preset
 
     data = read_config_file(args.config)
     source = read_preset(args.config) if "preset_version" in data else None

@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
-from ..config import TrainConfig, field_info
-from ..config_io import read_config_file, validate_config
-from ..errors import ConfigError
-from ..network_types import map_network_config
-from .migrations import PRESET_VERSION, migrate
+from trainer.adapters.types import map_network_config
+from trainer.common.errors import ConfigError
+from trainer.config import TrainConfig, field_info
+from trainer.config.io import read_config_file, validate_config
+from trainer.config.migrations import PRESET_VERSION, migrate
 
 LANG_TEXT_KEYS = ("title", "description")  # {en, zh} mappings
 META_KEYS = ("preset_version", "name", *LANG_TEXT_KEYS, "model_family", "vram_gb", "author", "settings")

@@ -7,10 +7,16 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from ..config import TrainConfig
-from ..schema.flux import FluxFields
-from .import_sd_scripts import ALWAYS_LIKE_DANLU, NO_EQUIVALENT, as_entries, map_sd_scripts_keys, skip_unless_off
-from .importers import Collector, coerce, number
+from trainer.config import TrainConfig
+from trainer.config.schema.flux import FluxFields
+from trainer.presets.import_sd_scripts import (
+    ALWAYS_LIKE_DANLU,
+    NO_EQUIVALENT,
+    as_entries,
+    map_sd_scripts_keys,
+    skip_unless_off,
+)
+from trainer.presets.importers import Collector, coerce, number
 
 GUI_ONLY_REASON = "kohya_ss GUI setting, no effect on training"
 GUI_ONLY = ("model_list", "training_preset", "save_as", "save_as_bool", "file_path", "headless", "print_only")

@@ -8,7 +8,6 @@ The settings are validated together; a value Danlu refuses becomes unmapped with
 from __future__ import annotations
 
 import importlib.util
-
 import json
 import re
 import sys
@@ -18,9 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import TrainConfig
-from ..errors import ConfigError
-from ..network_types import ARG_RENAMES
+from trainer.adapters.types import ARG_RENAMES
+from trainer.common.errors import ConfigError
+from trainer.config import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -237,9 +236,9 @@ def detect_format(path: Path, data: dict) -> str:
 
 def import_file(path: Path) -> ImportResult:
     """Read a foreign config and map it to Danlu settings; ConfigError names the file when it cannot be read."""
-    from .import_kohya_ss import import_kohya_ss
-    from .import_lora_scripts import import_lora_scripts
-    from .import_sd_scripts import import_sd_scripts, import_sd_scripts_dataset
+    from trainer.presets.import_kohya_ss import import_kohya_ss
+    from trainer.presets.import_lora_scripts import import_lora_scripts
+    from trainer.presets.import_sd_scripts import import_sd_scripts, import_sd_scripts_dataset
 
     importers = {"kohya_ss": import_kohya_ss, "sd_scripts": import_sd_scripts,
                  "sd_scripts_dataset": import_sd_scripts_dataset, "lora_scripts": import_lora_scripts}

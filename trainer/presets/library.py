@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from .format import Preset, read_preset
+from trainer.common.errors import ConfigError
+from trainer.presets.format import Preset, read_preset
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent / "presets"
 PRESET_SUFFIXES = (".yaml", ".yml", ".json")

@@ -1,0 +1,1 @@
+"""What `check` and the GUI say before a run: readiness, the step plan, the LR curve, advice."""

@@ -1,0 +1,156 @@
+"""What `check` and `train` both do before any model loads: readiness, dataset scan, step plan, outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.checks.advice import config_advice, gpu_facts
+from trainer.common.errors import ConfigError
+from trainer.config import TrainConfig
+from trainer.dataset.buckets import assign_bucket
+from trainer.dataset.plan import Entry, StepPlan, build_entries, make_plan
+from trainer.dataset.scan import DatasetScan, scan_dataset
+
+
+@dataclass
+class Preflight:
+    scan: DatasetScan
+    entries: list[Entry]
+    plan: StepPlan
+    warnings: list[str]
+
+
+def run_preflight(config: TrainConfig, num_processes: int = 1, gpu: tuple[bool, bool] | None = None) -> Preflight:
+    """Raise ConfigError with every problem found, or return the plan the training will follow.
+
+    gpu: advice.gpu_facts() when the caller knows them (the GUI asks a child process once, so its own process
+    never initialises CUDA); None asks torch here."""
+    cuda, bf16_supported = gpu or gpu_facts()
+    problems = readiness_problems(config, cuda)
+    scan, entries, plan = scan_and_plan(config, num_processes)
+    problems += dataset_problems(config, scan)
+    if problems or plan is None:  # no plan: no train_data_dir (readiness names it) or scan errors
+        raise ConfigError(problems)
+    problems += overwrite_problems(config, plan)
+    if problems:
+        raise ConfigError(problems)
+    warnings = [str(p) for p in scan.problems if p.level != "error"]
+    warnings += [advice.en for advice in config_advice(config, cuda=cuda, bf16_supported=bf16_supported)]
+    return Preflight(scan, entries, plan, warnings)
+
+
+def scan_and_plan(config: TrainConfig, num_processes: int = 1) -> tuple[DatasetScan, list[Entry], StepPlan | None]:
+    """The dataset scan, its epoch entries and the step plan; no readiness checks and no torch, so the GUI's
+    dataset check can call it. The plan is None when train_data_dir is empty or the scan found errors."""
+    if not config.train_data_dir:
+        return DatasetScan(), [], None
+    scan = scan_dataset(Path(config.train_data_dir).expanduser(),
+                        Path(config.reg_data_dir).expanduser() if config.reg_data_dir else None,
+                        config.caption_extension)
+    if scan.errors:
+        return scan, [], None
+    entries = build_entries(scan, lambda item: bucket_for(config, item.width, item.height))
+    plan = make_plan(entries, scan, train_batch_size=config.train_batch_size,
+                     gradient_accumulation_steps=config.gradient_accumulation_steps,
+                     max_train_epochs=config.max_train_epochs, max_train_steps=config.max_train_steps,
+                     num_processes=num_processes)
+    return scan, entries, plan
+
+
+def dataset_problems(config: TrainConfig, scan: DatasetScan) -> list[str]:
+    """The scan's errors as problem lines naming train_data_dir or reg_data_dir."""
+    return [f"{_dataset_key(config, p.path)}: {p}" for p in scan.errors]
+
+
+def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
+    return assign_bucket(width, height, resolution=config.resolution_wh, enable_bucket=config.enable_bucket,
+                         min_bucket_reso=config.min_bucket_reso, max_bucket_reso=config.max_bucket_reso,
+                         bucket_reso_steps=config.bucket_reso_steps, bucket_no_upscale=config.bucket_no_upscale)
+
+
+def readiness_problems(config: TrainConfig, cuda: bool | None = None) -> list[str]:
+    """Values a preset may leave empty but a run needs, and what this machine cannot do."""
+    problems = []
+    problems += model_source_problems(config)
+    for key in ("network_weights", "resume", "vae", "ae", "clip_l", "t5xxl"):
+        value = getattr(config, key)
+        if value and not Path(value).expanduser().exists():
+            problems.append(f"{key}: '{value}' does not exist; check the path")
+    if not config.train_data_dir:
+        problems.append("train_data_dir: empty; pick the folder that holds the N_name image folders")
+    problems += _device_problems(config.mixed_precision, gpu_facts()[0] if cuda is None else cuda)
+    problems += _quantize_module().quantize_problems(config.quantize_base)
+    problems += _optimizer_module().optimizer_problems(config)
+    return problems
+
+
+def model_source_problems(config: TrainConfig) -> list[str]:
+    key, source = "pretrained_model_name_or_path", config.pretrained_model_name_or_path
+    if not source:
+        return [f"{key}: empty; pick the base model: a .safetensors checkpoint, a diffusers folder or a repo id"]
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _model_file_problems(config, path)
+    looks_like_repo_id = not path.is_absolute() and not source.startswith((".", "~")) and source.count("/") == 1
+    if not path.is_dir() and not looks_like_repo_id:
+        return [f"{key}: '{source}' does not exist; pick a .safetensors checkpoint or a diffusers model folder, "
+                "or give a Hugging Face repo id like owner/name"]
+    return []
+
+
+def _model_file_problems(config: TrainConfig, path: Path) -> list[str]:
+    """A single file must be a full model (or Flux's transformer with its split files) of the chosen family;
+    read from the file's header only, so `check` stays fast."""
+    from trainer.families.detect import FAMILY_LABELS, base_model_advice, describe_checkpoint
+
+    key, found = "pretrained_model_name_or_path", describe_checkpoint(path)
+    if found.kind not in ("model", "transformer") or found.family is None:
+        return [f"{key}: '{path}' {base_model_advice(path)}"]
+    if config.model_family not in ("auto", found.family):
+        return [f"model_family: set to {config.model_family}, but '{path}' is {found.detail} "
+                f"({FAMILY_LABELS[found.family]}); set model_family to auto"]
+    if found.kind == "transformer":
+        missing = [name for name in ("ae", "clip_l", "t5xxl") if not getattr(config, name)]
+        if missing:
+            return [f"{', '.join(missing)}: empty, but '{path.name}' is a {found.detail} without them; give the "
+                    "ae, clip_l and t5xxl files (as ComfyUI keeps them in models/vae and models/clip)"]
+    return []
+
+
+def _optimizer_module():
+    from trainer.training import optim
+
+    return optim
+
+
+def _quantize_module():
+    from trainer.training import quantize
+
+    return quantize
+
+
+def _device_problems(mixed_precision: str, cuda: bool) -> list[str]:
+    """fp16 training needs CUDA; bf16 without native support runs (emulated, slowly): advice.py says so."""
+    if mixed_precision == "fp16" and not cuda:
+        return ["mixed_precision: 'fp16' needs an NVIDIA GPU (CUDA), and none was found; use 'no' on the CPU"]
+    return []
+
+
+def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[str]:
+    from trainer.training.checkpoints import planned_outputs
+
+    if config.overwrite:
+        return []
+    existing = [p for p in planned_outputs(config, plan.epochs, plan.total_steps) if p.exists()]
+    if not existing:
+        return []
+    names = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+    return [f"output_name: {names} already exists from an earlier run; choose another output_name or "
+            "output_dir, or set overwrite: true to replace it"]
+
+
+def _dataset_key(config: TrainConfig, path: Path) -> str:
+    if config.reg_data_dir and Path(path).is_relative_to(Path(config.reg_data_dir).expanduser()):
+        return "reg_data_dir"
+    return "train_data_dir"

@@ -1,0 +1,1 @@
+"""What every package uses: user errors, file writes, the repository and home folders."""

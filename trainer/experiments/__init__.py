@@ -1,0 +1,1 @@
+"""Experiments around a training: side-by-side runs (sweeps), their comparison, the learning-rate finder."""

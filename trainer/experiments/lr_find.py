@@ -1,0 +1,221 @@
+"""The learning-rate finder: a short D-Adaptation or Prodigy run whose adapted step size (d·lr) becomes the
+learning rate suggested for AdamW, AdamW8bit and Lion (the seeds' recipe, automated).
+
+The probe is the user's own config (same model, data, network, batch and loss, so the rate carries over) with
+the optimizer settings of the shipped preset presets/lr-finder-<probe>.yaml: every learning rate 1 (d·lr is then
+d itself), a constant schedule, no warm-up. It trains max_train_steps, writes no samples and no checkpoints,
+and its one LoRA file and lr_find.json stay in its run folder, so the user's LoRA is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from trainer.common.errors import UserError
+
+if TYPE_CHECKING:  # the CLI imports PROBES for its parser: the schema loads only when a probe runs
+    from trainer.config import TrainConfig
+
+RESULT_FILE = "lr_find.json"
+
+
+class Probe(NamedTuple):
+    preset: str     # shipped preset (presets/<name>.yaml) whose optimizer settings the probe uses
+    max_steps: int  # default length; its estimate has usually settled by then
+
+
+# D-Adaptation settles within a few hundred steps; Prodigy grows its estimate more slowly (its preset says so too).
+PROBES: dict[str, Probe] = {"DAdaptAdam": Probe("lr-finder-dadaptation", 300),
+                            "Prodigy": Probe("lr-finder-prodigy", 1000)}
+PROBE_KEYS = ("optimizer_type", "optimizer_args", "learning_rate", "unet_lr", "text_encoder_lr", "lr_scheduler")
+# The optimizers a suggestion is made for, and their unet_lr as a share of the plateau: Lion's sign updates are
+# larger than Adam's (its authors advise a rate 3 to 10 times lower); the seeds take a third of AdamW's.
+TARGETS: dict[str, float] = {"AdamW": 1.0, "AdamW8bit": 1.0, "Lion": 1 / 3}
+# text_encoder_lr: a half to a tenth of unet_lr; the suggestion takes the half, the range is shown.
+TEXT_ENCODER_SHARES = (1 / 10, 1 / 2)
+
+TOLERANCE = 0.1   # values within ±10% of the final level count as flat
+FLAT_SHARE = 0.25  # the flat part must cover at least the last quarter of the probe
+MIN_POINTS = 10    # fewer steps than this never count as settled
+
+
+@dataclass
+class LrSuggestion:
+    optimizer: str                      # the probe's optimizer (DAdaptAdam or Prodigy)
+    steps: int                          # steps the probe trained
+    curve: list[tuple[int, float]]      # (step, d·lr of the first trained part: the UNet/transformer)
+    plateau: float                      # the suggested unet_lr for AdamW
+    settled: bool                       # False: d·lr was still rising at the end, plateau is a lower bound
+    plateau_from: int | None            # the step from which the curve stayed flat
+    settings: dict[str, dict[str, Any]]  # optimizer -> config keys to apply in one click
+    text_encoder_range: tuple[float, float]  # (plateau/10, plateau/2)
+    run_dir: Path
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["run_dir"] = str(self.run_dir)
+        return data
+
+
+def probe_config(config: TrainConfig, run_dir: Path, optimizer: str = "DAdaptAdam",
+                 steps: int | None = None) -> TrainConfig:
+    """The user's config turned into the probe; every output goes into run_dir."""
+    from trainer.config.io import validate_config
+
+    if optimizer not in PROBES:
+        raise UserError(f"lr-find: optimizer '{optimizer}' is not a probe", f"use one of {', '.join(PROBES)}")
+    data = config.model_dump()
+    data.update({key: _probe_settings(optimizer)[key] for key in PROBE_KEYS})
+    data.update(
+        lr_warmup_steps=0, lr_scheduler_type="", lr_scheduler_args=[],
+        max_train_epochs=None, max_train_steps=steps or default_steps(config, optimizer),
+        output_dir=str(run_dir), output_name=f"{config.output_name}-lrfind", overwrite=True,
+        save_every_n_epochs=None, save_every_n_steps=None, save_last_n_epochs=None, save_last_n_steps=None,
+        save_state=False, save_state_on_train_end=False, save_last_n_epochs_state=None,
+        save_last_n_steps_state=None, resume=None,
+        sample_prompts=None, sample_every_n_epochs=None, sample_every_n_steps=None, sample_at_first=False)
+    return validate_config(data)
+
+
+def default_steps(config: TrainConfig, optimizer: str) -> int:
+    """The probe's usual length, but never longer than the training it is for: a probe that outlasts the real
+    run costs more than it saves (the real run would then be the better experiment)."""
+    from trainer.checks.preflight import scan_and_plan
+
+    longest = PROBES[optimizer].max_steps
+    try:
+        plan = scan_and_plan(config)[2]
+    except ValueError:  # no images: the probe's own preflight names the problem
+        plan = None
+    return min(plan.total_steps, longest) if plan else longest
+
+
+def _probe_settings(optimizer: str) -> dict[str, Any]:
+    from trainer.presets.format import read_preset
+    from trainer.presets.library import SHIPPED_DIR
+
+    return read_preset(SHIPPED_DIR / f"{PROBES[optimizer].preset}.yaml").settings
+
+
+def plateau_start(curve: list[tuple[int, float]]) -> int | None:
+    """The step from which d·lr stayed flat, or None while it was still rising (or the probe was too short).
+
+    D-Adaptation and Prodigy only ever raise d, so the curve climbs and then levels off. The final level is the
+    median of the last quarter of the values; walking back from the end, the curve counts as flat while its
+    running median (centred, over a twentieth of the probe, so single noisy steps do not count) stays within
+    ±TOLERANCE of that level. It has settled when this flat stretch covers at least the whole last quarter.
+    """
+    values = [value for _, value in curve]
+    if len(values) < MIN_POINTS:
+        return None
+    tail = math.ceil(len(values) * FLAT_SHARE)
+    level = statistics.median(values[-tail:])
+    if not level > 0:
+        return None
+    smooth = _running_median(values, len(values) // 40)
+    first = len(values)
+    while first > 0 and abs(smooth[first - 1] / level - 1) <= TOLERANCE:
+        first -= 1
+    return curve[first][0] if len(values) - first >= tail else None
+
+
+def find_plateau(curve: list[tuple[int, float]]) -> float:
+    """The suggested unet_lr: the median of d·lr over its flat stretch (plateau_start), robust to noisy steps.
+    A curve still rising at the end gives the median of its last few values: the rate it had reached, which
+    is a lower bound of the plateau."""
+    if not curve:
+        raise ValueError("find_plateau: the curve is empty")
+    values = [value for _, value in curve]
+    start = plateau_start(curve)
+    if start is not None:
+        return statistics.median(value for step, value in curve if step >= start)
+    return statistics.median(values[-max(1, len(values) // 20):])
+
+
+def _running_median(values: list[float], half: int) -> list[float]:
+    """Centred, so a step up is seen where it happens, not half a window later."""
+    return [statistics.median(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
+
+
+def suggest(config: TrainConfig, curve: list[tuple[int, float]], optimizer: str, run_dir: Path) -> LrSuggestion:
+    """The plateau and, per target optimizer, the config keys that apply it to the user's config."""
+    plateau, start = find_plateau(curve), plateau_start(curve)
+    low, high = (_round(plateau * share) for share in TEXT_ENCODER_SHARES)
+    settings = {name: _target_settings(config, name, plateau * share) for name, share in TARGETS.items()}
+    return LrSuggestion(optimizer, curve[-1][0], curve, plateau, start is not None, start, settings, (low, high),
+                        run_dir)
+
+
+def _target_settings(config: TrainConfig, optimizer: str, unet_lr: float) -> dict[str, Any]:
+    """Config keys for one optimizer. The user's optimizer_args stay only when they were written for this
+    optimizer (another's, e.g. D-Adaptation's decouple=True, would be rejected); AdaFactor's own schedule
+    cannot drive another optimizer, so it becomes the default schedule."""
+    scheduler = config.lr_scheduler
+    if scheduler == "adafactor":
+        scheduler = type(config).model_fields["lr_scheduler"].default
+    return {"optimizer_type": optimizer,
+            "optimizer_args": list(config.optimizer_args) if config.optimizer_type == optimizer else [],
+            "learning_rate": _round(unet_lr), "unet_lr": _round(unet_lr),
+            "text_encoder_lr": _round(unet_lr * TEXT_ENCODER_SHARES[1]), "lr_scheduler": scheduler}
+
+
+def _round(value: float) -> float:
+    """Three significant digits: what a user types, and what the form shows without a long tail."""
+    return float(f"{value:.3g}")
+
+
+def read_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, d·lr of the first parameter group) from the run's step events, as the GUI's Run tab reads them."""
+    from trainer.run.state import RunReader
+
+    state = RunReader(run_dir).update()
+    return [(step, value) for step, value in state.effective_lrs if math.isfinite(value) and value > 0]
+
+
+def describe(result: LrSuggestion, rows: int = 10) -> str:
+    """The CLI's report: a sample of the curve, the plateau, the settings per optimizer."""
+    curve = result.curve
+    picks = sorted({round(i * (len(curve) - 1) / max(1, rows - 1)) for i in range(rows)})
+    lines = [f"lr-find: {result.optimizer} probe, {result.steps} steps, run folder {result.run_dir}",
+             "d·lr (the step size it adapted to):"]
+    lines += [f"  step {curve[i][0]:>6}  {curve[i][1]:.3g}" for i in picks]
+    if result.settled:
+        lines.append(f"plateau: {result.plateau:.3g} (flat from step {result.plateau_from})")
+    else:
+        lines.append(f"plateau: not reached; d·lr was still rising at step {result.steps}, so {result.plateau:.3g} "
+                     f"is a lower bound: run longer, e.g. --steps {2 * result.steps}")
+    low, high = result.text_encoder_range
+    lines.append(f"suggested (text_encoder_lr: {low:.3g} to {high:.3g} for AdamW, a half to a tenth of unet_lr):")
+    for name, keys in result.settings.items():
+        lines.append(f"  {name:<10} unet_lr {keys['unet_lr']:.3g}  text_encoder_lr {keys['text_encoder_lr']:.3g}  "
+                     f"lr_scheduler {keys['lr_scheduler']}")
+    lines.append(f"saved: {result.run_dir / RESULT_FILE}")
+    return "\n".join(lines)
+
+
+class ProbeFailed(Exception):
+    """The probe's training failed; run_training has already told the user why."""
+
+
+def lr_find(config: TrainConfig, optimizer: str = "DAdaptAdam", steps: int | None = None,
+            run_dir: Path | None = None) -> LrSuggestion:
+    """Run the probe in this process (as `train` does), then read its curve and write RUN_DIR/lr_find.json."""
+    from trainer.__main__ import EXIT_OK, run_training
+    from trainer.run.events import new_run_dir
+
+    run_dir = run_dir or new_run_dir(Path(config.output_dir).expanduser())
+    probe = probe_config(config, run_dir, optimizer, steps)
+    if run_training(probe, run_dir) != EXIT_OK:
+        raise ProbeFailed(run_dir)
+    curve = read_curve(run_dir)
+    if not curve:
+        raise UserError(f"lr-find: the {optimizer} probe logged no adapted step size (d·lr) in {run_dir}",
+                        "the optimizer did not adapt; see train.log in that folder")
+    result = suggest(config, curve, optimizer, run_dir)
+    (run_dir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+    return result

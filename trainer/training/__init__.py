@@ -1,0 +1,1 @@
+"""One training run: the loop under accelerate, loss and noise, optimizers, previews, saving, health."""

@@ -1,0 +1,431 @@
+"""The training loop, under accelerate: only the main process writes files, events and TensorBoard."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import set_seed
+from PIL import Image
+
+from trainer.adapters.dylora import add_dylora
+from trainer.adapters.layers import NetworkShape, add_dropouts, add_network, apply_max_norm, lora_layers
+from trainer.checks.preflight import Preflight, run_preflight
+from trainer.common.errors import UserError
+from trainer.config import TrainConfig
+from trainer.config.io import config_to_yaml
+from trainer.dataset.latents import LatentCache, encode_pixels
+from trainer.dataset.stream import BatchDataset, MicroBatch, make_loader, schedule
+from trainer.dataset.te_cache import build_text_encoder_cache
+from trainer.families.base import Conditioning
+from trainer.families.registry import load_family
+from trainer.run.events import RunLog
+from trainer.training.checkpoints import Saver, keep_only_lora_weights, load_train_state
+from trainer.training.export import load_lora, save_lora
+from trainer.training.health import Diverged, HealthMonitor, corrupt_weights_event, sample_event
+from trainer.training.metadata import build_metadata, for_save
+from trainer.training.optim import make_optimizer, make_scheduler, optimizer_name, step_lrs
+from trainer.training.quantize import quantize_linear_layers
+from trainer.training.sampling import load_prompts
+
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, pre: Preflight, log: RunLog, accelerator: Accelerator):
+        self.accelerator = accelerator
+        self.config = config
+        self.pre = pre
+        self.log = log
+        self.prompts = load_prompts(config.sample_prompts, config.resolution_wh)
+        self.step = self.epoch = 0
+        self.losses: deque[float] = deque(maxlen=max(1, self.pre.plan.steps_per_epoch))
+        self.step_times: deque[float] = deque(maxlen=20)  # it/s over recent steps, not the whole run
+
+    # --- setup --------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        config, plan = self.config, self.pre.plan
+        for warning in self.pre.warnings:
+            self.log.warning(warning)
+        self.log.event("plan", **plan.as_event())
+        self.log.info("step plan:\n" + plan.describe())
+        set_seed(config.seed)
+        self.model = load_family(config, HALF.get(config.mixed_precision, torch.float32))
+        for warning in self.model.prepare():  # e.g. zero_terminal_snr, the SNR table
+            self.log.warning(warning)
+        # From here on the config holds what the model decided (family, v2, v-prediction, ...).
+        config = self.config = self.model.config = self.model.config.model_copy(update=self.model.resolved())
+        if self.log.enabled:
+            (self.log.run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
+        self.health = HealthMonitor(config)  # diagnoses with the resolved family and precision
+        self._place_models()
+        self.model.set_attention(config.sdpa, config.xformers)
+        if config.fp8_base:
+            self._store_base_in_fp8()
+        if config.quantize_base != "none":  # before LoRA, so peft wraps the quantized layers
+            self.log.info(quantize_linear_layers(self.model.denoiser, config.quantize_base,
+                                                 HALF.get(config.mixed_precision, torch.float32)))
+        groups = self._inject_lora()
+        self.cache = self._build_cache()
+        texts = [text for spec in self.prompts for text in (spec.prompt, spec.negative)]
+        self.te_cache = build_text_encoder_cache(config, self.model, self.pre.entries, texts, self.accelerator,
+                                                 self.log.info)
+        self.batches = schedule(self.pre.entries, config.train_batch_size, config.gradient_accumulation_steps,
+                                config.seed, plan.total_steps, self.accelerator.process_index,
+                                self.accelerator.num_processes)
+        self.dataset = BatchDataset.from_config(self.pre.entries, self.batches, self.cache, config)
+        self.optimizer = make_optimizer(config, groups)
+        self.group_names = [g["name"] for g in groups]
+        self.scheduler = make_scheduler(config, self.optimizer, plan.total_steps)
+        # Only trained parts are prepared: a DDP wrapper needs parameters that take gradients.
+        for part in self.parts:
+            self.model.runners[part.name] = self.accelerator.prepare(part.module)
+        self.optimizer = self.accelerator.prepare(self.optimizer)
+        self.accelerator.register_save_state_pre_hook(keep_only_lora_weights)
+        self.saver = Saver(config, self.accelerator, self._save)
+        if config.full_fp16:
+            _allow_fp16_gradients(self.accelerator)
+        self.metadata = build_metadata(
+            config, plan, self.pre.scan, model=self.model.metadata(), optimizer=optimizer_name(self.optimizer.optimizer),
+            session_id=uuid.uuid4().hex[:8], started_at=time.time())
+
+    def _place_models(self) -> None:
+        device, model = self.accelerator.device, self.model
+        # Text encoders whose outputs are cached run only while caching (te_cache moves them), not per step.
+        cached = self.config.text_encoder_outputs_cached
+        for part in [model.vae, model.denoiser] + ([] if cached else model.text_encoders):
+            part.to(device)
+        if self.config.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+
+    def _store_base_in_fp8(self) -> None:
+        """fp8_base: the frozen denoiser's weights are stored in float8 and cast per layer to the compute
+        precision (diffusers' layerwise casting); done before LoRA so the LoRA layers stay in full precision."""
+        self.model.denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
+                                                     compute_dtype=HALF[self.config.mixed_precision])
+        stored = [p for p in self.model.denoiser.parameters() if p.dtype == torch.float8_e4m3fn]
+        size = sum(p.numel() for p in stored) / 2 ** 30
+        self.log.info(f"fp8_base: {len(stored)} weight tensors ({size:.2f} G values) stored in float8")
+
+    def _inject_lora(self) -> list[dict]:
+        config, model = self.config, self.model
+        for part in [model.denoiser, *model.text_encoders]:
+            part.requires_grad_(False).eval()
+        weights = load_lora(Path(config.network_weights).expanduser())[0] if config.network_weights else None
+        file_shape = model.network_file_shape(weights) if weights is not None else None
+        dim, self.alpha = _network_shape(config, file_shape)
+        self.parts = model.trained_parts()
+        shape = NetworkShape(config.network_type, dim, self.alpha, config.conv_dim_value, config.conv_alpha_value,
+                             config.factor, config.rank_dropout or 0.0, config.module_dropout or 0.0)
+        groups = [{"name": part.name, "lr": part.lr,
+                   "params": add_network(part.module, shape, part.targets, part.conv_targets)} for part in self.parts]
+        for part in self.parts:  # LoRA layers only: peft's LoHa/LoKr apply their rank/module dropout themselves
+            add_dropouts(part.module, config.network_dropout, config.rank_dropout, config.module_dropout)
+            if config.network_type == "dylora":
+                add_dylora(part.module, config.unit)
+        if weights is not None:
+            self._load_network_weights(weights, file_shape)
+        for part in self.parts:
+            part.module.train()
+        # Trained weights stay fp32 under a half-precision base, unless full_fp16/full_bf16 asks otherwise.
+        dtype = HALF[config.mixed_precision] if config.full_fp16 or config.full_bf16 else torch.float32
+        for group in groups:
+            for param in group["params"]:
+                param.data = param.data.to(dtype)
+        return groups
+
+    def _load_network_weights(self, weights: dict[str, torch.Tensor], file_shape: tuple[int, float] | None) -> None:
+        model, config = self.model, self.config
+        file_alpha = file_shape[1] if file_shape else self.alpha
+        if file_alpha != self.alpha:
+            raise UserError(f"network_alpha: {self.alpha:g} differs from the alpha {file_alpha:g} in network_weights",
+                            "set network_alpha to the file's value, or dim_from_weights: true")
+        try:
+            used = model.load_network_weights(weights)
+        except RuntimeError as exc:  # peft reports rank mismatches as size mismatches
+            raise UserError(f"network_weights: the file's rank differs from network_dim {config.network_dim}: "
+                            f"{str(exc).splitlines()[-1].strip()}", "set dim_from_weights: true") from None
+        if not used:
+            raise UserError(f"network_weights: no key of '{self.config.network_weights}' matches this model's "
+                            "LoRA layers", "pick a LoRA trained for this model family and network type")
+        unused = sorted(set(weights) - used)
+        if unused:
+            self.log.warning(f"network_weights: {len(unused)} keys of the file were not used, e.g. {unused[0]}")
+        self.log.info(f"network_weights: continued from {self.config.network_weights}")
+
+    def _build_cache(self) -> LatentCache | None:
+        if not self.config.cache_latents:
+            return None
+        # flip_aug picks the plain or the mirrored image's latents per sample, so both are cached.
+        cache = LatentCache(self.model.vae, self.config.cache_latents_to_disk, with_flipped=self.config.flip_aug)
+        started = time.time()
+        encoded = cache.fill(self.pre.entries, batch_size=self.config.vae_batch_size)
+        self.log.info(f"latents cached: {encoded} encoded in {time.time() - started:.1f}s")
+        return cache
+
+    # --- training -----------------------------------------------------------------------------------
+    def run(self) -> str:
+        if self.config.sample_at_first:
+            self._sample(epoch=0)
+        status = "completed"
+        first = self._resume() if self.config.resume else 0
+        self.step_times.append(time.time())
+        micro_losses: list[float] = []
+        for index, data in self._stream(first):
+            batch = self.batches[index]
+            micro_losses.append(self._forward_backward(data, batch))
+            if not batch.last_of_step:
+                continue
+            self._optimizer_step(float(np.mean(micro_losses)), batch)
+            micro_losses.clear()
+            epoch_ends = index + 1 == len(self.batches) or self.batches[index + 1].epoch != batch.epoch
+            if self._stop_requested():
+                status = "stopped"
+                break
+            self._after_step(batch, epoch_ends)
+        self.saver.final(self.step, self.epoch)
+        self.log.event("finished", status=status, step=self.step)
+        self.log.info(f"training {status} at step {self.step}")
+        return status
+
+    def _stream(self, first: int) -> Iterator[tuple[int, dict]]:
+        """(index, data) of the micro-batches from `first` on: one loader for the run, or a fresh one (and fresh
+        workers) each epoch when persistent_data_loader_workers is off, as in sd-scripts."""
+        indices = range(first, len(self.batches))
+        spans = [indices] if self.config.persistent_data_loader_workers else [
+            list(group) for _, group in itertools.groupby(indices, key=lambda i: self.batches[i].epoch)]
+        for span in spans:
+            loader = make_loader(self.dataset, span, self.config.max_data_loader_n_workers, self.config.seed)
+            yield from zip(span, loader)
+
+    def _resume(self) -> int:
+        """Restore a saved state; returns the index of the first micro-batch still to train."""
+        step, epoch = load_train_state(self.accelerator, Path(self.config.resume).expanduser())
+        if step >= self.pre.plan.total_steps:
+            raise UserError(f"resume: the state is at step {step}, and this plan has {self.pre.plan.total_steps} "
+                            "steps in all", "raise max_train_epochs to train further")
+        for _ in range(step):  # the schedule is a pure function of the step: replay it
+            self.scheduler.step()
+        self.step, self.epoch = step, epoch
+        self.log.info(f"resumed from {self.config.resume} at step {step}, epoch {epoch}")
+        return next(i for i, batch in enumerate(self.batches) if batch.step > step)
+
+    def _forward_backward(self, data: dict, batch: MicroBatch) -> float:
+        model, accelerator = self.model, self.accelerator
+        if "latents" in data:
+            latents = data["latents"].to(accelerator.device)
+        else:
+            latents = encode_pixels(model.vae, data["pixels"])
+        with accelerator.autocast():
+            loss = model.loss(latents, self._conditioning(data["captions"]), data)
+        with self._sync_only_on_last(batch):
+            accelerator.backward(loss / batch.micro_batches)
+        return loss.item()
+
+    def _conditioning(self, texts: list[str]) -> Conditioning:
+        if self.te_cache is not None:  # the text encoders do not run in training steps
+            return {name: tensor.to(self.accelerator.device) for name, tensor in self.te_cache.get(texts).items()}
+        return self.model.encode_text(texts)
+
+    def _sync_only_on_last(self, batch: MicroBatch) -> contextlib.ExitStack:
+        """Gradients of an accumulation group are all-reduced once, with its last micro-batch."""
+        stack = contextlib.ExitStack()
+        if not batch.last_of_step:
+            for runner in self.model.runners.values():
+                if hasattr(runner, "no_sync"):  # only DDP-wrapped (trained, multi-process) parts sync
+                    stack.enter_context(self.accelerator.no_sync(runner))
+        return stack
+
+    def _stop_requested(self) -> bool:
+        """The main process reads STOP; every process learns it in the same step, so none waits alone."""
+        if self.accelerator.is_main_process and self.log.stop_requested():
+            self.accelerator.set_trigger()
+        return self.accelerator.check_trigger()
+
+    def _optimizer_step(self, loss: float, batch: MicroBatch) -> None:
+        grad_norm = self._grad_norm()
+        if self._non_finite(loss, grad_norm):  # checked before the step: a NaN update never reaches the weights
+            self._skip_update(loss, grad_norm, batch)
+            return
+        self.optimizer.step()
+        # The LRs this step used (and d·lr for D-Adaptation/Prodigy), read before the scheduler moves on.
+        lrs, lr_effective = step_lrs(self.optimizer.optimizer, self.group_names)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step, self.epoch = batch.step, batch.epoch
+        self.losses.append(loss)
+        self.step_times.append(time.time())
+        # Under fp16's loss scaler an overflowing gradient is routine (the scaler skipped the step): no norm.
+        finite_norm = grad_norm if math.isfinite(grad_norm) else None
+        self._log_step(loss, lrs, batch.epoch, lr_effective, finite_norm)
+        for event in self.health.observe(self.step, loss, finite_norm):
+            self.log.health(**event.fields())
+
+    def _grad_norm(self) -> float:
+        """The total gradient norm, unscaled (fp16) and before clipping; clips to max_grad_norm when set."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.config.max_grad_norm > 0:
+            return float(self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm))
+        self.accelerator.unscale_gradients()
+        return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+
+    def _non_finite(self, loss: float, grad_norm: float) -> bool:
+        """Whether the loss or the gradients are NaN/inf on any process (all of them decide alike). Under fp16's
+        loss scaler overflowing gradients are routine: the scaler skips that step and lowers its scale itself."""
+        bad = not math.isfinite(loss) or (self.accelerator.scaler is None and not math.isfinite(grad_norm))
+        if self.accelerator.num_processes == 1:
+            return bad
+        flag = torch.tensor(float(bad), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, "sum").item())
+
+    def _skip_update(self, loss: float, grad_norm: float, batch: MicroBatch) -> None:
+        """Drop a non-finite step's update. on_nan stop ends the run (Diverged); warn goes on, the schedule
+        moving as if the step had been taken (as with a step the fp16 scaler skips)."""
+        lr = next(iter(step_lrs(self.optimizer.optimizer, self.group_names)[0].values()))
+        event = self.health.non_finite(batch.step, loss, grad_norm, lr)
+        if event is not None:
+            self.log.health(**event.fields())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.config.on_nan == "stop":
+            raise Diverged(event)
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.update()  # closes the step that unscale_ opened, as a skipped scaler step does
+        self.scheduler.step()
+        self.step, self.epoch = batch.step, batch.epoch
+
+    def _log_step(self, loss: float, lrs: dict[str, float], epoch: int,
+                  lr_effective: dict[str, float] | None = None, grad_norm: float | None = None) -> None:
+        total = self.pre.plan.total_steps
+        it_s = (len(self.step_times) - 1) / max(self.step_times[-1] - self.step_times[0], 1e-9)
+        avg = float(np.mean(self.losses))
+        adapted = {"lr_effective": lr_effective} if lr_effective else {}
+        self.log.event("step", step=self.step, epoch=epoch, loss=loss, avg_loss=avg,
+                       lr=next(iter(lrs.values())), lrs=lrs, **adapted, grad_norm=grad_norm, it_s=round(it_s, 4),
+                       eta_s=round((total - self.step) / it_s, 1) if it_s > 0 else None)
+        norm = {} if grad_norm is None else {"grad_norm": grad_norm}
+        self.log.scalars({"loss/current": loss, "loss/average": avg, **norm,
+                          **{f"lr/{name}": lr for name, lr in lrs.items()},
+                          **{f"lr_effective/{name}": lr for name, lr in (lr_effective or {}).items()}}, self.step)
+        if self.step == 1 or self.step % 10 == 0 or self.step == total:
+            self.log.info(f"step {self.step}/{total} epoch {epoch} loss {loss:.4f} avg {avg:.4f} {it_s:.2f} it/s")
+
+    def _after_step(self, batch: MicroBatch, epoch_ends: bool) -> None:
+        config = self.config
+        self._apply_max_norm()
+        self.saver.after_step(self.step, batch.epoch, epoch_ends, self.step == self.pre.plan.total_steps)
+        if config.sample_every_n_steps and self.step % config.sample_every_n_steps == 0:
+            self._sample(batch.epoch)
+        if epoch_ends and config.sample_every_n_epochs and batch.epoch % config.sample_every_n_epochs == 0:
+            self._sample(batch.epoch)
+
+    def _apply_max_norm(self) -> None:
+        if not self.config.scale_weight_norms:
+            return
+        layers = [layer for part in self.parts for layer in lora_layers(part.module).values()]
+        scaled, mean, largest = apply_max_norm(layers, self.config.scale_weight_norms)
+        self.log.scalars({"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean,
+                          "max_norm/max_key_norm": largest}, self.step)
+
+    # --- outputs ------------------------------------------------------------------------------------
+    def _save(self, path: Path, epoch: int) -> None:
+        self._check_weights_finite(path)
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        tensors = self.model.export_tensors(self.alpha)
+        metadata = {} if self.config.no_metadata else for_save(self.metadata, epoch, self.step)
+        save_lora(path, tensors, metadata, self.config.save_precision)
+        self.log.event("checkpoint", path=str(path), epoch=epoch, step=self.step)
+        self.log.info(f"saved {path}")
+
+    def _check_weights_finite(self, path: Path) -> None:
+        """Nothing corrupt is saved: NaN/inf weights end the run before the file is written. Every process
+        holds the same weights, so all of them stop together."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            event = corrupt_weights_event(self.config, self.step, path.name)
+            self.log.health(**event.fields())
+            raise Diverged(event)
+
+    def _sample(self, epoch: int) -> None:
+        if not self.prompts or not self.accelerator.is_main_process:
+            return
+        model, config = self.model, self.config
+        for part in self.parts:
+            part.module.eval()
+        for index, spec in enumerate(self.prompts):
+            with torch.no_grad(), self.accelerator.autocast():
+                cond, uncond = (self._conditioning([text]) for text in (spec.prompt, spec.negative))
+                seed = spec.seed if spec.seed is not None else config.seed
+                image = model.generate(spec, cond, uncond, seed, config.sample_sampler)
+            path = self.log.samples_dir / f"e{epoch:04d}-s{self.step:06d}-p{index}.png"
+            Image.fromarray(image).save(path)
+            self.log.event("sample", path=str(path), step=self.step, epoch=epoch, prompt=spec.prompt)
+            self.log.image(f"sample/p{index}", image, self.step)
+            event = sample_event(image, self.step, str(path))  # a warning only: the run goes on
+            if event is not None:
+                self.log.health(**event.fields())
+        for part in self.parts:
+            part.module.train()
+
+
+def train(config: TrainConfig, run_dir: Path) -> str:
+    """Run one training into run_dir; every outcome ends with a `finished` event."""
+    # cpu=True without CUDA: several CPU processes (torchrun) then sync through gloo instead of running apart.
+    # PartialState is a singleton, so the first call decides for the Accelerator below too.
+    cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    log = RunLog(run_dir, enabled=state.is_main_process)
+    try:
+        # Preflight comes before Accelerator, which rejects fp16 on a CPU with a bare traceback.
+        pre = run_preflight(config, state.num_processes)
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
+        trainer = Trainer(config, pre, log, accelerator)
+        trainer.setup()
+        return trainer.run()
+    except Diverged as exc:  # the health event is written; no final file, the earlier files stay as they are
+        log.event("finished", status="failed", step=exc.event.step)
+        log.info(f"training failed at step {exc.event.step} ({exc.event.code})")
+        return "failed"
+    except UserError as exc:
+        log.event("error", message=exc.message, hint=exc.hint)
+        log.event("finished", status="failed")
+        raise
+    except BaseException as exc:
+        log.warning(traceback.format_exc())
+        log.event("error", message=f"{type(exc).__name__}: {exc}", hint="see train.log for the details")
+        log.event("finished", status="failed")
+        raise
+    finally:
+        log.close()
+
+
+def _network_shape(config: TrainConfig, file_shape: tuple[int, float] | None) -> tuple[int, float]:
+    """(dim, alpha) from the config, or from the network_weights file with dim_from_weights."""
+    if not config.network_weights or not config.dim_from_weights:
+        return config.network_dim, config.network_alpha
+    if file_shape is None:
+        raise UserError(f"network_weights: '{config.network_weights}' holds no lora_down weights",
+                        "pick a kohya-format LoRA file")
+    return file_shape
+
+
+def _allow_fp16_gradients(accelerator: Accelerator) -> None:
+    """full_fp16 keeps fp16 gradients, which torch's GradScaler refuses to unscale; sd-scripts patches it the same
+    way (patch_accelerator_for_fp16_training)."""
+    original = accelerator.scaler._unscale_grads_
+
+    def unscale(optimizer, inv_scale, found_inf, allow_fp16):
+        return original(optimizer, inv_scale, found_inf, True)
+
+    accelerator.scaler._unscale_grads_ = unscale
