@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from ui.review import worker
+
+    worker().start()  # torch loads in the worker while the page starts: the LR chart is ready when it shows
+
     from trainer.common.errors import UserError
     from ui import settings
     from ui.app import build_app
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port("127.0.0.1", DEFAULT_PORT)
     try:
         initial = settings.load_form() or settings.demo_form()
-    except (OSError, UserError, subprocess.SubprocessError) as exc:
+    except (OSError, UserError) as exc:
         print(f"warning: the demo could not be prepared ({exc}); the form starts empty", file=sys.stderr)
         initial = {}
     blocks = build_app(args.lang, initial)

@@ -93,7 +93,7 @@ def spawn(name: str, config: dict, run_dir: Path) -> dict:
 
 def run_matrix(steps: int, cuda: bool) -> dict[str, dict]:
     from trainer.demo.data import build_demo_dataset
-    from trainer.demo.tiny_models import build_tiny_sd
+    from trainer.families.tiny_sd import build_tiny_sd
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="danlu-bench-") as tmp:
@@ -147,7 +147,7 @@ Measured with `bench/train_speed.py` on {datetime.date.today().isoformat()}.
 
 {table(results, cuda)}
 
-What the figures mean: each setting trains the tiny random SD1.5 model (trainer.demo.tiny_models) on the demo
+What the figures mean: each setting trains the tiny random SD1.5 model (trainer.families.tiny_sd) on the demo
 dataset (42 images with repeats, resolution 64, buckets 64-128, LoRA dim 4) in its own process.
 They show the relative cost of the options and the overhead of the training loop, not the speed of a real
 SD1.5 model, where the UNet's compute dominates and the options weigh differently (gradient checkpointing,

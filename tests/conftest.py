@@ -14,7 +14,7 @@ import yaml
 from tiny_flux import build_tiny_flux
 
 from trainer.demo.data import build_demo_dataset
-from trainer.demo.tiny_models import build_tiny_sd
+from trainer.families.tiny_sd import build_tiny_sd
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from trainer.families.original_layout import LDM_TEXT_ENCODERS, Tensors, bfl_flux, hf_clip, ldm_checkpoint, ldm_vae
+from trainer.families.original_layout import Tensors, bfl_flux, hf_clip, ldm_checkpoint, ldm_vae
+from trainer.families.table import FAMILIES
 
 __all__ = ["bfl_flux", "folder_config", "folder_weights", "ldm_vae", "write_flux_files", "write_ldm_checkpoint"]
 
@@ -25,7 +26,7 @@ def folder_config(folder: Path, component: str) -> dict:
 
 def write_ldm_checkpoint(folder: Path, path: Path, family: str) -> Path:
     """A1111-style single file of a tiny diffusers SD1 / SD2 / SDXL folder."""
-    names = ["unet", "vae", *(name for name, _, _ in LDM_TEXT_ENCODERS[family])]
+    names = ["unet", "vae", *(encoder.component for encoder in FAMILIES[family].text_encoders)]
     states = {name: folder_weights(folder, name) for name in names}
     configs = {name: folder_config(folder, name) for name in ("unet", "vae")}
     return _save(ldm_checkpoint(family, states, configs), path)

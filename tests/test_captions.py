@@ -169,5 +169,5 @@ def test_preview_shows_several_samples():
 
 def test_the_preview_needs_no_torch():
     # The GUI process must stay light: importing the caption module must not pull in torch.
-    code = "import sys, trainer.captions; sys.exit('torch' in sys.modules)"
+    code = "import sys, trainer.dataset.captions; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

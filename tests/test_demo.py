@@ -7,6 +7,8 @@ from conftest import read_events, run_cli
 def test_demo_trains_offline_to_a_lora_with_samples(tmp_path):
     result = run_cli("demo", "--dir", tmp_path / "demo", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    # bitsandbytes, unused by the demo, is not imported: at import it asks the Hub for CPU kernels and logs a failure
+    assert "kernels-community" not in result.stderr and "bitsandbytes" not in result.stderr
     outputs = tmp_path / "demo" / "outputs"
     (run_dir,) = (outputs / "runs").iterdir()
     events = read_events(run_dir)

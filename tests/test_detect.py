@@ -1,5 +1,6 @@
 """Single model files are recognised from their tensor names (real key conventions, tiny synthetic tensors)."""
 
+import json
 import subprocess
 import sys
 
@@ -151,6 +152,23 @@ def test_only_the_header_is_read_and_torch_is_not_imported(tmp_path):
     assert result.stdout.split() == ["sdxl", "False"]
 
 
+def test_folders_and_files_are_told_apart_without_torch(tmp_path):
+    configs = {"sd1": {"unet": {}, "text_encoder": {"hidden_act": "quick_gelu"}},
+               "sd2": {"unet": {}, "text_encoder": {"hidden_act": "gelu"}},
+               "sdxl": {"unet": {"addition_embed_type": "text_time"}, "text_encoder": {"hidden_act": "quick_gelu"}},
+               "flux": {"transformer": {}, "text_encoder": {"hidden_act": "quick_gelu"}}, "none": {"vae": {}}}
+    for family, parts in configs.items():
+        for part, config in parts.items():
+            (tmp_path / family / part).mkdir(parents=True)
+            (tmp_path / family / part / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    sources = [*(str(tmp_path / family) for family in configs), str(save_shapes(tmp_path / "m.safetensors",
+                                                                              CASES["sdxl_full"][0])), "owner/repo"]
+    code = ("import sys; from trainer.families.detect import detect_family; "
+            f"print(*[detect_family(s) for s in {sources!r}], 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["sd1", "sd2", "sdxl", "flux", "None", "sdxl", "None", "False"]
+
+
 def test_ckpt_full_model_and_pt_embedding_load_with_weights_only(tmp_path):
     shapes = {**SD_UNET, **SD2_ATTN2, **LDM_VAE, **SD2_CLIP}
     torch.save({"state_dict": {k: torch.zeros(v) for k, v in shapes.items()}, "global_step": 10}, tmp_path / "m.ckpt")
@@ -197,7 +215,7 @@ def test_preflight_names_what_a_lora_or_embedding_is(tmp_path):
 
     def problem(path):
         config = validate_config({"pretrained_model_name_or_path": str(path), "train_data_dir": str(tmp_path)})
-        return next(p for p in readiness_problems(config) if p.startswith("pretrained_model_name_or_path"))
+        return next(str(p) for p in readiness_problems(config) if p.keys == ("pretrained_model_name_or_path",))
 
     assert problem(lora) == (f"pretrained_model_name_or_path: '{lora}' is a kohya LoRA for SD1.x, rank 32, not a "
                              "base model: pick the base model you trained it on (to continue training this LoRA, "

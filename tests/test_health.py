@@ -71,9 +71,11 @@ def test_absurd_learning_rate_stops_with_nan_loss_and_keeps_the_epoch_file(tmp_p
 
 
 def test_on_nan_warn_skips_the_bad_steps_and_completes(tmp_path, make_config):
-    """AdamW at learning_rate 10 (above its sane range) keeps the tiny model finite for 3 steps, then every step
-    is NaN. on_nan: warn skips them: the run completes and its final file holds the last finite weights."""
-    status, events, _ = run(tmp_path, make_config, learning_rate=10, max_train_steps=5, on_nan="warn")
+    """AdamW at learning_rate 10 (above its sane range) keeps the tiny model finite for 3 steps; StepLR then
+    multiplies it by 1e9, and every later step is NaN (on every CPU: lr 10 alone exploded on some and not on
+    others). on_nan: warn skips them: the run completes and its final file holds the last finite weights."""
+    status, events, _ = run(tmp_path, make_config, learning_rate=10, max_train_steps=5, on_nan="warn",
+                            lr_scheduler_type="StepLR", lr_scheduler_args=["step_size=3", "gamma=1e9"])
     assert status == "completed"
     (health,) = of_type(events, "health")  # steps 4 and 5 skipped: warned for the 1st only (then 10th, 100th)
     assert health["level"] == "warning" and health["code"] == "nan_loss" and "skipped" in health["message"]

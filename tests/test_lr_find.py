@@ -8,6 +8,7 @@ import pytest
 from conftest import read_events, run_cli, write_config
 
 import trainer.__main__ as cli
+import trainer.training.start as start
 from trainer.common.errors import UserError
 from trainer.config.io import validate_config
 from trainer.experiments.lr_find import (
@@ -136,7 +137,7 @@ def fake_training(events: list[dict], code: int = 0):
 
 
 def test_no_adapted_step_size_exits_2_with_a_message(make_config, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "run_training", fake_training([{"type": "step", "step": 1, "loss": 0.1, "lr": 1.0}]))
+    monkeypatch.setattr(start, "run_training", fake_training([{"type": "step", "step": 1, "loss": 0.1, "lr": 1.0}]))
     path = write_config(tmp_path / "c.yaml", make_config())
     assert cli.main(["lr-find", str(path), "--run-dir", str(tmp_path / "run")]) == cli.EXIT_BAD_INPUT
     assert "logged no adapted step size (d·lr)" in capsys.readouterr().err
@@ -145,7 +146,7 @@ def test_no_adapted_step_size_exits_2_with_a_message(make_config, tmp_path, monk
 
 
 def test_a_failed_probe_exits_1(make_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "run_training", fake_training([], code=cli.EXIT_FAILED))
+    monkeypatch.setattr(start, "run_training", fake_training([], code=cli.EXIT_FAILED))
     path = write_config(tmp_path / "c.yaml", make_config())
     assert cli.main(["lr-find", str(path), "--run-dir", str(tmp_path / "run")]) == cli.EXIT_FAILED
 

@@ -1,14 +1,19 @@
 """Network types: LoRA/LoCon reload in diffusers, LoHa/LoKr in the LyCORIS library, DyLoRA trains every rank,
-and sd-scripts' network_module/network_args forms map onto network_type."""
+sd-scripts' network_module/network_args forms map onto network_type, and a type is one module of its own."""
 
+import ast
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import safetensors
 import safetensors.torch
 import torch
+from conftest import REPO, write_config
 from diffusers import DiffusionPipeline
 from lora_helpers import add_lora
 
@@ -16,6 +21,7 @@ from tests.test_families import train_in_process
 from tests.test_train_cli import _generate, _pipeline
 from trainer.adapters.dylora import add_dylora
 from trainer.adapters.layers import ADAPTER, lora_layers
+from trainer.adapters.types import NETWORK_TYPES
 from trainer.common.errors import UserError
 from trainer.config.io import validate_config
 from trainer.families.registry import load_family
@@ -181,3 +187,72 @@ def test_flux_refuses_lycoris_types(make_config, tiny_flux):
     config = validate_config(make_config(pretrained_model_name_or_path=str(tiny_flux), network_type="loha"))
     with pytest.raises(UserError, match=re.escape("network_type: Flux.1 trains lora only")):
         load_family(config, torch.float32)
+
+
+# A throwaway network type, written the way the real ones are (torch-free data, torch in its methods): a LoRA that
+# counts its layers after injection and saves the count. Its last line is what trainer/adapters/types.py would hold.
+TAGGED_TYPE = """
+from dataclasses import dataclass
+
+from trainer.adapters.lora import LoraType
+from trainer.adapters.types import NETWORK_TYPES
+
+
+@dataclass(frozen=True)
+class Tagged(LoraType):
+    def after_injection(self, module, config):
+        from trainer.adapters.layers import lora_layers
+
+        super().after_injection(module, config)
+        module.tagged = len(lora_layers(module))
+
+    def state_dict(self, module, prefix, rename):
+        import torch
+
+        return {**super().state_dict(module, prefix, rename), f"{prefix}.tagged": torch.tensor(float(module.tagged))}
+
+
+NETWORK_TYPES["tagged"] = Tagged("tagged", "Tagged", "networks.lora")
+"""
+TRAIN = ("import runpy, sys, tagged; sys.argv = ['trainer', 'train', sys.argv[1]]; "
+         "runpy.run_module('trainer', run_name='__main__')")
+
+
+def test_a_network_type_is_one_module(tmp_path, make_config):
+    """Registered from a module of its own, a type is accepted by the schema, injected with its own hook by the
+    loop and saved by its own state_dict: no other file names it."""
+    (tmp_path / "tagged.py").write_text(TAGGED_TYPE, encoding="utf-8")
+    config = write_config(tmp_path / "c.yaml", make_config(network_type="tagged", max_train_steps=1))
+    result = subprocess.run([sys.executable, "-c", TRAIN, str(config)], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    with safetensors.safe_open(str(tmp_path / "out" / "test.safetensors"), "pt") as handle:
+        tensors, meta = {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata()
+    unet_layers = sum(key.startswith("lora_unet_") and key.endswith(".lora_down.weight") for key in tensors)
+    assert unet_layers and float(tensors["lora_unet.tagged"]) == unet_layers
+    assert "lora_te.tagged" in tensors and meta["ss_network_module"] == "networks.lora"
+
+
+def _names_a_type(node: ast.AST, names: set[str]) -> bool:
+    """A string that is a type's name, or a tuple/list/set of such strings."""
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return bool(node.elts) and all(_names_a_type(elt, names) for elt in node.elts)
+    return isinstance(node, ast.Constant) and node.value in names
+
+
+def test_no_code_outside_the_adapters_branches_on_a_network_type():
+    """Comparisons with a type's name and lists of names live in trainer/adapters/ only. "lora" is also a file
+    kind and a CLI verb: it counts where a comparison reads a network_type."""
+    names, found = set(NETWORK_TYPES), []
+    for path in sorted([*(REPO / "trainer").rglob("*.py"), *(REPO / "ui").rglob("*.py")]):
+        if path.parent.name == "adapters":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                named = names if "network_type" in ast.unparse(node) else names - {"lora"}
+                hit = any(_names_a_type(operand, named) for operand in [node.left, *node.comparators])
+            else:
+                hit = isinstance(node, (ast.Tuple, ast.List, ast.Set)) and _names_a_type(node, names - {"lora"})
+            if hit:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import read_events
+from conftest import read_events, run_cli, write_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import trainer.training.loop
@@ -178,7 +178,7 @@ def test_plain_optimizers_log_no_lr_effective(tmp_path, make_config):
 def problems_of(make_config, **overrides):
     with pytest.raises(ConfigError) as caught:
         validate_config(make_config(**overrides))
-    return caught.value.problems
+    return [str(problem) for problem in caught.value.problems]
 
 
 def test_unknown_optimizer_suggests_the_name(make_config):
@@ -189,7 +189,8 @@ def test_unknown_optimizer_suggests_the_name(make_config):
 
 def test_class_path_that_does_not_import_fails_before_the_first_step(tmp_path, make_config):
     config = validate_config(make_config(optimizer_type="torch.optim.NoSuchOpt"))
-    assert optimizer_problems(config) == ["optimizer_type: torch.optim has no NoSuchOpt; check the spelling"]
+    assert [str(p) for p in optimizer_problems(config)] == ["optimizer_type: torch.optim has no NoSuchOpt; check the "
+                                                            "spelling"]
     with pytest.raises(ConfigError, match=r"^optimizer_type: fancy_opt_pkg\.optim\.Fancy cannot be imported"):
         train(validate_config(make_config(optimizer_type="fancy_opt_pkg.optim.Fancy", **FAST)), tmp_path / "run")
     events = read_events(tmp_path / "run")
@@ -243,3 +244,12 @@ def test_adaptive_optimizer_warnings_as_sd_scripts(make_config):
     assert low.startswith("optimizer_type Prodigy: learning rate 0.0001 is low") and "1.0" in low
     assert "unet_lr and text_encoder_lr differ" in differ
     assert advice_texts(validate_config(make_config(optimizer_type="Prodigy", learning_rate=1.0))) == []
+
+
+def test_8bit_optimizer_trains_from_the_command_line(tmp_path, make_config):
+    """A trainer process hides the optional packages its config does not use (common.libraries.hide_unused):
+    the one the optimizer needs stays importable."""
+    path = write_config(tmp_path / "c.yaml", make_config(optimizer_type="AdamW8bit", max_train_steps=1))
+    result = run_cli("train", path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_lora(tmp_path / "out" / "test.safetensors")[1]["ss_optimizer"].startswith("bitsandbytes")

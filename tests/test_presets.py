@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from trainer.common.errors import ConfigError
-from trainer.config.migrations import PRESET_VERSION
+from trainer.config import TrainConfig
+from trainer.config.io import config_to_yaml
+from trainer.config.migrations import CURRENT_VERSION, VERSION_KEY
 from trainer.presets.format import (
     Preset,
     apply_preset,
@@ -36,6 +38,9 @@ def test_version_0_a_plain_config_migrates_to_the_current_version(tmp_path):
     preset = read_preset(flat)
     assert preset.name == "old"
     assert preset.settings == {"network_dim": 64, "optimizer_type": "Lion"}  # defaults dropped
+    run_config = tmp_path / "config.yaml"  # a run folder's, with its version: a plain config all the same
+    run_config.write_text(config_to_yaml(TrainConfig(network_dim=64, optimizer_type="Lion")))
+    assert read_preset(run_config).settings == preset.settings
 
 
 def test_version_1_round_trips_in_yaml_and_json(tmp_path):
@@ -44,12 +49,12 @@ def test_version_1_round_trips_in_yaml_and_json(tmp_path):
     for suffix in (".yaml", ".json"):
         path = write_preset(preset, tmp_path / f"style{suffix}")
         assert read_preset(path) == preset
-    assert json.loads((tmp_path / "style.json").read_text())["preset_version"] == PRESET_VERSION
+    assert json.loads((tmp_path / "style.json").read_text())[VERSION_KEY] == CURRENT_VERSION  # as a config's
 
 
 def test_newer_or_broken_presets_are_refused_with_the_file_and_key(tmp_path):
     newer = tmp_path / "newer.yaml"
-    newer.write_text(yaml.safe_dump({"preset_version": PRESET_VERSION + 1, "settings": {}}))
+    newer.write_text(yaml.safe_dump({"preset_version": CURRENT_VERSION + 1, "settings": {}}))
     with pytest.raises(ConfigError, match="newer.yaml: preset_version: .* newer Danlu"):
         read_preset(newer)
     bad = tmp_path / "bad.yaml"

@@ -79,13 +79,14 @@ def test_fp8_base_with_quantize_base_is_refused(tmp_path, make_config):
 def test_a_machine_without_the_quantization_library_is_told_what_to_install(monkeypatch):
     assert quantize_problems("int8") == [] and quantize_problems("nf4") == []
     monkeypatch.setattr(quantize.importlib.util, "find_spec", lambda name: None)
-    assert "pip install torchao" in quantize_problems("int8")[0]
+    (problem,) = quantize_problems("int8")
+    assert problem.keys == ("quantize_base",) and "pip install torchao" in str(problem)
 
     def broken(*args):
         raise RuntimeError("no 4-bit kernel")
 
     monkeypatch.setattr(quantize, "_nf4_linear", broken)
-    (problem,) = quantize_problems("nf4")
+    (problem,) = map(str, quantize_problems("nf4"))
     assert problem.startswith("quantize_base: 'nf4'") and "no 4-bit kernel" in problem and "'int8'" in problem
 
 

@@ -12,9 +12,11 @@ from single_files import bfl_flux, folder_config, folder_weights, ldm_vae, write
 from transformers import CLIPTokenizer
 
 from trainer.common.errors import UserError
-from trainer.demo.tiny_models import build_tiny_sd
-from trainer.families.loading import COMPONENTS, SHIPPED_CONFIGS, ModelSources, detect_family, load_components
+from trainer.families.detect import detect_family
+from trainer.families.loading import SHIPPED_CONFIGS, ModelSources, load_components
 from trainer.families.single_file import convert_flux_bfl
+from trainer.families.table import FAMILIES
+from trainer.families.tiny_sd import build_tiny_sd
 
 SD_FIXTURES = {"sd1": "tiny_sd1", "sd2": "tiny_sd2v", "sdxl": "tiny_sdxl"}
 
@@ -39,7 +41,7 @@ def test_ldm_checkpoint_loads_like_its_folder(family, request, tmp_path):
     assert detect_family(str(checkpoint)) == detect_family(str(folder)) == family
     components = load_components(ModelSources(str(checkpoint), base_model_config=str(folder)), family,
                                  torch.float16)
-    assert list(components) == COMPONENTS[family]
+    assert list(components) == list(FAMILIES[family].components)
     assert_same_weights(components, folder, torch.float16)
     folder_tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer")
     assert components["tokenizer"]("a red cat").input_ids == folder_tokenizer("a red cat").input_ids
@@ -64,7 +66,7 @@ def test_flux_split_files_load_like_the_folder(variant, prefix, request, tmp_pat
     sources = ModelSources(str(files["model"]), vae=str(files["ae"]), clip_l=str(files["clip_l"]),
                            t5xxl=str(files["t5xxl"]), base_model_config=str(folder))
     components = load_components(sources, "flux", torch.float32)
-    assert list(components) == COMPONENTS["flux"]
+    assert list(components) == list(FAMILIES["flux"].components)
     assert_same_weights(components, folder)
     t5 = components["text_encoder_2"]
     assert t5.encoder.embed_tokens.weight.data_ptr() == t5.shared.weight.data_ptr()  # still tied, not copied

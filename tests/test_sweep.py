@@ -60,7 +60,7 @@ def test_parse_vary_types_values_as_the_keys_need():
 def test_parse_vary_refuses_bad_items(items, expected):
     with pytest.raises(ConfigError) as caught:
         parse_vary(items)
-    assert expected in caught.value.problems[0]
+    assert expected in str(caught.value.problems[0])
 
 
 def test_variations_are_the_product_with_own_names_and_the_same_previews(sweep_config, tmp_path):
@@ -91,7 +91,9 @@ def test_a_bad_value_is_refused_before_any_run(sweep_config, tmp_path):
 
     with pytest.raises(ConfigError) as caught:
         run_sweep(sweep_config, parse_vary(["network_dim=4,0"]), sweep_dir=tmp_path / "sweep", runner=runner)
-    assert caught.value.problems == ["[network_dim=0] network_dim: 0 is not valid: must be greater than or equal to 1"]
+    (problem,) = caught.value.problems
+    assert str(problem) == "[network_dim=0] network_dim: 0 is not valid: must be greater than or equal to 1"
+    assert problem.keys == ("network_dim",)  # the run's label goes before the line, the key stays the key
     assert not (tmp_path / "sweep").exists()
 
 
@@ -99,16 +101,15 @@ def test_preflight_problems_of_every_variation_are_listed_together(sweep_config,
     missing = tmp_path / "nowhere"
     with pytest.raises(ConfigError) as caught:
         plan_sweep(sweep_config, parse_vary([f"train_data_dir={missing}", "network_dim=4,8"]), gpu=NO_GPU)
-    problems = caught.value.problems
+    problems = [str(problem) for problem in caught.value.problems]
     assert len(problems) == 1 and problems[0].startswith("train_data_dir:")  # shared by both: said once
     out = Path(sweep_config["output_dir"])
     out.mkdir(parents=True)
     (out / "test-nd8.safetensors").write_bytes(b"")  # left by an earlier sweep
     with pytest.raises(ConfigError) as caught:
         plan_sweep(sweep_config, parse_vary(["network_dim=4,8"]), gpu=NO_GPU)
-    assert len(caught.value.problems) == 1
-    assert caught.value.problems[0].startswith("[network_dim=8] output_name:") and "overwrite" in \
-        caught.value.problems[0]
+    (problem,) = map(str, caught.value.problems)
+    assert problem.startswith("[network_dim=8] output_name:") and "overwrite" in problem
 
 
 def test_cli_refuses_bad_vary_with_exit_2(sweep_config, tmp_path):

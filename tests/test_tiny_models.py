@@ -15,7 +15,7 @@ from tiny_flux import build_t5_tokenizer, build_tiny_flux
 from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5Tokenizer
 
 from trainer.demo.data import build_demo_dataset, demo_prompts
-from trainer.demo.tiny_models import (
+from trainer.families.tiny_sd import (
     CROSS_ATTENTION_DIM,
     SDXL_PROJECTION_DIM,
     SDXL_TEXT_DIMS,

@@ -9,13 +9,15 @@ import gradio as gr
 import pytest
 import yaml
 
+from trainer.common.errors import Problem
 from trainer.config import TrainConfig
+from trainer.config.migrations import CURRENT_VERSION
 from trainer.presets.format import read_preset
-from ui import presets_tab
+from ui import presets_tab, settings
 from ui.app import build_app
 from ui.fields import FIELD_SPECS, config_from_form, form_values, to_config, to_form
 from ui.i18n import TEXT
-from ui.review import field_errors, review
+from ui.review import Review, review
 
 # A value other than the default for each widget kind, to prove the conversion is not only right for defaults.
 SAMPLE_VALUES = {
@@ -66,13 +68,16 @@ def test_both_languages_have_every_text_and_every_schema_group():
     assert all(TEXT["zh"][key] for key in TEXT["zh"])
 
 
-def test_problems_land_on_the_fields_they_name():
-    errors = field_errors(["network_dim: 0 is not valid: must be at least 1",
-                           "ae, clip_l, t5xxl: empty, but 'x' is a transformer without them",
-                           "network_train_unet_only and network_train_text_encoder_only: choose at most one",
-                           "something without a key"])
-    assert errors["network_dim"].startswith("0 is not valid")
-    assert {"ae", "clip_l", "t5xxl", "network_train_unet_only", "network_train_text_encoder_only"} <= set(errors)
+def test_problems_land_on_the_fields_they_name(make_config):
+    assert review({**make_config(), "network_dim": 0}).errors["network_dim"].startswith("0 is not valid")
+    both = review({**make_config(), "network_train_unet_only": True, "network_train_text_encoder_only": True})
+    assert set(both.errors) == {"network_train_unet_only", "network_train_text_encoder_only"}
+    # a rule between keys marks each of them, though its line does not start with them
+    noise = review({**make_config(), "adaptive_noise_scale": 0.1}).errors
+    assert set(noise) == {"adaptive_noise_scale", "noise_offset"} and "needs noise_offset" in noise["noise_offset"]
+    errors = Review(problems=[Problem(("ae", "clip_l", "t5xxl"), "empty, but 'x' is a transformer without them"),
+                              Problem((), "something without a key")]).errors
+    assert set(errors) == {"ae", "clip_l", "t5xxl"} and errors["ae"].startswith("empty, but")
 
 
 def test_live_review_names_a_missing_dataset_at_train_data_dir(make_config, tmp_path):
@@ -112,6 +117,14 @@ def test_saved_preset_holds_the_changed_keys_and_never_overwrites(tmp_path, monk
     message, shared = presets_tab.share_preset("en", "my style", tuple(values))
     assert read_preset(Path(shared)).settings == {"max_train_epochs": 4, "network_dim": 8}
     assert "train_data_dir" in message
+
+
+def test_the_saved_form_carries_the_config_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANLU_HOME", str(tmp_path))
+    settings.save_form({"network_dim": 8, "train_data_dir": "/data/me"})
+    saved = yaml.safe_load((tmp_path / settings.FORM_FILE).read_text(encoding="utf-8"))
+    assert saved == {"danlu_version": CURRENT_VERSION, "network_dim": 8, "train_data_dir": "/data/me"}
+    assert settings.load_form() == {"network_dim": 8, "train_data_dir": "/data/me"}
 
 
 def test_build_app_in_chinese_labels_tabs_in_chinese():

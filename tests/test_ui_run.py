@@ -7,8 +7,8 @@ import time
 import urllib.request
 
 import pytest
-import yaml
 
+from trainer.config.io import validate_config
 from trainer.run import runner
 from trainer.run.state import Diagnosis, RunState
 from ui import run_view
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("fresh_runner")
 def test_a_restarted_gui_reattaches_and_stops_the_training(make_config, tmp_path):
     out = tmp_path / "out"
     first = RunMonitor()
-    handle = first.start(yaml.safe_dump(make_config(output_dir=str(out), max_train_steps=100000)))
+    handle = first.start(validate_config(make_config(output_dir=str(out), max_train_steps=100000)))
     runner._active = None  # a new GUI process knows nothing of the first
     restarted = RunMonitor()
     deadline = time.monotonic() + 240

@@ -11,6 +11,8 @@ import yaml
 from conftest import read_events, write_config
 
 from trainer.common.errors import ConfigError
+from trainer.config.io import load_config, validate_config
+from trainer.config.migrations import CURRENT_VERSION, VERSION_KEY
 from trainer.run import runner
 from trainer.run.state import SMOOTHING, EventTail, RunReader, RunState, diagnose_exit, last_log_lines
 
@@ -102,12 +104,13 @@ def test_diagnose_exit(tmp_path):
 
 def test_a_started_run_completes(tmp_path, make_config):
     config = make_config()
-    handle = runner.start(write_config(tmp_path / "my.yaml", config))
+    handle = runner.start(load_config(write_config(tmp_path / "my.yaml", config)))
     out = Path(config["output_dir"]).resolve()
     assert handle.run_dir.parent == out / "runs" and handle.exit_code is None
     record = json.loads((handle.run_dir / "process.json").read_text())
     assert record["pid"] == handle.pid and record["argv"][-2:] == ["--run-dir", str(handle.run_dir)]
-    assert yaml.safe_load((handle.run_dir / "config.yaml").read_text())["network_dim"] == 4
+    written = yaml.safe_load((handle.run_dir / "config.yaml").read_text())
+    assert written["network_dim"] == 4 and written[VERSION_KEY] == CURRENT_VERSION
 
     state = wait_for(RunReader(handle.run_dir), handle, lambda s: s.is_over)
     assert state.status == "completed" and handle.popen.wait(60) == 0 and handle.exit_code == 0
@@ -121,12 +124,12 @@ def test_a_started_run_completes(tmp_path, make_config):
 def test_refuse_reattach_and_stop(tmp_path, make_config, monkeypatch):
     config = make_config(**LONG_RUN)
     out = Path(config["output_dir"]).resolve()
-    text = yaml.safe_dump({**config, "output_dir": "elsewhere"})
-    handle = runner.start(text, output_dir=out)  # YAML text; output_dir replaces the config's
+    validated = validate_config({**config, "output_dir": "elsewhere"})
+    handle = runner.start(validated, output_dir=out)  # output_dir replaces the config's
     wait_for(RunReader(handle.run_dir), handle, lambda s: s.step >= 1)
 
     with pytest.raises(runner.AlreadyRunning, match=str(handle.run_dir)):
-        runner.start(text, output_dir=out)
+        runner.start(validated, output_dir=out)
     # A reloaded page / restarted GUI: no handle in memory, the run is found from its folder.
     monkeypatch.setattr(runner, "_active", None)
     found = runner.find_running([tmp_path / "nothing here", out])
@@ -134,7 +137,7 @@ def test_refuse_reattach_and_stop(tmp_path, make_config, monkeypatch):
     assert (found.run_dir, found.pid, found.alive) == (handle.run_dir, handle.pid, True)
     monkeypatch.setattr(runner, "_active", None)  # start itself looks in the output folder too
     with pytest.raises(runner.AlreadyRunning):
-        runner.start(text, output_dir=out)
+        runner.start(validated, output_dir=out)
 
     assert found.stop(timeout_s=120) == "stopped"
     assert not found.alive and found.exit_code is None  # a reattached handle cannot know the exit code
@@ -146,7 +149,7 @@ def test_refuse_reattach_and_stop(tmp_path, make_config, monkeypatch):
 
 
 def test_forced_stop_kills_the_process_group(tmp_path, make_config):
-    handle = runner.start(write_config(tmp_path / "my.yaml", make_config(**LONG_RUN)))
+    handle = runner.start(validate_config(make_config(**LONG_RUN)))
     # Still importing torch, it does not look at STOP yet: the stop is forced after the timeout.
     assert handle.stop(timeout_s=0.2) == "forced"
     assert not handle.alive and handle.exit_code is not None
@@ -156,7 +159,7 @@ def test_forced_stop_kills_the_process_group(tmp_path, make_config):
 
 
 def test_a_killed_process_is_diagnosed_as_failed(tmp_path, make_config):
-    handle = runner.start(write_config(tmp_path / "my.yaml", make_config(**LONG_RUN)))
+    handle = runner.start(validate_config(make_config(**LONG_RUN)))
     reader = RunReader(handle.run_dir)
     wait_for(reader, handle, lambda _: "total steps" in "\n".join(last_log_lines(handle.run_dir)))
     os.kill(handle.pid, signal.SIGKILL)
@@ -179,6 +182,7 @@ def test_a_reused_pid_is_not_reattached(tmp_path):
 
 
 def test_a_bad_config_starts_nothing(tmp_path, make_config):
+    """The runner takes a validated config: a bad one is refused by the validation before it."""
     with pytest.raises(ConfigError, match="network_dimm"):
-        runner.start(yaml.safe_dump(make_config(network_dimm=4)))
+        runner.start(load_config(write_config(tmp_path / "my.yaml", make_config(network_dimm=4))))
     assert not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
 """The GUI's Tools tab: the commands its fields build, the child process that runs them, its words and widgets."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import safetensors
 from conftest import REPO, write_config
 
 from trainer.__main__ import main
+from trainer.common.errors import Problem
 from trainer.lora_tools.cli import DYNAMIC_METHODS, LAYOUTS, PRECISIONS
+from trainer.run import child
 from ui import tools_tab
 from ui.form import Form
 from ui.i18n import t
@@ -128,7 +131,9 @@ def test_a_missing_file_gives_the_tools_error_in_a_translated_frame(tmp_path):
     missing = tmp_path / "nope.safetensors"
     result = run_tool(info_argv(str(missing)))
     assert not result.ok and result.refused and result.code == 2
-    assert result.text.splitlines()[0] == f"error: '{missing}' does not exist"
+    (problem,) = result.problems  # as the tool raised it, not read back from its text
+    assert problem.message == f"'{missing}' does not exist" and problem.hint
+    assert result.text.splitlines() == [f"error: '{missing}' does not exist", f"hint: {problem.hint}"]
     message = result_message(result, "zh")
     assert message.startswith("**工具拒绝执行：** ") and "does not exist" in message and "**建议：**" in message
 
@@ -143,14 +148,32 @@ def test_an_unexpected_failure_shows_the_last_lines_of_stderr(trained):
     result = run_tool(resize_argv(str(trained), 2, None, "none", None, "", str(inside_a_file), False))
     assert not result.ok and not result.refused and result.code == 1
     assert result.text.splitlines()[-1].startswith("FileExistsError")
-    assert len(result.text.splitlines()) <= tools_tab.TAIL_LINES
+    assert len(result.text.splitlines()) <= child.TAIL_LINES
     assert result_message(result, "en") == t("en", "tools_failed", code=1)
     assert "退出码 1" in result_message(result, "zh")
 
 
 def test_markdown_in_a_refusal_is_shown_as_written():
-    refused = ToolResult(False, "error: '/x/my_lora_v2*.safetensors' does not exist", refused=True, code=2)
+    refused = ToolResult(False, "error: '/x/my_lora_v2*.safetensors' does not exist", 2,
+                         [Problem((), "'/x/my_lora_v2*.safetensors' does not exist")])
     assert r"my\_lora\_v2\*" in result_message(refused, "en")
+
+
+@pytest.mark.parametrize("args", [["lora", "info", "nope.safetensors"], ["lora", "resize", "a", "--rank", "x"]])
+def test_the_cli_prints_a_refusal_as_one_json_line_when_asked(args):
+    """A tool's refusal and argparse's own: the same JSON, which trainer/run/child.py reads; text without it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for json_errors in (True, False):
+        env[child.JSON_ERRORS_ENV] = "1" if json_errors else "0"
+        done = subprocess.run([sys.executable, "-m", "trainer", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 2
+        if json_errors:
+            (line,) = done.stderr.strip().splitlines()
+            (item,) = json.loads(line)["errors"]
+            assert item["message"] and item["text"].startswith(item["message"][:10])
+        else:
+            assert "error: " in done.stderr and not done.stderr.startswith("{")
 
 
 def test_the_gui_process_does_not_import_torch():

@@ -2,8 +2,8 @@
 
 The folder has the layout, module names and configs of black-forest-labs/FLUX.1-dev / -schnell in diffusers
 format (so LoRA targets, key names and family detection behave as on the real model) but weighs about 1 MB.
-Nothing is downloaded: the CLIP tokenizer comes from tiny_models, the T5 Unigram tokenizer is made here from
-the same word list, without sentencepiece.
+Nothing is downloaded: the CLIP tokenizer comes from trainer.families.tiny_sd, the T5 Unigram tokenizer is made
+here from the same word list, without sentencepiece.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
-from trainer.demo.tiny_models import EOS, WORDS, build_text_encoder, make_clip_tokenizer
+from trainer.families.tiny_sd import EOS, WORDS, build_text_encoder, make_clip_tokenizer
 
 FLUX_VARIANTS = ("dev", "schnell")
-CLIP_WIDTH = 32  # tiny_models' CLIP-L width; Flux feeds its pooled output (768 wide in the real model)
+CLIP_WIDTH = 32  # tiny_sd's CLIP-L width; Flux feeds its pooled output (768 wide in the real model)
 T5_WIDTH = 64  # T5 d_model = joint_attention_dim (4096 in T5-XXL); unlike CLIP's so the two never get mixed up
 T5_MAX_LENGTH = 512  # FluxPipeline refuses max_sequence_length above 512
 LATENT_CHANNELS = 16

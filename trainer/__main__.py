@@ -3,36 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from trainer.common.errors import ConfigError, UserError
+from trainer.common.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from trainer.lora_tools.cli import add_lora_commands
 from trainer.presets.cli import add_preset_commands
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from trainer.run.child import JSON_ERRORS_ENV, error_json
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except UserError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+        _print_refusal(exc)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_FAILED
 
 
+def _print_refusal(exc: UserError) -> None:
+    """On stderr: its problems as one JSON line when DANLU_JSON_ERRORS is 1 (what trainer/run/child.py reads),
+    else a line for each."""
+    if _json_errors():
+        print(error_json(exc), file=sys.stderr)
+    elif isinstance(exc, ConfigError):
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+    else:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+
+
+def _json_errors() -> bool:
+    return os.environ.get(JSON_ERRORS_ENV) == "1"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own refusals (a bad option value, a missing argument) in JSON too, when asked for."""
+
+    def error(self, message: str) -> NoReturn:
+        if not _json_errors():
+            super().error(message)
+        _print_refusal(UserError(message))
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description="Danlu LoRA trainer")
+    parser = _Parser(prog="python -m trainer", description="Danlu LoRA trainer",
+                     epilog=f"With {JSON_ERRORS_ENV}=1 a refusal (exit status {EXIT_BAD_INPUT}) is printed as one "
+                            'JSON line on stderr: {"errors": [{"keys": [...], "message": ..., "hint": ...}]}.')
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a LoRA from a config file (YAML, JSON or TOML)")
     train.add_argument("config", type=Path)
@@ -68,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="check every variation and print the plan; train none")
     sweep.add_argument("--sweep-dir", type=Path, help="use this sweep folder instead of output_dir/sweeps/<time>")
     sweep.set_defaults(func=_sweep)
+    worker = commands.add_parser("worker", help="answer the GUI's questions that need torch (LR curve, GPU, "
+                                 "optimizer), one JSON line per request on stdin; see trainer/checks/service.py")
+    worker.set_defaults(func=_worker)
     add_lora_commands(commands)
     add_preset_commands(commands)
     return parser
@@ -89,27 +118,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from trainer.config.io import load_config
+    from trainer.training.start import load_only_what_is_used, run_training
 
-    return run_training(load_config(args.config), args.run_dir)
-
-
-def run_training(config, run_dir: Path | None) -> int:
-    from trainer.run.events import new_run_dir
-    from trainer.training.loop import train
-
-    _quiet_libraries()
-    run_dir = run_dir or new_run_dir(Path(config.output_dir).expanduser())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"run folder: {run_dir}")
-    try:
-        status = train(config, run_dir)
-    except UserError:
-        raise
-    except Exception as exc:  # a crash is logged in the run folder; the user gets one line
-        print(f"error: training failed: {type(exc).__name__}: {exc} (details in {run_dir / 'train.log'})",
-              file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
+    config = load_config(args.config)
+    load_only_what_is_used(config)
+    return run_training(config, args.run_dir)
 
 
 def _positive_int(text: str) -> int:
@@ -124,8 +137,10 @@ def _lr_find(args: argparse.Namespace) -> int:
 
     from trainer.config.io import load_config
     from trainer.experiments.lr_find import ProbeFailed, describe, lr_find
+    from trainer.training.start import load_only_what_is_used
 
     config = load_config(args.config)
+    load_only_what_is_used(config)
     # With --json, stdout carries only the result: the probe's training log goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     try:
@@ -150,20 +165,18 @@ def _sweep(args: argparse.Namespace) -> int:
     return EXIT_OK if sweep_command(args.config, args.vary, args.dry_run, args.sweep_dir) else EXIT_FAILED
 
 
-def _quiet_libraries() -> None:
-    """Library chatter (progress bars, dtype notes) would drown the training log users read."""
-    import diffusers
-    import transformers
+def _worker(args: argparse.Namespace) -> int:
+    from trainer.checks.service import serve_stdio
 
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    return serve_stdio()
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from trainer.demo.prepare import demo_config
+    from trainer.config import TrainConfig
+    from trainer.demo.prepare import DEMO_SETTINGS, demo_config
+    from trainer.training.start import load_only_what_is_used, run_training
 
+    load_only_what_is_used(TrainConfig(**DEMO_SETTINGS))  # before the demo model is built
     config = demo_config(args.dir.resolve())
     if args.prepare_only:
         print(f"demo config: {args.dir.resolve() / 'config.yaml'}")

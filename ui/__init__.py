@@ -1,1 +1,1 @@
-"""Danlu's GUI: the process runner (runner.py) and the run-directory reader (run_state.py); no torch here."""
+"""Danlu's GUI: the Gradio page built from the schema, one module per tab; no torch here (docs/architecture.md)."""

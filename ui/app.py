@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from trainer.adapters.types import module_for
+from trainer.adapters.sd_scripts import module_for
 
 from . import compare_tab, live, lr_finder, presets_tab, run_tab, settings, tools_tab
 from .fields import form_values

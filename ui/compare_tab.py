@@ -1,8 +1,8 @@
 """The Compare tab: a queue of variations of the form's config (a sweep), and the grid of their previews (runs x
 epochs, same prompt and seed) with their loss curves overlaid.
 
-Start runs `python -m trainer sweep CONFIG --vary ... --sweep-dir DIR` as a child process in its own session (an
-argument list, never a shell), so the queue goes on when the page is reloaded or the GUI restarted; the tab reads
+Start runs `python -m trainer sweep CONFIG --vary ... --sweep-dir DIR` as a detached child process in its own
+session (trainer/run/child.py), so the queue goes on when the page is reloaded or the GUI restarted; the tab reads
 DIR/sweep.json and the runs' folders (trainer/compare.py). The running variation also shows in the Run tab, like
 any training.
 """
@@ -13,9 +13,6 @@ import base64
 import functools
 import html
 import io
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +26,8 @@ from trainer.config.io import config_to_yaml
 from trainer.experiments.compare import compare
 from trainer.experiments.sweep import parse_vary, plan_sweep
 from trainer.experiments.sweep_run import SWEEP_FILE, new_sweep_dir, read_sweep
+from trainer.run import child
 from trainer.run.events import STOP_FILE
-from trainer.run.runner import REPO
 
 from .fields import config_from_form
 from .i18n import t
@@ -89,12 +86,8 @@ def start_sweep(lang: str, items: str, values: tuple) -> str:
     folder = new_sweep_dir(Path(checked.config.output_dir).expanduser().resolve())
     config_file = folder / "base.yaml"
     config_file.write_text(config_to_yaml(checked.config), encoding="utf-8")
-    argv = [sys.executable, "-m", "trainer", "sweep", str(config_file), "--sweep-dir", str(folder)]
-    for line in lines:
-        argv += ["--vary", line]
-    with open(folder / "console.log", "ab") as console:  # own session: the queue outlives the page and Ctrl+C
-        subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    varied = [arg for line in lines for arg in ("--vary", line)]
+    child.start_detached(["sweep", config_file, "--sweep-dir", folder, *varied], folder)  # outlives the page
     return t(lang, "sweep_started", n=len(plan.runs), folder=folder)
 
 

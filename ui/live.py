@@ -1,5 +1,6 @@
 """The parts of the page that follow the form as it is edited: detected model, dataset check, step plan, LR
-chart, warnings, and problems shown at their fields. Check and Start use the same views with the full check."""
+chart, warnings, and problems shown at their fields. Check and Start use the same views with the full check.
+The LR curve and the GPU's abilities come from the GUI's worker process (ui/review.py worker())."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ import gradio as gr
 import pandas as pd
 
 from trainer.checks.advice import config_advice
-from trainer.checks.lr_curve import lr_curve
-from trainer.common.errors import ConfigError
-from trainer.run.gpu import gpu_facts
+from trainer.common.errors import UserError
 
 from .dataset_report import dataset_report
 from .i18n import t
-from .review import Review
+from .review import Review, worker
 
 LIVE_VIEWS = ("family", "dataset", "plan", "advice", "lr")
 
@@ -54,7 +53,10 @@ def report_markdown(result: Review, lang: str) -> str:
 def advice_markdown(result: Review, lang: str) -> str:
     if result.config is None:
         return ""
-    cuda, bf16_supported = gpu_facts()
+    try:
+        cuda, bf16_supported = worker().gpu_facts()
+    except UserError:  # unknown: the advice that needs them stays quiet
+        cuda = bf16_supported = None
     items = [a.text(lang) for a in config_advice(result.config, family=result.family, cuda=cuda,
                                                   bf16_supported=bf16_supported)]
     if not items:
@@ -69,13 +71,14 @@ def problems_markdown(result: Review, lang: str) -> str:
 
 
 def lr_plot(result: Review, lang: str) -> Any:
-    """The LR curve of the planned steps (the real scheduler), or an empty chart with the reason as caption."""
+    """The LR curve of the planned steps (the real scheduler, in the worker), or an empty chart with the reason
+    as caption."""
     if result.config is None or result.plan is None:
         return gr.update(value=_lr_frame({}))
     try:
-        curves = lr_curve(result.config, result.plan.total_steps, family=result.family)
-    except ConfigError as exc:
-        return gr.update(value=_lr_frame({}), caption="; ".join(exc.problems))
+        curves = worker().lr_curve(result.config, result.plan.total_steps, family=result.family)
+    except UserError as exc:  # a scheduler the config names wrongly; a worker that could not answer
+        return gr.update(value=_lr_frame({}), caption="; ".join(map(str, exc.problems)))
     caption = "" if curves else t(lang, "lr_relative")
     return gr.update(value=_lr_frame(curves), caption=caption)
 

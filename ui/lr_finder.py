@@ -4,9 +4,6 @@ click (optimizer, learning rates)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +12,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from trainer.common.errors import UserError
 from trainer.config.io import config_to_yaml
 from trainer.experiments.lr_find import PROBES, TARGETS
-from trainer.run.runner import REPO
+from trainer.run import child
 
 from .fields import FIELD_SPECS, config_from_form, form_values
 from .i18n import t
@@ -67,15 +65,15 @@ def run_finder(lang: str, probe: str, steps: float | None, values: tuple) -> lis
     folder = Path(tempfile.mkdtemp(prefix="danlu-lrfind-"))
     config_file = folder / "config.yaml"
     config_file.write_text(config_to_yaml(checked.config), encoding="utf-8")
-    argv = [sys.executable, "-m", "trainer", "lr-find", str(config_file), "--optimizer", probe, "--json"]
-    if steps:
-        argv += ["--steps", str(int(steps))]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=FIND_TIMEOUT_S,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "hint:"))]
-        return [gr.skip(), t(lang, "lrf_failed", reason="\n".join(lines or done.stderr.splitlines()[-5:])), None]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    args = ["lr-find", config_file, "--optimizer", probe, "--json", *(["--steps", str(int(steps))] if steps else [])]
+    try:
+        done = child.run(args, timeout_s=FIND_TIMEOUT_S)
+    except UserError as exc:  # it could not start or ran past the timeout
+        return [gr.skip(), t(lang, "lrf_failed", reason=exc.message), None]
+    if not done.ok:
+        reason = [str(problem) for problem in done.problems] or done.tail(5)
+        return [gr.skip(), t(lang, "lrf_failed", reason="\n".join(reason)), None]
+    answer = done.json
     frame = pd.DataFrame(answer["curve"], columns=["step", "d·lr"])
     return [frame, report(lang, answer), answer]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from trainer.config import TrainConfig
 from trainer.run import runner
 from trainer.run.state import RunReader, RunState
 
@@ -19,10 +20,10 @@ class RunMonitor:
         self.handle: runner.RunHandle | None = None
         self._reader: RunReader | None = None
 
-    def start(self, yaml_text: str) -> runner.RunHandle:
-        """Start a training (runner.start: ConfigError, AlreadyRunning) and watch it."""
+    def start(self, config: TrainConfig) -> runner.RunHandle:
+        """Start training a validated config (runner.start: AlreadyRunning) and watch it."""
         with self._lock:
-            handle = runner.start(yaml_text)
+            handle = runner.start(config)
             self._watch(handle)
             return handle
 

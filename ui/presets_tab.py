@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from trainer.common.errors import ConfigError
+from trainer.config.migrations import OLD_VERSION_KEY, VERSION_KEY
 from trainer.presets.format import Preset, apply_preset, changed_settings, read_preset, share_safe, write_preset
 from trainer.presets.importers import import_file
 from trainer.presets.library import list_presets, user_dir
@@ -96,8 +97,8 @@ def apply_chosen(lang: str, path: str | None, values: tuple) -> list[Any]:
 
 
 def import_upload(lang: str, path: str | None, values: tuple) -> list[Any]:
-    """A Danlu preset (YAML, or any file with preset_version) applies as it is; another tool's config goes through
-    the importers, and every field they could not map is listed."""
+    """A Danlu preset or config (YAML, or any file with a version) applies as it is; another tool's config goes
+    through the importers, and every field they could not map is listed."""
     if not path:
         return ["", *_keep()]
     source = Path(path)
@@ -155,9 +156,10 @@ def _keep() -> list[Any]:
 
 def _has_version(path: Path) -> bool:
     try:
-        return "preset_version" in path.read_text(encoding="utf-8-sig", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError:
         return False
+    return VERSION_KEY in text or OLD_VERSION_KEY in text
 
 
 def _file_stem(title: str) -> str:

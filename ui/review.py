@@ -1,11 +1,14 @@
 """What the page says about the form as it is: problems per field, the dataset and its step plan, the base model.
 
 `review(data)` is the live view (cheap: validation, the base model's header, the dataset scan); `review(data,
-full=True)` is exactly what `python -m trainer check` does (trainer.checks.preflight.run_preflight), for Check and Start.
+full=True)` is exactly what `python -m trainer check` does (trainer.checks.preflight.run_preflight), for Check
+and Start, with the checks that need torch asked of the GUI's worker process (`worker()`): this process never
+imports torch.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,20 +20,23 @@ from trainer.checks.preflight import (
     run_preflight,
     scan_and_plan,
 )
-from trainer.common.errors import ConfigError, UserError
+from trainer.common.errors import ConfigError, Problem, UserError
+from trainer.common.paths import danlu_home
 from trainer.config import TrainConfig
 from trainer.config.io import validate_config
 from trainer.dataset.plan import StepPlan
 from trainer.dataset.scan import DatasetScan
-from trainer.families.detect import FAMILY_LABELS
-from trainer.families.loading import detect_family
-from trainer.run.gpu import gpu_facts
+from trainer.families.detect import detect_family
+from trainer.families.table import FAMILY_LABELS
+from trainer.run.worker import Worker
+
+WORKER_LOG = "worker.log"  # in DANLU_HOME
 
 
 @dataclass
 class Review:
     config: TrainConfig | None = None
-    problems: list[str] = field(default_factory=list)  # one line each, "key: what is wrong and what to do"
+    problems: list[Problem] = field(default_factory=list)  # each naming its keys: shown at their fields
     warnings: list[str] = field(default_factory=list)  # trainer's advice (check's "warning:" lines)
     scan: DatasetScan | None = None
     plan: StepPlan | None = None
@@ -39,24 +45,16 @@ class Review:
     @property
     def errors(self) -> dict[str, str]:
         """The first problem of each field it names (what the field shows in place of its help)."""
-        return field_errors(self.problems)
+        errors: dict[str, str] = {}
+        for problem in self.problems:
+            for key in problem.keys:
+                if key in TrainConfig.model_fields:
+                    errors.setdefault(key, problem.detail)
+        return errors
 
     @property
     def family_label(self) -> str | None:
         return FAMILY_LABELS.get(self.family) if self.family else None
-
-
-def field_errors(problems: list[str]) -> dict[str, str]:
-    """'key: message' lines -> {key: message}; a line may name several keys ('a, b: ...', 'a and b: ...')."""
-    errors: dict[str, str] = {}
-    for line in problems:
-        head, sep, message = line.partition(": ")
-        if not sep:
-            continue
-        for key in head.replace(" and ", ", ").split(", "):
-            if key in TrainConfig.model_fields:
-                errors.setdefault(key, message)
-    return errors
 
 
 def review(data: dict[str, Any], full: bool = False) -> Review:
@@ -76,15 +74,18 @@ def review(data: dict[str, Any], full: bool = False) -> Review:
     return result
 
 
+@functools.cache
+def worker() -> Worker:
+    """The GUI's worker process (trainer/run/worker.py): the LR curve and the machine's abilities, asked there."""
+    return Worker(danlu_home() / WORKER_LOG)
+
+
 def _full(result: Review) -> Review:
     try:
-        pre = run_preflight(result.config, gpu=gpu_facts())
-    except ConfigError as exc:
+        pre = run_preflight(result.config, gpu=worker().gpu_facts(), machine=worker().machine_problems)
+    except UserError as exc:  # ConfigError lists every problem; another UserError is one
         result.problems = list(exc.problems)
         result.scan, _, result.plan = scan_and_plan(result.config)
-        return result
-    except UserError as exc:
-        result.problems = [exc.message + (f" ({exc.hint})" if exc.hint else "")]
         return result
     result.scan, result.plan, result.warnings = pre.scan, pre.plan, pre.warnings
     return result

@@ -13,7 +13,6 @@ from typing import Any
 import gradio as gr
 
 from trainer.common.errors import UserError
-from trainer.config.io import config_to_yaml
 from trainer.run.state import CONSOLE_LOG, last_log_lines
 
 from . import run_view, settings
@@ -74,7 +73,7 @@ def _wire(page: Page, views: dict[str, Any], run: dict[str, Any], buttons: dict[
         if result.problems:
             return [problems_markdown(result, lang), *render_review(page, result, lang, shown)]
         try:
-            handle = page.monitor.start(config_to_yaml(result.config))
+            handle = page.monitor.start(result.config)  # validated once, by review
             message = t(lang, "started", run_dir=handle.run_dir)
         except UserError as exc:  # AlreadyRunning names the running folder
             running = page.monitor.run_dir

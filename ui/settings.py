@@ -6,16 +6,13 @@ training running in its output_dir.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from trainer.common.errors import ConfigError
-from trainer.config.io import read_config_file
-from trainer.presets.library import danlu_home as home
+from trainer.common.files import atomic_write_text
+from trainer.common.paths import danlu_home as home
+from trainer.config.io import config_to_yaml, read_config_file
+from trainer.run import child
 
 FORM_FILE = "form.yaml"
 LANG_FILE = "lang.txt"
@@ -30,11 +27,7 @@ def load_form() -> dict[str, Any] | None:
 
 
 def save_form(data: dict[str, Any]) -> None:
-    folder = home()
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f"{FORM_FILE}.tmp"
-    temporary.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    temporary.replace(folder / FORM_FILE)
+    atomic_write_text(home() / FORM_FILE, config_to_yaml(data))  # versioned: a later Danlu migrates it
 
 
 def load_lang() -> str | None:
@@ -52,9 +45,7 @@ def save_lang(lang: str) -> None:
 
 def demo_form() -> dict[str, Any]:
     """The demo's config (tiny local model and dataset under DANLU_HOME/demo, built on first use by the trainer
-    in its own process, so the GUI process never loads a model)."""
+    in its own process, so the GUI process never loads a model). UserError when it could not be built."""
     root = home() / "demo"
-    argv = [sys.executable, "-m", "trainer", "demo", "--dir", str(root), "--prepare-only"]
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=DEMO_PREPARE_TIMEOUT_S,
-                   cwd=Path(__file__).resolve().parent.parent)
+    child.run(["demo", "--dir", root, "--prepare-only"], timeout_s=DEMO_PREPARE_TIMEOUT_S).check()
     return read_config_file(root / "config.yaml")

@@ -1,33 +1,33 @@
 """The Tools tab: the LoRA tools (info, resize, merge, convert), one section each.
 
 A button builds the arguments of `python -m trainer lora ...` from its fields (the `*_argv` functions: pure,
-tested without Gradio) and runs them as a child process (`run_tool`), from an argument list, never a shell: the
-GUI process never imports the torch-heavy tool code, and the command shown above the result is the one to type
-in a terminal for the same job. Choices come from trainer/lora_tools/cli.py, the parser's own lists.
+tested without Gradio) and runs them as a child process (`run_tool`, through trainer/run/child.py): the GUI
+process never imports the torch-heavy tool code, a refusal comes back as the tool's problems (not text to
+parse), and the command shown above the result is the one to type in a terminal for the same job. Choices come
+from trainer/lora_tools/cli.py, the parser's own lists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 
-from trainer.__main__ import EXIT_BAD_INPUT, EXIT_OK
+from trainer.common.errors import Problem
+from trainer.common.exit_codes import EXIT_OK
 from trainer.lora_tools.cli import DYNAMIC_METHODS, LAYOUTS, PRECISIONS
-from trainer.run.runner import REPO
+from trainer.run import child
 
 from .i18n import t
 from .page import Page
 
 NO_METHOD = "none"  # the dynamic method choice that passes no --dynamic-method: every layer gets --rank
-TAIL_LINES = 20  # of stderr, shown when a tool fails unexpectedly (a traceback's end says what broke)
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 
 
@@ -43,8 +43,12 @@ class MissingField(ValueError):
 class ToolResult:
     ok: bool
     text: str  # stdout when ok; the tool's error/hint lines when it refused; else the last lines of stderr
-    refused: bool = False  # exit code 2 with error lines: the input was wrong, the tool said what to do
     code: int = EXIT_OK
+    problems: list[Problem] = field(default_factory=list)  # why it refused: the input was wrong, it said what to do
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.problems)
 
 
 # --- the commands (pure) ---------------------------------------------------------------------------------
@@ -122,26 +126,24 @@ def _output(text: str | None, field: str, overwrite: bool) -> list[str]:
 # --- running a tool --------------------------------------------------------------------------------------
 
 def run_tool(argv: list[str]) -> ToolResult:
-    """Run `python -m trainer ARGV` from the repository root and sort out how it ended (blocks until it does)."""
-    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONIOENCODING": "utf-8"}
-    done = subprocess.run([sys.executable, "-m", "trainer", *argv], cwd=REPO, env=env, capture_output=True,
-                          text=True, encoding="utf-8", errors="replace", check=False)
-    if done.returncode == EXIT_OK:
+    """Run `python -m trainer ARGV` and sort out how it ended (blocks until it does)."""
+    done = child.run(argv)
+    if done.ok:
         return ToolResult(True, done.stdout.strip())
-    lines = done.stderr.strip().splitlines()
-    said = [_said(line) for line in lines if _said(line)] if done.returncode == EXIT_BAD_INPUT else []
-    if said:
-        return ToolResult(False, "\n".join(said), refused=True, code=done.returncode)
-    return ToolResult(False, "\n".join(lines[-TAIL_LINES:]), code=done.returncode)
+    if done.refused:
+        said = [line for problem in done.problems for line in _said(problem)]
+        return ToolResult(False, "\n".join(said), done.code, done.problems)
+    return ToolResult(False, "\n".join(done.tail()), done.code)
 
 
-def _said(line: str) -> str:
-    """The tool's "error: ..." / "hint: ..." line (argparse prefixes its error with the program name), or ""."""
-    if line.startswith("hint: "):
-        return line
-    start = line.find("error: ")
-    return line[start:] if start >= 0 else ""
+def _said(problem: Problem) -> list[str]:
+    """A problem as the tool prints it in a terminal: its error line, then its hint line."""
+    return [f"error: {_error_line(problem)}", *([f"hint: {problem.hint}"] if problem.hint else [])]
+
+
+def _error_line(problem: Problem) -> str:
+    """The problem's line without its hint, which gets a line of its own."""
+    return str(dataclasses.replace(problem, hint=""))
 
 
 def result_message(result: ToolResult, lang: str) -> str:
@@ -151,10 +153,10 @@ def result_message(result: ToolResult, lang: str) -> str:
     if not result.refused:
         return t(lang, "tools_failed", code=result.code)
     parts = []
-    for line in result.text.splitlines():
-        kind, _, said = line.partition(": ")
-        prefix = t(lang, "tools_hint" if kind == "hint" else "tools_refused")
-        parts.append(f"**{prefix}** {_escape(said)}")
+    for problem in result.problems:
+        parts.append(f"**{t(lang, 'tools_refused')}** {_escape(_error_line(problem))}")
+        if problem.hint:
+            parts.append(f"**{t(lang, 'tools_hint')}** {_escape(problem.hint)}")
     return "\n\n".join(parts)
 
 

@@ -1,4 +1,4 @@
-"""DyLoRA (sd-scripts' networks.dylora) as hooks on peft's LoRA layers.
+"""DyLoRA (sd-scripts' networks.dylora): a LoRA whose every prefix of ranks is trained, as hooks on peft's layers.
 
 Each training forward of a layer draws a rank b from unit, 2·unit, ..., dim. The layer then uses only its first b
 ranks (rows of lora_down, columns of lora_up), and only the newest block of unit ranks, [b - unit, b), learns:
@@ -10,15 +10,43 @@ the saved file) all ranks are used without the extra factor.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+from trainer.adapters.lora import LoraType
+from trainer.adapters.spec import Evidence, FileFacts, set_keys
+from trainer.common.errors import RuleError
 
-from trainer.adapters.layers import ADAPTER, lora_layers
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class DyLoRA(LoraType):
+    def check(self, config: Any) -> None:
+        if config.network_dim % config.unit:
+            raise RuleError(f"unit: network_dim {config.network_dim} must be a multiple of unit {config.unit}",
+                            "unit", "network_dim")
+        dropouts = set_keys(config, "network_dropout", "rank_dropout", "module_dropout")
+        if dropouts:
+            raise RuleError("network_dropout / rank_dropout / module_dropout: DyLoRA trains without dropouts "
+                            "(as sd-scripts); remove them", *dropouts, "network_type")
+
+    def after_injection(self, module: torch.nn.Module, config: Any) -> None:
+        super().after_injection(module, config)
+        add_dylora(module, config.unit)
+
+    def recognises(self, facts: FileFacts) -> Evidence:
+        return Evidence.MODULE if "dylora" in facts.module else Evidence.NONE
+
+
+DYLORA = DyLoRA("dylora", "DyLoRA", "networks.dylora", own_keys=("unit",), nested_ranks=True)
 
 
 def add_dylora(model: torch.nn.Module, unit: int) -> None:
+    from trainer.adapters.layers import ADAPTER, lora_layers
+
     for layer in lora_layers(model).values():
         down, up = layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]
         state = {"rank": None}  # the rank drawn for this forward; lora_up reads it
@@ -32,6 +60,8 @@ def _rank_axis(output: torch.Tensor) -> int:
 
 
 def _mask(output: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    import torch
+
     axis = _rank_axis(output)
     shape = [1] * output.dim()
     shape[axis] = output.shape[axis]
@@ -40,6 +70,8 @@ def _mask(output: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 
 
 def _cut_down(module, inputs, output: torch.Tensor, state: dict, dim: int, unit: int) -> torch.Tensor:
+    import torch
+
     if not module.training:
         state["rank"] = None
         return output
@@ -52,6 +84,9 @@ def _cut_down(module, inputs, output: torch.Tensor, state: dict, dim: int, unit:
 
 def _cut_up(module, inputs, output: torch.Tensor, state: dict, unit: int) -> torch.Tensor:
     """The frozen ranks' columns of lora_up take no gradient either: they are applied with a detached weight."""
+    import torch
+    import torch.nn.functional as F
+
     rank = state["rank"]
     if rank is None or rank == unit:
         return output

@@ -1,48 +1,26 @@
-"""LoRA adapters injected with peft, and their weights in kohya's key layout.
+"""LoRA adapters injected with peft, and their weights in kohya's key layout: the helpers the type modules share.
 
 kohya's LoRA ("LierLa") adapts every linear/1x1 layer inside the UNet's transformer blocks and the text
 encoder's attention and MLP. peft's scaling is lora_alpha / r, the same as kohya's alpha / dim, and its
 initialisation (A random, B zero) matches kohya's, so a peft LoRA is a kohya LoRA under other key names.
 kohya's extra regularisers (feature, rank and module dropout, max-norm) are added here as hooks on peft's layers.
-LoCon is the same LoRA on more layers (conv layers with their own rank via peft's rank_pattern); LoHa and LoKr
-are peft's LoHa/LoKr layers, saved in LyCORIS's keys by lycoris_keys.py.
+Which peft layers a network type injects and how it saves them is the type's own (lora.py, loha.py, ...).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from peft import (
-    LoHaConfig,
-    LoKrConfig,
-    LoraConfig,
-    get_peft_model_state_dict,
-    inject_adapter_in_model,
-    set_peft_model_state_dict,
-)
+from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from trainer.adapters.spec import NetworkShape, Rename
+
 ADAPTER = "default"
-
-
-@dataclass(frozen=True)
-class NetworkShape:
-    """What one network_type needs to build its layers: rank/alpha, and those of the conv layers."""
-
-    kind: str = "lora"  # a key of network_types.NETWORK_TYPES
-    dim: int = 4
-    alpha: float = 4.0
-    conv_dim: int | None = None
-    conv_alpha: float | None = None
-    factor: int = -1  # LoKr's Kronecker factor
-    rank_dropout: float = 0.0  # LoHa/LoKr: peft applies these itself, as LyCORIS does
-    module_dropout: float = 0.0
 
 
 def add_network(model: torch.nn.Module, shape: NetworkShape, targets: list[str] | str,
@@ -54,14 +32,7 @@ def add_network(model: torch.nn.Module, shape: NetworkShape, targets: list[str] 
     # peft matches pattern keys as regular expressions against a module path's end
     ranks = {re.escape(t): shape.conv_dim or shape.dim for t in conv_targets}
     alphas = {re.escape(t): shape.conv_alpha or shape.alpha for t in conv_targets}
-    if shape.kind in ("loha", "lokr"):
-        extra = {"decompose_factor": shape.factor} if shape.kind == "lokr" else {}
-        config = (LoHaConfig if shape.kind == "loha" else LoKrConfig)(
-            r=shape.dim, alpha=shape.alpha, target_modules=all_targets, rank_pattern=ranks, alpha_pattern=alphas,
-            rank_dropout=shape.rank_dropout, module_dropout=shape.module_dropout, **extra)
-    else:
-        config = LoraConfig(r=shape.dim, lora_alpha=shape.alpha, target_modules=all_targets, rank_pattern=ranks,
-                            alpha_pattern=alphas, init_lora_weights=True)
+    config = shape.kind.peft_config(shape, all_targets, ranks, alphas)
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     params = _adapter_params(model)
     for param in params:
@@ -90,9 +61,6 @@ def adapter_layers(model: torch.nn.Module) -> dict[str, BaseTunerLayer]:
 
 def lora_layers(model: torch.nn.Module) -> dict[str, LoraLayer]:
     return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
-
-
-Rename = Callable[[str], str]  # a module path as loaded -> the path kohya's names are made from
 
 
 def kohya_name(prefix: str, module_path: str, rename: Rename | None = None) -> str:

@@ -1,126 +1,33 @@
-"""The network types Danlu trains, and sd-scripts' ways of naming them (network_module + network_args).
+"""The network types Danlu trains, one module each: every consumer (schema, loop, families, advice, LoRA tools,
+GUI) reads a type from NETWORK_TYPES and asks it, never its name.
 
-One registry: the schema's Literal, the config mapping, the targets and the saved metadata all read NETWORK_TYPES.
-A LoRA file tells its type to A1111/Forge/ComfyUI by its keys; ss_network_module / ss_network_args tell it to
-people and tools, written as sd-scripts (networks.lora, networks.dylora) and LyCORIS (lycoris.kohya) write them.
+Torch-free: the schema and the GUI import it; a type's torch side loads when its methods are called. A new type
+is its module (a NetworkType, spec.py) and its entry here.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterable
+
+from trainer.adapters.dylora import DYLORA
+from trainer.adapters.locon import LOCON
+from trainer.adapters.loha import LOHA
+from trainer.adapters.lokr import LOKR
+from trainer.adapters.lora import LORA
+from trainer.adapters.spec import FileFacts, NetworkType
+
+# In the order the GUI lists them; the first is the default.
+NETWORK_TYPES: dict[str, NetworkType] = {kind.name: kind for kind in (LORA, LOCON, LOHA, LOKR, DYLORA)}
 
 
-@dataclass(frozen=True)
-class NetworkType:
-    module: str  # ss_network_module: the sd-scripts module that trains this type
-    algo: str | None  # LyCORIS's algo= name, for lycoris.kohya
-    convs: bool  # also adapts the UNet's ResNet 3x3 convs and down/upsamplers (conv_dim/conv_alpha)
-    kohya_keys: bool  # saved as lora_down/lora_up/alpha (else LyCORIS's hada_*/lokr_* keys)
+def layout_of(suffixes: Iterable[str]) -> NetworkType | None:
+    """The type whose key layout a file module's weights (lora_down.weight, hada_w1_a, ...) are in; None when
+    they are in none, or in more than one."""
+    owners = {kind.name for suffix in suffixes for kind in NETWORK_TYPES.values()
+              if any(suffix.startswith(start) for start in kind.file_keys)}
+    return NETWORK_TYPES[owners.pop()] if len(owners) == 1 else None
 
 
-NETWORK_TYPES: dict[str, NetworkType] = {
-    "lora": NetworkType("networks.lora", None, convs=False, kohya_keys=True),
-    "locon": NetworkType("networks.lora", "locon", convs=True, kohya_keys=True),
-    "loha": NetworkType("lycoris.kohya", "loha", convs=True, kohya_keys=False),
-    "lokr": NetworkType("lycoris.kohya", "lokr", convs=True, kohya_keys=False),
-    "dylora": NetworkType("networks.dylora", None, convs=False, kohya_keys=True),
-}
-NetworkTypeName = Literal[tuple(NETWORK_TYPES)]  # type: ignore[valid-type]
-NETWORK_MODULES = ("networks.lora", "networks.lora_flux", "networks.dylora", "lycoris.kohya")
-NetworkModule = Literal[NETWORK_MODULES]  # type: ignore[valid-type]
-
-# LyCORIS algo= names (lycoris.kohya) -> network_type; LyCORIS's "lora" is its LoCon module.
-LYCORIS_ALGOS = {"lora": "locon", "locon": "locon", "loha": "loha", "lokr": "lokr"}
-# network_args keys that are config keys of their own; 'algo' and 'preset' are read by the mapping itself.
-ARG_KEYS = {"conv_dim": int, "conv_alpha": float, "factor": int, "unit": int, "rank_dropout": float,
-            "module_dropout": float, "dropout": float}
-ARG_RENAMES = {"dropout": "network_dropout"}  # LyCORIS's name for kohya's network_dropout
-
-
-def parse_network_args(args: list[str] | str) -> dict[str, str]:
-    """sd-scripts' network_args ["conv_dim=4", "algo=loha"] (or one space-separated string) -> a dict."""
-    items = args.split() if isinstance(args, str) else list(args)
-    parsed = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"network_args: '{item}' is not key=value (e.g. conv_dim=4)")
-        parsed[key.strip()] = value.strip()
-    return parsed
-
-
-def map_network_config(data: dict[str, Any]) -> dict[str, Any]:
-    """Fold network_module + network_args into network_type and its own keys; network_module becomes the one the
-    type is saved under. The only place that reads sd-scripts' spelling."""
-    data = dict(data)
-    args = parse_network_args(data.pop("network_args", None) or [])
-    module = data.get("network_module", "networks.lora")
-    if module not in NETWORK_MODULES:
-        raise ValueError(f"network_module: {module} is not supported; Danlu trains {', '.join(NETWORK_MODULES)} "
-                         "(or set network_type)")
-    chosen = data.get("network_type")
-    implied = _implied_type(module, args.pop("algo", None), chosen)
-    if chosen is not None and implied is not None and chosen != implied:
-        raise ValueError(f"network_type: {chosen} contradicts network_module {module} "
-                         f"{'and its algo ' if module == 'lycoris.kohya' else ''}(which mean {implied}); give one")
-    kind = chosen or implied or "lora"
-    if args.pop("preset", "full") != "full":
-        raise ValueError("network_args: preset: only LyCORIS's 'full' preset is supported (Danlu adapts kohya's "
-                         "attention, MLP and, for LoCon/LoHa/LoKr, ResNet conv layers); remove preset")
-    if kind == "lora" and "conv_dim" in args:
-        kind = "locon"  # kohya's networks.lora with conv_dim is C3Lier (LoCon)
-        args.setdefault("conv_alpha", "1")  # kohya's default when only conv_dim is given
-    for key, value in args.items():
-        if key not in ARG_KEYS:
-            raise ValueError(f"network_args: '{key}' is not supported; Danlu reads "
-                             f"{', '.join(['algo', 'preset', *ARG_KEYS])}")
-        name = ARG_RENAMES.get(key, key)
-        if data.get(name) is not None:
-            raise ValueError(f"{name}: given both as a key and in network_args; keep one")
-        try:
-            data[name] = ARG_KEYS[key](value)
-        except ValueError:
-            raise ValueError(f"network_args: {key}={value} is not a number") from None
-    data["network_type"] = kind
-    data["network_module"] = module_for(kind, module)
-    return data
-
-
-def module_for(kind: str, module: str) -> str:
-    """The network_module a network type is saved under; Flux's LoRA keeps the name sd-scripts gives it."""
-    return module if (module, kind) == ("networks.lora_flux", "lora") else NETWORK_TYPES[kind].module
-
-
-def _implied_type(module: str, algo: str | None, chosen: str | None) -> str | None:
-    if module == "networks.dylora":
-        return "dylora"
-    if module == "lycoris.kohya":
-        if algo is None:
-            return chosen if chosen in ("locon", "loha", "lokr") else "locon"  # LyCORIS's default algo is LoCon
-        if algo.lower() not in LYCORIS_ALGOS:
-            raise ValueError(f"network_args: algo={algo} is not supported; Danlu trains "
-                             f"{', '.join(sorted(set(LYCORIS_ALGOS)))}")
-        return LYCORIS_ALGOS[algo.lower()]
-    if algo is not None:
-        raise ValueError(f"network_args: algo={algo} needs network_module: lycoris.kohya (or use network_type)")
-    return None
-
-
-def network_args_metadata(config) -> dict[str, str]:
-    """ss_network_args as sd-scripts writes it: the network_args it was given, as a JSON object of strings."""
-    kind = NETWORK_TYPES[config.network_type]
-    args: dict[str, str] = {}
-    if kind.algo and kind.module == "lycoris.kohya":
-        args["algo"] = kind.algo
-    if kind.convs:
-        args["conv_dim"], args["conv_alpha"] = str(config.conv_dim_value), str(config.conv_alpha_value)
-    if config.network_type == "lokr":
-        args["factor"] = str(config.factor)
-    if config.network_type == "dylora":
-        args["unit"] = str(config.unit)
-    for key in ("rank_dropout", "module_dropout"):
-        if getattr(config, key):
-            args[key] = str(getattr(config, key))
-    return {"ss_network_args": json.dumps(args)} if args else {}
+def recognise(facts: FileFacts) -> NetworkType:
+    """The type of a LoRA file: the one with the strongest evidence, the first registered on a tie."""
+    return max(NETWORK_TYPES.values(), key=lambda kind: kind.recognises(facts))

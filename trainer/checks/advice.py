@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from trainer.adapters.types import NETWORK_TYPES
 from trainer.checks.lr_curve import group_lrs
 from trainer.config import TrainConfig
+from trainer.families.table import FAMILIES
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,11 @@ _HIGH_LR = (
     (re.compile(r"^(paged)?adamw?(8bit|32bit)?$", re.IGNORECASE), 1e-3, "1e-4"),
     (re.compile(r"^(paged)?lion(8bit)?$", re.IGNORECASE), 3e-4, "3e-5"),
 )
-_OWN_LR_HABITS = ("loha", "lokr")  # LyCORIS's products usually train at higher rates (its own guidance)
 
 
 def _high_lr(c: Context) -> Iterator[Advice]:
     config, names = c.config, list(c.lrs)
-    if config.network_type in _OWN_LR_HABITS or not config.train_unet or not names:
+    if NETWORK_TYPES[config.network_type].own_lr_habits or not config.train_unet or not names:
         return
     name, lr = config.optimizer_type.rpartition(".")[2], c.lrs[names[0]]
     scale = config.network_alpha / config.network_dim  # alpha/dim scales what Adam's and Lion's steps do
@@ -214,13 +214,14 @@ def _paged_without_cuda(c: Context) -> Iterator[Advice]:
 
 
 # --- precision ---------------------------------------------------------------------------------------------
-def _fp16_with_flux(c: Context) -> Iterator[Advice]:
-    if c.family == "flux" and c.config.mixed_precision == "fp16":
+def _fp16_overflows(c: Context) -> Iterator[Advice]:
+    family = FAMILIES.get(c.family)
+    if family and family.fp16_overflows and c.config.mixed_precision == "fp16":
         yield Advice(("mixed_precision",), "fp16_with_flux",
-                     "mixed_precision: Flux.1 was made in bf16 and its activations overflow fp16, so the loss turns "
-                     "NaN and samples come out black; use bf16 (RTX 30xx and newer)",
-                     "mixed_precision：Flux.1 本身是 bf16 模型，fp16 装不下它的数值范围，loss 会变成 NaN、样图全黑"
-                     "（炸炉）；请用 bf16（RTX 30 系及更新的显卡）。")
+                     f"mixed_precision: {family.label} was made in bf16 and its activations overflow fp16, so the "
+                     "loss turns NaN and samples come out black; use bf16 (RTX 30xx and newer)",
+                     f"mixed_precision：{family.label} 本身是 bf16 模型，fp16 装不下它的数值范围，loss 会变成 NaN、"
+                     "样图全黑（炸炉）；请用 bf16（RTX 30 系及更新的显卡）。")
 
 
 def _bf16_unsupported(c: Context) -> Iterator[Advice]:
@@ -234,5 +235,5 @@ def _bf16_unsupported(c: Context) -> Iterator[Advice]:
 
 CHECKS: tuple[Callable[[Context], Iterator[Advice]], ...] = (
     _alpha_above_dim, _conv_alpha_above_conv_dim, _text_encoder_above_unet, _high_lr, _adaptive_lrs,
-    _adafactor_relative_step, _adafactor_fixed_lr, _paged_without_cuda, _fp16_with_flux, _bf16_unsupported,
+    _adafactor_relative_step, _adafactor_fixed_lr, _paged_without_cuda, _fp16_overflows, _bf16_unsupported,
 )

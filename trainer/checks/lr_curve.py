@@ -1,12 +1,13 @@
 """The learning rate of each trained part over the planned steps, as the real scheduler will set it.
 
 group_lrs is torch-free (the GUI's advice uses it on every edit); lr_curve imports torch and the scheduler code
-only when it is called.
+when it is called, so the GUI asks it of its worker process (trainer/checks/service.py).
 """
 
 from __future__ import annotations
 
 from trainer.config import TrainConfig
+from trainer.families.table import FAMILIES
 
 
 def group_lrs(config: TrainConfig, family: str | None = None) -> dict[str, float]:
@@ -19,9 +20,9 @@ def group_lrs(config: TrainConfig, family: str | None = None) -> dict[str, float
     family = family or config.model_family
     if family != config.model_family:
         config = config.model_copy(update={"model_family": family})  # train_text_encoder follows the family
-    lrs = {}
+    spec, lrs = FAMILIES.get(family), {}
     if config.train_unet:
-        lrs["transformer" if family == "flux" else "unet"] = config.effective_unet_lr
+        lrs[spec.denoiser if spec else "unet"] = config.effective_unet_lr
     if config.train_text_encoder:
         rates = config.text_encoder_lrs(_text_encoders(config, family))
         names = ["text_encoder"] + [f"text_encoder_{index}" for index in range(2, len(rates) + 1)]
@@ -30,14 +31,12 @@ def group_lrs(config: TrainConfig, family: str | None = None) -> dict[str, float
 
 
 def _text_encoders(config: TrainConfig, family: str) -> int:
-    """How many text encoders get a LoRA (trainer/families: SDXL two, Flux CLIP-L and T5 only with train_t5xxl)."""
-    if family == "sdxl":
-        return 2
-    if family == "flux":
-        return 2 if config.train_t5xxl else 1
-    if family in ("sd1", "sd2"):
-        return 1
-    return len(config.text_encoder_lr) if isinstance(config.text_encoder_lr, list) else 1
+    """How many text encoders get a LoRA: the family's, less those whose opt_in flag is off (Flux's T5 trains
+    only with train_t5xxl); with the family not known yet, one per text_encoder_lr."""
+    spec = FAMILIES.get(family)
+    if spec is None:
+        return len(config.text_encoder_lr) if isinstance(config.text_encoder_lr, list) else 1
+    return sum(1 for encoder in spec.text_encoders if encoder.opt_in is None or getattr(config, encoder.opt_in))
 
 
 def lr_curve(config: TrainConfig, total_steps: int, max_points: int = 200,
@@ -53,7 +52,7 @@ def lr_curve(config: TrainConfig, total_steps: int, max_points: int = 200,
         raise ValueError(f"total_steps must be at least 1, not {total_steps}")
     if config.adafactor_relative_step:
         return {}
-    import torch  # lazily: the GUI imports this module without paying for torch until it draws
+    import torch  # lazily: the GUI's advice imports this module for group_lrs
 
     from trainer.training.optim import make_scheduler
 

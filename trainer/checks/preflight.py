@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.checks.advice import config_advice, gpu_facts
-from trainer.common.errors import ConfigError
+from trainer.common.errors import ConfigError, Problem
 from trainer.config import TrainConfig
 from trainer.dataset.buckets import assign_bucket
 from trainer.dataset.plan import Entry, StepPlan, build_entries, make_plan
 from trainer.dataset.scan import DatasetScan, scan_dataset
+
+MachineCheck = Callable[[TrainConfig, bool], list[Problem]]  # (config, cuda) -> what this machine cannot do for it
 
 
 @dataclass
@@ -21,13 +24,15 @@ class Preflight:
     warnings: list[str]
 
 
-def run_preflight(config: TrainConfig, num_processes: int = 1, gpu: tuple[bool, bool] | None = None) -> Preflight:
+def run_preflight(config: TrainConfig, num_processes: int = 1, gpu: tuple[bool, bool] | None = None,
+                  machine: MachineCheck | None = None) -> Preflight:
     """Raise ConfigError with every problem found, or return the plan the training will follow.
 
-    gpu: advice.gpu_facts() when the caller knows them (the GUI asks a child process once, so its own process
-    never initialises CUDA); None asks torch here."""
+    gpu: advice.gpu_facts() when the caller knows them; None asks torch here. machine: machine_problems as the
+    caller gets it; None runs it here (it imports torch). The GUI asks both of its worker process
+    (trainer/run/worker.py), so its own process never imports torch."""
     cuda, bf16_supported = gpu or gpu_facts()
-    problems = readiness_problems(config, cuda)
+    problems = readiness_problems(config, cuda, machine)
     scan, entries, plan = scan_and_plan(config, num_processes)
     problems += dataset_problems(config, scan)
     if problems or plan is None:  # no plan: no train_data_dir (readiness names it) or scan errors
@@ -58,9 +63,9 @@ def scan_and_plan(config: TrainConfig, num_processes: int = 1) -> tuple[DatasetS
     return scan, entries, plan
 
 
-def dataset_problems(config: TrainConfig, scan: DatasetScan) -> list[str]:
-    """The scan's errors as problem lines naming train_data_dir or reg_data_dir."""
-    return [f"{_dataset_key(config, p.path)}: {p}" for p in scan.errors]
+def dataset_problems(config: TrainConfig, scan: DatasetScan) -> list[Problem]:
+    """The scan's errors as Problems of train_data_dir or reg_data_dir."""
+    return [Problem((_dataset_key(config, p.path),), str(p)) for p in scan.errors]
 
 
 def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
@@ -69,75 +74,78 @@ def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
                          bucket_reso_steps=config.bucket_reso_steps, bucket_no_upscale=config.bucket_no_upscale)
 
 
-def readiness_problems(config: TrainConfig, cuda: bool | None = None) -> list[str]:
-    """Values a preset may leave empty but a run needs, and what this machine cannot do."""
+def readiness_problems(config: TrainConfig, cuda: bool | None = None,
+                       machine: MachineCheck | None = None) -> list[Problem]:
+    """Values a preset may leave empty but a run needs, and what this machine cannot do (machine: as
+    run_preflight takes it)."""
     problems = []
     problems += model_source_problems(config)
     for key in ("network_weights", "resume", "vae", "ae", "clip_l", "t5xxl"):
         value = getattr(config, key)
         if value and not Path(value).expanduser().exists():
-            problems.append(f"{key}: '{value}' does not exist; check the path")
+            problems.append(Problem((key,), f"'{value}' does not exist", "check the path"))
     if not config.train_data_dir:
-        problems.append("train_data_dir: empty; pick the folder that holds the N_name image folders")
-    problems += _device_problems(config.mixed_precision, gpu_facts()[0] if cuda is None else cuda)
-    problems += _quantize_module().quantize_problems(config.quantize_base)
-    problems += _optimizer_module().optimizer_problems(config)
-    return problems
+        problems.append(Problem(("train_data_dir",), "empty", "pick the folder that holds the N_name image folders"))
+    return problems + (machine or machine_problems)(config, gpu_facts()[0] if cuda is None else cuda)
 
 
-def model_source_problems(config: TrainConfig) -> list[str]:
+def machine_problems(config: TrainConfig, cuda: bool) -> list[Problem]:
+    """What this machine cannot do for the config: fp16 without CUDA, the quantization, importing the optimizer.
+    Imports torch (the GUI asks its worker process: trainer/checks/service.py)."""
+    from trainer.training.optim import optimizer_problems
+    from trainer.training.quantize import quantize_problems
+
+    return (_device_problems(config.mixed_precision, cuda) + quantize_problems(config.quantize_base)
+            + optimizer_problems(config))
+
+
+def model_source_problems(config: TrainConfig) -> list[Problem]:
     key, source = "pretrained_model_name_or_path", config.pretrained_model_name_or_path
     if not source:
-        return [f"{key}: empty; pick the base model: a .safetensors checkpoint, a diffusers folder or a repo id"]
+        return [Problem((key,), "empty", "pick the base model: a .safetensors checkpoint, a diffusers folder or a "
+                        "repo id")]
     path = Path(source).expanduser()
     if path.is_file():
         return _model_file_problems(config, path)
     looks_like_repo_id = not path.is_absolute() and not source.startswith((".", "~")) and source.count("/") == 1
     if not path.is_dir() and not looks_like_repo_id:
-        return [f"{key}: '{source}' does not exist; pick a .safetensors checkpoint or a diffusers model folder, "
-                "or give a Hugging Face repo id like owner/name"]
+        return [Problem((key,), f"'{source}' does not exist", "pick a .safetensors checkpoint or a diffusers model "
+                        "folder, or give a Hugging Face repo id like owner/name")]
     return []
 
 
-def _model_file_problems(config: TrainConfig, path: Path) -> list[str]:
+def _model_file_problems(config: TrainConfig, path: Path) -> list[Problem]:
     """A single file must be a full model (or Flux's transformer with its split files) of the chosen family;
     read from the file's header only, so `check` stays fast."""
-    from trainer.families.detect import FAMILY_LABELS, base_model_advice, describe_checkpoint
+    from trainer.families.detect import base_model_advice, describe_checkpoint
+    from trainer.families.table import FAMILIES
 
     key, found = "pretrained_model_name_or_path", describe_checkpoint(path)
     if found.kind not in ("model", "transformer") or found.family is None:
-        return [f"{key}: '{path}' {base_model_advice(path)}"]
+        return [Problem((key,), f"'{path}' {base_model_advice(path)}")]
+    family = FAMILIES[found.family]
     if config.model_family not in ("auto", found.family):
-        return [f"model_family: set to {config.model_family}, but '{path}' is {found.detail} "
-                f"({FAMILY_LABELS[found.family]}); set model_family to auto"]
-    if found.kind == "transformer":
-        missing = [name for name in ("ae", "clip_l", "t5xxl") if not getattr(config, name)]
+        return [Problem(("model_family",), f"set to {config.model_family}, but '{path}' is {found.detail} "
+                        f"({family.label})", "set model_family to auto")]
+    if found.kind == family.denoiser:  # the denoiser alone: the other parts come in files of their own
+        keys = list(family.separate_files.values())
+        missing = [name for name in keys if not getattr(config, name)]
         if missing:
-            return [f"{', '.join(missing)}: empty, but '{path.name}' is a {found.detail} without them; give the "
-                    "ae, clip_l and t5xxl files (as ComfyUI keeps them in models/vae and models/clip)"]
+            return [Problem(tuple(missing), f"empty, but '{path.name}' is a {found.detail} without them",
+                            f"give the {', '.join(keys)} files (as ComfyUI keeps them in models/vae and "
+                            "models/clip)")]
     return []
 
 
-def _optimizer_module():
-    from trainer.training import optim
-
-    return optim
-
-
-def _quantize_module():
-    from trainer.training import quantize
-
-    return quantize
-
-
-def _device_problems(mixed_precision: str, cuda: bool) -> list[str]:
+def _device_problems(mixed_precision: str, cuda: bool) -> list[Problem]:
     """fp16 training needs CUDA; bf16 without native support runs (emulated, slowly): advice.py says so."""
     if mixed_precision == "fp16" and not cuda:
-        return ["mixed_precision: 'fp16' needs an NVIDIA GPU (CUDA), and none was found; use 'no' on the CPU"]
+        return [Problem(("mixed_precision",), "'fp16' needs an NVIDIA GPU (CUDA), and none was found",
+                        "use 'no' on the CPU")]
     return []
 
 
-def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[str]:
+def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[Problem]:
     from trainer.training.checkpoints import planned_outputs
 
     if config.overwrite:
@@ -146,8 +154,8 @@ def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[str]:
     if not existing:
         return []
     names = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
-    return [f"output_name: {names} already exists from an earlier run; choose another output_name or "
-            "output_dir, or set overwrite: true to replace it"]
+    return [Problem(("output_name",), f"{names} already exists from an earlier run", "choose another output_name "
+                    "or output_dir, or set overwrite: true to replace it")]
 
 
 def _dataset_key(config: TrainConfig, path: Path) -> str:

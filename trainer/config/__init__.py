@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import model_validator
 
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import parse_resolution
 from trainer.config.schema.data import DataFields
 from trainer.config.schema.flux import FluxFields
@@ -20,6 +21,7 @@ from trainer.config.schema.paths import PathsFields
 from trainer.config.schema.samples import SAMPLERS, SampleFields
 from trainer.config.schema.steps import StepsFields
 from trainer.config.schema.text import TextFields
+from trainer.families.table import FAMILIES
 
 __all__ = ["SAMPLERS", "TrainConfig", "field_info", "parse_resolution"]
 
@@ -30,12 +32,14 @@ class TrainConfig(FluxFields, SampleFields, DataFields, TextFields, LossFields, 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.network_train_unet_only and self.network_train_text_encoder_only:
-            raise ValueError("network_train_unet_only and network_train_text_encoder_only: choose at most one")
+            raise RuleError("network_train_unet_only and network_train_text_encoder_only: choose at most one",
+                            "network_train_unet_only", "network_train_text_encoder_only")
         if self.max_train_epochs is None and self.max_train_steps is None:
-            raise ValueError("max_train_epochs and max_train_steps are both empty: set at least one")
+            raise RuleError("max_train_epochs and max_train_steps are both empty: set at least one",
+                            "max_train_epochs", "max_train_steps")
         if self.min_bucket_reso > self.max_bucket_reso:
-            raise ValueError(f"min_bucket_reso ({self.min_bucket_reso}) is larger than max_bucket_reso "
-                             f"({self.max_bucket_reso})")
+            raise RuleError(f"min_bucket_reso ({self.min_bucket_reso}) is larger than max_bucket_reso "
+                            f"({self.max_bucket_reso})", "min_bucket_reso", "max_bucket_reso")
         return self
 
     # --- Derived values ---------------------------------------------------------------------------
@@ -49,10 +53,11 @@ class TrainConfig(FluxFields, SampleFields, DataFields, TextFields, LossFields, 
 
     @property
     def train_text_encoder(self) -> bool:
-        """None = the family's habit (Flux trains the transformer only; model_family is resolved at load), and
-        as in sd-scripts cached text-encoder outputs imply a frozen text encoder."""
+        """None = the family's habit (families/table.py: Flux trains the transformer only; model_family is resolved
+        at load, auto trains it), and as in sd-scripts cached text-encoder outputs imply a frozen text encoder."""
         if self.network_train_unet_only is None:
-            return self.model_family != "flux" and not self.text_encoder_outputs_cached
+            family = FAMILIES.get(self.model_family)
+            return (family is None or family.trains_text_encoder) and not self.text_encoder_outputs_cached
         return not self.network_train_unet_only
 
     @property

@@ -1,8 +1,11 @@
-"""Preset versions and how an older one becomes the current one: one function per step, applied in order.
+"""Config versions and how older settings become today's: one function per step, applied in order.
 
-Version 0 is a plain config mapping (sd-scripts' keys at the top level): a run's config.yaml, the files Danlu's
-first GUI saved, or a YAML/JSON a user wrote by hand. Version 1 adds the metadata and puts the keys under settings.
-A test covers each step (tests/test_presets.py).
+Every file Danlu writes with config keys carries `danlu_version`: a config.yaml (a run's, the demo's, the GUI's
+form) at the top level, a preset next to its settings. Reading either migrates the keys through the same chain,
+so a renamed key never breaks an old run folder, shared config or preset. A file without a version (a config
+written before configs carried one, a YAML/JSON a user wrote, sd-scripts' TOML) has the keys of version 1.
+Presets written before then name the key preset_version. Each step gets a test (tests/test_config.py shows the
+chain with a renamed key).
 """
 
 from __future__ import annotations
@@ -10,33 +13,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trainer.common.errors import ConfigError
-from trainer.config import TrainConfig
+from trainer.common.errors import ConfigError, Problem
 
-PRESET_VERSION = 1
+VERSION_KEY = "danlu_version"
+OLD_VERSION_KEY = "preset_version"  # presets' name for it before configs carried one
+CURRENT_VERSION = 1
+UNVERSIONED = 1  # the keys of a file without a version
 
-
-def _v0_to_v1(data: dict[str, Any], name: str) -> dict[str, Any]:
-    """A flat config -> metadata + the keys that differ from the defaults (unknown keys stay: validation names
-    them)."""
-    defaults = {key: info.default for key, info in TrainConfig.model_fields.items()}
-    settings = {key: value for key, value in data.items()
-                if key != "preset_version" and (key not in defaults or value != defaults[key])}
-    return {"preset_version": 1, "name": name, "settings": settings}
+# version n -> the step that turns its settings into version n+1's (a renamed key, a changed meaning)
+STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any], str], dict[str, Any]]] = {0: _v0_to_v1}
+def split_version(data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A file's version and its mapping without the version key; ConfigError for a version this Danlu cannot
+    read."""
+    key = next((name for name in (VERSION_KEY, OLD_VERSION_KEY) if name in data), VERSION_KEY)
+    version = data.get(key, UNVERSIONED)
+    if isinstance(version, bool) or not isinstance(version, int) or version < UNVERSIONED:
+        raise ConfigError([Problem((key,), f"{version!r} is not a version number")])
+    if version > CURRENT_VERSION:
+        raise ConfigError([Problem((key,), f"{version} was written by a newer Danlu (this one reads up to "
+                                   f"{CURRENT_VERSION})", "update Danlu")])
+    return version, {name: value for name, value in data.items() if name not in (VERSION_KEY, OLD_VERSION_KEY)}
 
 
-def migrate(data: dict[str, Any], name: str) -> dict[str, Any]:
-    """data as the current version; name: what to call a version-0 preset (its file name)."""
-    version = data.get("preset_version", 0)
-    if not isinstance(version, int) or version < 0:
-        raise ConfigError([f"preset_version: {version!r} is not a version number"])
-    if version > PRESET_VERSION:
-        raise ConfigError([f"preset_version: {version} was written by a newer Danlu (this one reads up to "
-                           f"{PRESET_VERSION}); update Danlu"])
-    while version < PRESET_VERSION:
-        data = MIGRATIONS[version](data, name)
-        version = data["preset_version"]
-    return data
+def migrate(settings: dict[str, Any], version: int) -> dict[str, Any]:
+    """Settings (config keys -> values) of `version` as the current version has them."""
+    while version < CURRENT_VERSION:
+        settings = STEPS[version](dict(settings))
+        version += 1
+    return settings
+
+
+def versioned(settings: dict[str, Any]) -> dict[str, Any]:
+    """What a file holds: the current version first, then the settings."""
+    return {VERSION_KEY: CURRENT_VERSION, **settings}

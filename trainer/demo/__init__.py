@@ -1,1 +1,2 @@
-"""The offline demo: a tiny SD model and a synthetic dataset built locally, and the config that trains them."""
+"""The offline demo: the tiny SD1 model (trainer/families/tiny_sd.py) and a synthetic dataset built locally, and the
+config that trains them."""

@@ -7,7 +7,6 @@ from pathlib import Path
 from trainer.config import TrainConfig
 from trainer.config.io import config_to_yaml
 from trainer.demo.data import build_demo_dataset, demo_prompts
-from trainer.demo.tiny_models import build_tiny_sd
 from trainer.presets.format import read_preset
 from trainer.presets.library import SHIPPED_DIR
 
@@ -19,6 +18,8 @@ def ensure_demo_assets(root: Path) -> tuple[Path, Path]:
     """Build the demo model and dataset under root once; later calls reuse them."""
     model_dir, data_dir = root / "model", root / "data"
     if not (model_dir / "model_index.json").is_file():
+        from trainer.families.tiny_sd import build_tiny_sd  # diffusers: only when the model is built
+
         build_tiny_sd(model_dir, "sd1")
     if not (data_dir / "train").is_dir():
         build_demo_dataset(data_dir)

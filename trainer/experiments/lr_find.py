@@ -205,8 +205,9 @@ class ProbeFailed(Exception):
 def lr_find(config: TrainConfig, optimizer: str = "DAdaptAdam", steps: int | None = None,
             run_dir: Path | None = None) -> LrSuggestion:
     """Run the probe in this process (as `train` does), then read its curve and write RUN_DIR/lr_find.json."""
-    from trainer.__main__ import EXIT_OK, run_training
+    from trainer.common.exit_codes import EXIT_OK
     from trainer.run.events import new_run_dir
+    from trainer.training.start import run_training
 
     run_dir = run_dir or new_run_dir(Path(config.output_dir).expanduser())
     probe = probe_config(config, run_dir, optimizer, steps)

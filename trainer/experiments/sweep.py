@@ -16,16 +16,18 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from trainer.common.errors import ConfigError
+from trainer.common.errors import ConfigError, Problem
 from trainer.config import TrainConfig
 from trainer.config.io import _unknown_key_problems, read_config_file, validate_config
 
 MAX_RUNS = 64  # a typo like 10 values x 10 values should not queue days of training
 Runs = list[tuple[str, dict[str, Any]]]  # (label, config) of each variation
+Item = TypeVar("Item", Problem, str)  # a problem or a warning of one run
+VARY = "--vary "  # what a problem of the command line's --vary starts with
 
 _SAME_PREVIEWS = "the runs are compared by their previews, so every run makes the same ones; set it in the base config"
 # Keys a sweep sets itself or needs equal in every run, with the reason the user reads.
@@ -47,7 +49,7 @@ def parse_vary(items: list[str]) -> dict[str, list[Any]]:
     Raises ConfigError listing every bad item (unknown key with a did-you-mean, a key a sweep cannot vary, an
     empty or repeated value)."""
     vary: dict[str, list[Any]] = {}
-    problems: list[str] = []
+    problems: list[Problem] = []
     for item in items:
         key, sep, text = (part.strip() for part in item.partition("="))
         texts = [value.strip() for value in text.split(",")]
@@ -58,24 +60,26 @@ def parse_vary(items: list[str]) -> dict[str, list[Any]]:
         values = [_typed(key, value) for value in texts]
         repeated = [value for i, value in enumerate(values) if value in values[:i]]
         if repeated:
-            problems.append(f"--vary {key}: {_text(repeated[0])} is listed twice; give each value once")
+            problems.append(Problem((key,), f"{_text(repeated[0])} is listed twice", "give each value once",
+                                    where=VARY))
         vary[key] = values
     if problems:
         raise ConfigError(problems)
     return vary
 
 
-def _item_problem(item: str, key: str, sep: str, texts: list[str], vary: dict[str, list[Any]]) -> str | None:
+def _item_problem(item: str, key: str, sep: str, texts: list[str], vary: dict[str, list[Any]]) -> Problem | None:
     if not sep or not key:
-        return f"--vary '{item}': expected KEY=VALUE1,VALUE2, e.g. network_dim=8,16"
+        return Problem((), f"{VARY}'{item}': expected KEY=VALUE1,VALUE2, e.g. network_dim=8,16")
     if key not in TrainConfig.model_fields:
-        return "--vary " + _unknown_key_problems({key: None})[0]
+        return _unknown_key_problems({key: None})[0].within(VARY)
     if key in SWEEP_OWNED:
-        return f"--vary {key}: a sweep cannot vary it: {SWEEP_OWNED[key]}"
+        return Problem((key,), f"a sweep cannot vary it: {SWEEP_OWNED[key]}", where=VARY)
     if key in vary:
-        return f"--vary {key}: given twice; list all its values in one --vary {key}=A,B"
+        return Problem((key,), "given twice", f"list all its values in one --vary {key}=A,B", where=VARY)
     if not all(texts):
-        return f"--vary {key}: an empty value in '{item}'; separate the values with commas, e.g. {key}=A,B"
+        return Problem((key,), f"an empty value in '{item}'", f"separate the values with commas, e.g. {key}=A,B",
+                       where=VARY)
     return None
 
 
@@ -118,11 +122,11 @@ def variations(base: dict[str, Any], vary: dict[str, list[Any]]) -> Runs:
     Each config is validated; ConfigError lists the problems of all of them (a problem every variation has once,
     the others after their label)."""
     if not vary:
-        raise ConfigError(["--vary: nothing to vary; give at least one KEY=VALUE1,VALUE2"])
+        raise ConfigError([Problem((), "--vary: nothing to vary", "give at least one KEY=VALUE1,VALUE2")])
     combos = list(itertools.product(*vary.values()))
     if len(combos) > MAX_RUNS:
-        raise ConfigError([f"--vary: {len(combos)} runs planned, at most {MAX_RUNS} in one sweep; vary fewer "
-                           + "keys or values"])
+        raise ConfigError([Problem((), f"--vary: {len(combos)} runs planned, at most {MAX_RUNS} in one sweep",
+                                   "vary fewer keys or values")])
     shared = _same_previews(base)
     name = str(base.get("output_name") or TrainConfig.model_fields["output_name"].default)
     runs, problems = [], {}
@@ -149,8 +153,8 @@ def _same_previews(base: dict[str, Any]) -> dict[str, Any]:
     if isinstance(prompts, str):
         path = Path(prompts).expanduser()
         if not path.is_file():
-            raise ConfigError([f"sample_prompts: file '{prompts}' does not exist; give a text file with one "
-                               + "prompt a line, or a list of prompts"])
+            raise ConfigError([Problem(("sample_prompts",), f"file '{prompts}' does not exist",
+                                       "give a text file with one prompt a line, or a list of prompts")])
         prompts = path.read_text(encoding="utf-8-sig").splitlines()
     seed = base.get("seed", TrainConfig.model_fields["seed"].default)
     lines = [str(line).strip() for line in prompts if str(line).strip() and not str(line).lstrip().startswith("#")]
@@ -176,12 +180,16 @@ def _file_text(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+_-]+", "_", text).strip("._")[:32] or "x"
 
 
-def _merge_lines(per_label: dict[str, list[str]], runs: int) -> list[str]:
-    """Lines every one of the runs has are shown once; the rest after their run's label."""
+def _merge_lines(per_label: dict[str, list[Item]], runs: int) -> list[Item]:
+    """Problems or warnings every one of the runs has are shown once; the rest after their run's label."""
     common = set.intersection(*map(set, per_label.values())) if len(per_label) == runs else set()
     shared = [line for line in next(iter(per_label.values()), []) if line in common]
-    return shared + [f"[{label}] {line}" for label, lines in per_label.items() for line in lines
+    return shared + [_labelled(label, line) for label, lines in per_label.items() for line in lines
                      if line not in common]
+
+
+def _labelled(label: str, line: Item) -> Item:
+    return line.within(f"[{label}] ") if isinstance(line, Problem) else f"[{label}] {line}"
 
 
 # --- the plan -------------------------------------------------------------------------------------------------

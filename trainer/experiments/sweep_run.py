@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from trainer.common.errors import UserError
+from trainer.common.files import atomic_write_text
+from trainer.config.io import validate_config
 from trainer.experiments.sweep import SweepPlan, parse_vary, plan_sweep
 from trainer.run.events import STOP_FILE, new_run_dir
 from trainer.run.state import COMPLETED, FAILED, RUNNING, STOPPED, RunReader
@@ -67,10 +67,11 @@ class SweepRun:
 
 
 def start_child(config: dict[str, Any]) -> Child:
-    """Start one training as the GUI does (trainer/runner.py): its own process, run folder and console.log."""
+    """Start one training as the GUI does (trainer/runner.py): its own process, run folder and console.log. The
+    runner takes a TrainConfig: the variation (which the plan checked) becomes one here."""
     from trainer.run import runner
 
-    return runner.start(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return runner.start(validate_config(config))
 
 
 def run_sweep(plan: SweepPlan | Path | dict[str, Any], vary: dict[str, list[Any]] | None = None,
@@ -158,9 +159,7 @@ class _Record:
         record = {"version": SWEEP_VERSION, "status": status, "pid": os.getpid(), "started_at": self.started_at,
                   "config": str(self.plan.config_file) if self.plan.config_file else None, "vary": self.plan.vary,
                   "prompts": self.plan.prompts, "runs": [run.as_record() for run in self.runs]}
-        temporary = self.path.with_name(SWEEP_FILE + ".tmp")
-        temporary.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
-        temporary.replace(self.path)
+        atomic_write_text(self.path, json.dumps(record, ensure_ascii=False, indent=1))
 
 
 def read_sweep(sweep_dir: Path | str) -> dict[str, Any]:

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.adapters.layers import Rename, kohya_state_dict, load_kohya_weights
-from trainer.adapters.lycoris import load_lycoris_weights, lycoris_state_dict
+from trainer.adapters.layers import Rename
 from trainer.adapters.types import NETWORK_TYPES
 from trainer.common.errors import UserError
 from trainer.config import TrainConfig
-from trainer.families.detect import FAMILY_LABELS
+from trainer.families.table import FAMILIES, Family
 
 Conditioning = dict[str, torch.Tensor]  # what the text encoders give the denoiser, per caption batch
 
@@ -37,20 +36,36 @@ class AdapterPart:
 
 
 class ModelFamily(ABC):
-    name: str  # sd1, sd2, sdxl, flux
-    denoiser_name = "unet"
-    text_encoder_names: tuple[str, ...] = ("text_encoder",)
+    name: str  # its row in the family table (table.py)
     # Config keys that mean nothing for this family: key -> why. Set to anything but the default, they are refused.
     unsupported: dict[str, str] = {}
 
     def __init__(self, config: TrainConfig, components: dict[str, Any]):
+        self.name = self.identify(components)
         self.config = config
         self.components = components
         # What a training step calls: the bare modules, or their DDP wrappers once the loop prepared them.
         self.runners: dict[str, torch.nn.Module] = {name: components[name]
                                                     for name in (self.denoiser_name, *self.text_encoder_names)}
 
+    @classmethod
+    def identify(cls, components: dict[str, Any]) -> str:
+        """Which row of the table these components are (one class may serve several, as SD1 and SD2)."""
+        return cls.name
+
+    @property
+    def spec(self) -> Family:
+        return FAMILIES[self.name]
+
     # --- parts ----------------------------------------------------------------------------------------
+    @property
+    def denoiser_name(self) -> str:
+        return self.spec.denoiser
+
+    @property
+    def text_encoder_names(self) -> tuple[str, ...]:
+        return tuple(encoder.component for encoder in self.spec.text_encoders)
+
     @property
     def denoiser(self) -> torch.nn.Module:
         return self.components[self.denoiser_name]
@@ -80,8 +95,8 @@ class ModelFamily(ABC):
 
     # --- facts ------------------------------------------------------------------------------------------
     @property
-    @abstractmethod
-    def base_model_version(self) -> str: ...
+    def base_model_version(self) -> str:
+        return self.spec.base_model_version
 
     def resolved(self) -> dict[str, Any]:
         """Config values this model decides (written to the run's config.yaml)."""
@@ -97,10 +112,14 @@ class ModelFamily(ABC):
             if value != TrainConfig.model_fields[key].default:
                 raise UserError(f"{key}: {reason}", f"remove {key} (or set it back to "
                                 f"{TrainConfig.model_fields[key].default!r}) to train {self.label}")
+        layouts = self.spec.lora_layouts
+        if self.config.save_lora_format not in layouts:
+            raise UserError(f"save_lora_format: {self.label} LoRAs are saved in {' or '.join(layouts)} layout "
+                            "(diffusers loads kohya's layout too)", f"set save_lora_format to {layouts[0]}")
 
     @property
     def label(self) -> str:
-        return FAMILY_LABELS[self.name]
+        return self.spec.label
 
     # --- training ---------------------------------------------------------------------------------------
     def prepare(self) -> list[str]:
@@ -141,6 +160,11 @@ class ModelFamily(ABC):
     def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:
         """One preview image (HxWx3 uint8) for a parsed sample prompt, from its conditioning."""
 
+    @classmethod
+    @abstractmethod
+    def assemble(cls, components: dict[str, Any]):
+        """The diffusers pipeline of a model's components (previews; `lora merge` saves it as a model folder)."""
+
     default_guidance = 7.0  # a sample prompt's scale (--l) when it gives none
 
     def guidance(self, spec) -> float:
@@ -148,14 +172,11 @@ class ModelFamily(ABC):
 
     # --- LoRA files -------------------------------------------------------------------------------------
     def export_tensors(self, alpha: float) -> dict[str, torch.Tensor]:
-        """The trained LoRA in the kohya key layout this family's tools read."""
+        """The trained LoRA in its network type's keys (kohya's or LyCORIS's), under this family's module names."""
         tensors: dict[str, torch.Tensor] = {}
-        kind = self.config.network_type
+        kind = NETWORK_TYPES[self.config.network_type]
         for part in self.trained_parts():
-            if NETWORK_TYPES[kind].kohya_keys:  # each layer's own alpha: LoCon's conv layers carry conv_alpha
-                tensors.update(kohya_state_dict(part.module, part.prefix, None, part.rename))
-            else:
-                tensors.update(lycoris_state_dict(part.module, kind, part.prefix, part.rename))
+            tensors.update(kind.state_dict(part.module, part.prefix, part.rename))
         return tensors
 
     def network_file_shape(self, weights: dict[str, torch.Tensor]) -> tuple[int, float] | None:
@@ -163,14 +184,11 @@ class ModelFamily(ABC):
         return rank_and_alpha(weights)
 
     def load_network_weights(self, weights: dict[str, torch.Tensor]) -> set[str]:
-        """Load a kohya LoRA into the trained parts' LoRA layers; returns the keys used."""
+        """Load a LoRA file of the config's network type into the trained parts' layers; returns the keys used."""
         used: set[str] = set()
-        kind = self.config.network_type
+        kind = NETWORK_TYPES[self.config.network_type]
         for part in self.trained_parts():
-            if NETWORK_TYPES[kind].kohya_keys:
-                used |= load_kohya_weights(part.module, weights, part.prefix, part.rename)
-            else:
-                used |= load_lycoris_weights(part.module, weights, kind, part.prefix, part.rename)
+            used |= kind.load_weights(part.module, weights, part.prefix, part.rename)
         return used
 
     def conv_targets(self) -> list[str]:

@@ -1,5 +1,6 @@
-"""Say what a single model file is (full checkpoint, UNet, VAE, LoRA, text encoder, embedding) from its tensor
-names and a few shapes, reading only the safetensors header, never the weights.
+"""Say which model family a base model is, and what a single model file is (full checkpoint, UNet, VAE, LoRA,
+text encoder, embedding) from its tensor names and a few shapes, reading only the safetensors header, never the
+weights. Torch-free (the GUI calls it on every edit) except for .ckpt/.pt files, which only torch can open.
 
 The key conventions are those of the files users download: LDM/kohya checkpoints (`model.diffusion_model.*`,
 `cond_stage_model.*`, `conditioner.embedders.*`), BFL Flux files, diffusers/peft exports and kohya/LyCORIS LoRAs.
@@ -14,15 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.families.table import FAMILIES, FAMILY_LABELS
+
 Names = dict[str, list[int]]
 
-FAMILY_LABELS = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL", "flux": "Flux.1"}
 # The UNet's cross-attention width is the text encoder's width: the one shape that tells the SD families apart.
-CONTEXT_DIM_FAMILY = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl"}  # 1280: the SDXL refiner
-LDM_FAMILY_HINTS = [(r"^(conditioner\.embedders\.|model\.diffusion_model\.label_emb\.)", "sdxl"),
-                    (r"^cond_stage_model\.model\.", "sd2"), (r"^cond_stage_model\.transformer\.", "sd1")]
-LDM_TEXT_ENCODERS = {"sd1": "CLIP-L", "sd2": "OpenCLIP-H", "sdxl": "CLIP-L and OpenCLIP-G"}
-EMBEDDING_WIDTH_FAMILY = {768: "sd1", 1024: "sd2"}  # SDXL embeddings hold two tensors, clip_l and clip_g
+CONTEXT_DIM_FAMILY = {dim: family.name for family in FAMILIES.values() for dim in family.context_dims}
+LDM_FAMILY_HINTS = [(family.ldm_hint, family.name) for family in FAMILIES.values() if family.ldm_hint]
+EMBEDDING_WIDTH_FAMILY = {family.embedding_width: family.name for family in FAMILIES.values()
+                          if family.embedding_width}  # SDXL embeddings hold two tensors, clip_l and clip_g
 CLIP_WIDTH_NAMES = {768: "CLIP-L", 1024: "OpenCLIP-H", 1280: "OpenCLIP-G (clip_g)"}
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 FLUX_GUIDANCE = r"guidance_in\.|guidance_embedder\."
@@ -92,6 +93,27 @@ def _flatten(data, prefix: str, tensor_type: type) -> Names:
     return names
 
 
+def detect_family(source: str) -> str | None:
+    """The family of a diffusers folder or a single file; None for a repo id or an unknown model."""
+    path = Path(source)
+    if path.is_file():
+        return describe_checkpoint(path).family
+    return _folder_family(path) if path.is_dir() else None
+
+
+def _folder_family(path: Path) -> str | None:
+    """The row whose denoiser folder is there and whose folder_rule holds, else the one of them without a rule."""
+    present = [family for family in FAMILIES.values() if (path / family.denoiser / "config.json").is_file()]
+    ruled = [family for family in present if family.folder_rule and _rule_holds(path, *family.folder_rule)]
+    found = ruled or [family for family in present if not family.folder_rule]
+    return found[0].name if found else None
+
+
+def _rule_holds(path: Path, config: str, key: str, value: str) -> bool:
+    file = path / config
+    return file.is_file() and json.loads(file.read_text(encoding="utf-8")).get(key) == value
+
+
 def describe_checkpoint(path: Path) -> CheckpointKind:
     try:
         names = tensor_names(path)
@@ -149,10 +171,15 @@ def _ldm(names: Names) -> CheckpointKind:
     refiner = variant == "refiner"
     label = f"{FAMILY_LABELS.get(family, 'Stable Diffusion')} {variant}"
     if _any(names, r"^(cond_stage_model|conditioner)\.") and _any(names, r"^first_stage_model\."):
-        encoders = "OpenCLIP-G" if refiner else LDM_TEXT_ENCODERS.get(family, "text encoder")
+        encoders = "OpenCLIP-G" if refiner else _text_encoders(family)
         detail = f"{label} checkpoint (UNet, VAE, {encoders})" + (", not a base model" if refiner else "")
         return CheckpointKind("model", family, detail)
     return CheckpointKind("unet", family, f"{label} UNet")
+
+
+def _text_encoders(family: str | None) -> str:
+    models = [encoder.model for encoder in FAMILIES[family].text_encoders] if family else ["text encoder"]
+    return " and ".join(models)
 
 
 def _diffusers_unet(names: Names) -> CheckpointKind:
@@ -205,9 +232,7 @@ LORA_FORMATS = [
     (r"\.lora_down\.weight$", "LoRA", r"\.lora_down\.weight$"),
 ]
 LORA_FAMILY_HINTS = [  # module names only one family has, before falling back to the cross-attention width
-    (r"double_blocks|single_blocks|single_transformer_blocks", "flux"),
-    (r"lora_te[12]_|text_encoder_2|_input_blocks_|_output_blocks_|add_embedding", "sdxl"),
-]
+    (family.lora_hint, family.name) for family in reversed(FAMILIES.values()) if family.lora_hint]
 
 
 def _lora(names: Names) -> CheckpointKind:

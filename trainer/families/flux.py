@@ -38,8 +38,6 @@ SD_ONLY = "does not apply to Flux.1 (flow matching has no DDPM noise schedule)"
 
 class FluxFamily(ModelFamily):
     name = "flux"
-    denoiser_name = "transformer"
-    text_encoder_names = ("text_encoder", "text_encoder_2")  # CLIP-L, T5-XXL
     default_guidance = 3.5
     unsupported = {
         "v2": "Flux.1 is not an SD2.x model", "v_parameterization": "Flux.1 predicts a velocity by design",
@@ -59,10 +57,6 @@ class FluxFamily(ModelFamily):
     @property
     def variant(self) -> str:
         return "dev" if self.denoiser.config.guidance_embeds else "schnell"
-
-    @property
-    def base_model_version(self) -> str:
-        return "flux1"
 
     def metadata(self) -> dict[str, str]:
         # sd-scripts' module name for Flux LoRAs, which tools reading ss_network_module expect
@@ -204,12 +198,14 @@ class FluxFamily(ModelFamily):
         return torch.full(sigmas.shape, config.huber_c * config.huber_scale, device=sigmas.device)
 
     # --- previews -----------------------------------------------------------------------------------------
+    @classmethod
+    def assemble(cls, components: dict[str, Any]) -> FluxPipeline:
+        return FluxPipeline(**components)
+
     def pipeline(self, sampler: str) -> FluxPipeline:
         """Flux.1 has one sampler, the flow-matching Euler of its own scheduler config."""
-        c = self.components
-        return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler.from_config(c["scheduler"].config),
-                            vae=self.vae, text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
-                            text_encoder_2=c["text_encoder_2"], tokenizer_2=c["tokenizer_2"], transformer=self.denoiser)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.components["scheduler"].config)
+        return self.assemble({**self.components, "scheduler": scheduler})
 
     @torch.no_grad()
     def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:

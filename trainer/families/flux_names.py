@@ -15,9 +15,11 @@ import re
 
 import torch
 
-FLUX_PREFIX = "lora_unet"  # sd-scripts' name for the Flux transformer, what ComfyUI and Forge read
-CLIP_PREFIX = "lora_te1"
-T5_PREFIX = "lora_te3"  # sd-scripts' (ComfyUI-compatible) prefix of T5-XXL LoRA modules (train_t5xxl)
+from trainer.families.table import FAMILIES
+
+# sd-scripts' prefixes, which ComfyUI and Forge read: lora_unet for the transformer, lora_te1 CLIP-L, lora_te3 T5-XXL
+FLUX_PREFIX = FAMILIES["flux"].denoiser_prefix
+CLIP_PREFIX, T5_PREFIX = (encoder.lora_prefix for encoder in FAMILIES["flux"].text_encoders)
 # sd-scripts' T5 targets: the linear layers of T5Attention and T5DenseGatedActDense (peft suffixes).
 T5_TARGETS = ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]
 

@@ -8,7 +8,6 @@ the configs shipped in configs/ (or the user's base_model_config), so nothing is
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,28 +18,13 @@ import torch
 from trainer.common.errors import UserError
 from trainer.families import detect
 from trainer.families.single_file import article, component_class, first_line, load_file_component
+from trainer.families.table import FAMILIES
 
-COMPONENTS = {
-    "sd1": ["tokenizer", "text_encoder", "unet", "vae", "scheduler"],
-    "sd2": ["tokenizer", "text_encoder", "unet", "vae", "scheduler"],
-    "sdxl": ["tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "unet", "vae", "scheduler"],
-    "flux": ["tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "transformer", "vae", "scheduler"],
-}
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
-# Where tokenizers come from when a single file has none and base_model_config does not give them; keyword
-# arguments make them equal to the diffusers repos' (OpenCLIP tokenizers pad with "!").
-TOKENIZER_REPOS = {
-    ("sd1", "tokenizer"): ("openai/clip-vit-large-patch14", {}),
-    ("sd2", "tokenizer"): ("openai/clip-vit-large-patch14", {"pad_token": "!"}),
-    ("sdxl", "tokenizer"): ("openai/clip-vit-large-patch14", {}),
-    ("sdxl", "tokenizer_2"): ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", {"pad_token": "!"}),
-    ("flux", "tokenizer"): ("openai/clip-vit-large-patch14", {}),
-    ("flux", "tokenizer_2"): ("google/t5-v1_1-xxl", {}),
-}
-# Components that may come from their own file: the ModelSources field that names it.
-SEPARATE_FILES = {"vae": "vae", "text_encoder": "clip_l", "text_encoder_2": "t5xxl"}
+# Components that may come from their own file (the family's separate_files): the ModelSources field naming it.
+SOURCE_FIELDS = {"vae": "vae", "text_encoder": "clip_l", "text_encoder_2": "t5xxl"}
+SCHEDULERS = {"ddpm": "DDPMScheduler", "flow_match": "FlowMatchEulerDiscreteScheduler"}  # the table's scheduler
 MIN_VOCABULARY = 16  # an "empty" CLIP tokenizer has 2 tokens; even the tiny test vocabularies have 190+
-MODEL_KINDS = {"sd1": ("model",), "sd2": ("model",), "sdxl": ("model",), "flux": ("transformer", "model")}
 
 
 @dataclass
@@ -52,42 +36,20 @@ class ModelSources:
     base_model_config: str | None = None  # diffusers folder/repo whose configs (+ tokenizers) describe a single file
 
 
-def detect_family(source: str) -> str | None:
-    """"sd1" | "sd2" | "sdxl" | "flux" for a diffusers folder or a single file; None for a repo id or unknown."""
-    path = Path(source)
-    if path.is_file():
-        return detect.describe_checkpoint(path).family
-    if not path.is_dir():
-        return None
-    if (path / "transformer" / "config.json").is_file():
-        return "flux"
-    unet = _read_json(path / "unet" / "config.json")
-    if unet is None:
-        return None
-    if unet.get("addition_embed_type") == "text_time":
-        return "sdxl"
-    text_encoder = _read_json(path / "text_encoder" / "config.json") or {}
-    return "sd2" if text_encoder.get("hidden_act") == "gelu" else "sd1"  # OpenCLIP ViT-H; CLIP-L uses quick_gelu
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def load_components(sources: ModelSources, family: str, dtype: torch.dtype) -> dict[str, Any]:
-    """Every component of COMPONENTS[family]; weights in `dtype`, the VAE in float32."""
+    """Every component of the family (table.Family.components); weights in `dtype`, the VAE in float32."""
     single = Path(sources.model).is_file()
     if single:
         _check_model_file(Path(sources.model), family)
         _check_split_files(sources, family)
     config_dir = _config_dir(sources, family) if single else sources.model
     components: dict[str, Any] = {}
-    for name in COMPONENTS[family]:
+    for name in FAMILIES[family].components:
         if name.startswith("tokenizer"):
             components[name] = _load_tokenizer(sources, family, name, single)
         elif name == "scheduler":
-            components[name] = _load_scheduler(config_dir, family, "base_model_config" if single else
-                                               "pretrained_model_name_or_path")
+            components[name] = load_scheduler(config_dir, family, "base_model_config" if single else
+                                              "pretrained_model_name_or_path")
         elif single or _override(sources, family, name):
             components[name] = _load_from_file(sources, family, name, config_dir, dtype)
         else:
@@ -101,59 +63,69 @@ def _component_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
 
 def _override(sources: ModelSources, family: str, name: str) -> tuple[str, str] | None:
     """(config key, file) of a separately given component file, if any."""
-    field = SEPARATE_FILES.get(name)
-    if field is None or (name != "vae" and family != "flux"):
-        return None
-    value = getattr(sources, field)
-    return ("ae" if family == "flux" and name == "vae" else field, value) if value else None
+    key = FAMILIES[family].separate_files.get(name)
+    value = getattr(sources, SOURCE_FIELDS[name]) if key else None
+    return (key, value) if value else None
 
 
 # ---------------------------------------------------------------- what the files are
 
 
 def _check_model_file(path: Path, family: str) -> None:
-    """The base model file must be a full checkpoint (or a Flux transformer) of `family`."""
-    found = detect.describe_checkpoint(path)
-    key, label = "pretrained_model_name_or_path", detect.FAMILY_LABELS[family]
+    """The base model file must be a full checkpoint (or, where the family allows it, its denoiser) of `family`."""
+    found, spec = detect.describe_checkpoint(path), FAMILIES[family]
+    key, label = "pretrained_model_name_or_path", spec.label
     if found.kind in ("model", "transformer") and found.family != family:
         raise UserError(f"{key}: '{path}' is {article(found.detail)} {found.detail}, not {label}",
                         f"pick a {label} model, or let the model family follow the file")
-    if found.kind not in MODEL_KINDS[family]:
+    if found.kind not in spec.model_kinds:
         raise UserError(f"{key}: '{path}' {detect.base_model_advice(path)}", _family_hint(family))
-    variant = detect.ldm_variant(detect.tensor_names(path)) if family != "flux" else "base"
+    variant = detect.ldm_variant(detect.tensor_names(path)) if spec.ldm_hint else "base"
     if variant != "base":
         raise UserError(f"{key}: '{path}' is {article(found.detail)} {found.detail}; LoRA training needs the "
                         f"{label} base model", f"pick the {label} base checkpoint, not the {variant} one")
 
 
 def _check_split_files(sources: ModelSources, family: str) -> None:
-    """A Flux transformer file alone lacks the VAE and text encoders: all three files must be given."""
-    if family != "flux" or detect.describe_checkpoint(Path(sources.model)).kind != "transformer":
+    """A denoiser file alone (Flux's transformer) lacks the VAE and text encoders: all their files must be given."""
+    spec = FAMILIES[family]
+    if detect.describe_checkpoint(Path(sources.model)).kind != spec.denoiser:
         return
-    missing = [key for key, value in (("ae", sources.vae), ("clip_l", sources.clip_l), ("t5xxl", sources.t5xxl))
-               if not value]
+    keys = {key: getattr(sources, SOURCE_FIELDS[name]) for name, key in spec.separate_files.items()}
+    missing = [key for key, value in keys.items() if not value]
     if missing:
-        raise UserError(f"{', '.join(missing)}: required, since '{sources.model}' is a Flux.1 transformer file "
-                        "without VAE and text encoders", "set ae, clip_l and t5xxl to the files kept next to it "
-                        "(ae.safetensors, clip_l.safetensors, t5xxl_fp16.safetensors)")
+        what = f"{spec.label} {spec.denoiser} file"
+        raise UserError(f"{', '.join(missing)}: required, since '{sources.model}' is {article(what)} {what} "
+                        "without VAE and text encoders", f"set {_and(list(keys))} to the files kept next to it "
+                        f"({', '.join(f'{key}.safetensors' for key in keys)})")
 
 
 def _family_hint(family: str) -> str:
-    if family == "flux":
-        return ("give the Flux.1 transformer file (flux1-dev.safetensors) as pretrained_model_name_or_path and "
-                "its ae, clip_l and t5xxl files, or a diffusers Flux.1 folder")
-    return f"pick a full {detect.FAMILY_LABELS[family]} checkpoint (.safetensors) or a diffusers model folder"
+    spec = FAMILIES[family]
+    if spec.denoiser in spec.model_kinds:
+        return (f"give the {spec.label} {spec.denoiser} file as pretrained_model_name_or_path and its "
+                f"{_and(list(spec.separate_files.values()))} files, or a diffusers {spec.label} folder")
+    return f"pick a full {spec.label} checkpoint (.safetensors) or a diffusers model folder"
+
+
+def _and(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
 def _config_dir(sources: ModelSources, family: str) -> str:
     """Configs describing a single file: base_model_config, else the shipped ones of the detected variant."""
     if sources.base_model_config:
         return sources.base_model_config
-    name = family
-    if family == "flux":
-        names = detect.tensor_names(Path(sources.model))
-        name = f"flux-{detect.flux_variant(names)}"
-    return str(SHIPPED_CONFIGS / name)
+    return str(SHIPPED_CONFIGS / shipped_config(family, Path(sources.model)))
+
+
+def shipped_config(family: str, path: Path | None = None) -> str:
+    """The folder in configs/ describing the single file at `path` (Flux: dev or schnell, told by the guidance
+    embedder), or the family's standard architecture."""
+    choices = FAMILIES[family].shipped_configs
+    if path is None or len(choices) == 1:
+        return choices[0]
+    return f"{family}-{detect.flux_variant(detect.tensor_names(path))}"
 
 
 # ---------------------------------------------------------------- diffusers folders and repo ids
@@ -172,11 +144,11 @@ def _load_from_folder(source: str, name: str, family: str, dtype: torch.dtype):
                         ".safetensors checkpoint") from None
 
 
-def _load_scheduler(config_dir: str, family: str, key: str):
-    # Training adds noise with DDPM's schedule (SD) or the flow-matching one (Flux), whatever sampler the repo names.
-    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+def load_scheduler(config_dir: str, family: str, key: str):
+    """The family's training noise schedule (DDPM, or flow matching), whatever sampler the folder names."""
+    import diffusers
 
-    cls = FlowMatchEulerDiscreteScheduler if family == "flux" else DDPMScheduler
+    cls = getattr(diffusers, SCHEDULERS[FAMILIES[family].scheduler])
     try:
         return cls.from_pretrained(config_dir, subfolder="scheduler")
     except (OSError, ValueError) as exc:
@@ -187,7 +159,8 @@ def _load_scheduler(config_dir: str, family: str, key: str):
 def _load_tokenizer(sources: ModelSources, family: str, name: str, single: bool):
     from transformers import AutoTokenizer, CLIPTokenizer
 
-    cls = AutoTokenizer if (family, name) == ("flux", "tokenizer_2") else CLIPTokenizer
+    encoder = FAMILIES[family].text_encoder(name)
+    cls = AutoTokenizer if encoder.architecture == "t5" else CLIPTokenizer
     folder = sources.model if not single else sources.base_model_config
     if folder and (not Path(folder).is_dir() or (Path(folder) / name).is_dir()):
         try:
@@ -195,9 +168,9 @@ def _load_tokenizer(sources: ModelSources, family: str, name: str, single: bool)
         except (OSError, ValueError) as exc:
             key = "base_model_config" if single else "pretrained_model_name_or_path"
             raise UserError(f"{key}: cannot load the {name} of '{folder}': {first_line(exc)}",
-                            f"give a diffusers folder of a {detect.FAMILY_LABELS[family]} model with {name}/") from None
-    repo, kwargs = TOKENIZER_REPOS[(family, name)]
-    return _hub_tokenizer(cls, repo, kwargs, family)
+                            f"give a diffusers folder of a {FAMILIES[family].label} model with {name}/") from None
+    # the same tokenizer as the diffusers repos': OpenCLIP's pads with "!"
+    return _hub_tokenizer(cls, encoder.tokenizer, {"pad_token": "!"} if encoder.openclip else {}, family)
 
 
 def _hub_tokenizer(cls, repo: str, kwargs: dict, family: str):
@@ -215,7 +188,7 @@ def _hub_tokenizer(cls, repo: str, kwargs: dict, family: str):
         raise UserError(f"base_model_config: a single-file model has no tokenizer, and the tokenizer '{repo}' "
                         f"could not be loaded ({first_line(exc)})",
                         "connect to the internet once (it is then cached), or set base_model_config to a "
-                        f"diffusers folder of a {detect.FAMILY_LABELS[family]} model") from None
+                        f"diffusers folder of a {FAMILIES[family].label} model") from None
 
 
 def _with_vocabulary(tokenizer):

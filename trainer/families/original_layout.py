@@ -7,17 +7,13 @@ diffusers' scripts convert_diffusers_to_original_stable_diffusion.py / _sdxl.py 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
+from trainer.families.table import FAMILIES
+
 Tensors = dict[str, torch.Tensor]
-# Where each family's text encoders sit in an LDM checkpoint, and in which layout (transformers CLIP or OpenCLIP).
-LDM_TEXT_ENCODERS = {
-    "sd1": (("text_encoder", "cond_stage_model.transformer.", "hf"),),
-    "sd2": (("text_encoder", "cond_stage_model.model.", "open_clip"),),
-    "sdxl": (("text_encoder", "conditioner.embedders.0.transformer.", "hf"),
-             ("text_encoder_2", "conditioner.embedders.1.model.", "open_clip")),
-}
 
 RESNET_RENAMES = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
                   ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
@@ -165,11 +161,22 @@ def bfl_flux(state: Tensors) -> Tensors:
     return out
 
 
+def original_file(family: str, components: dict[str, Any]) -> Tensors:
+    """The one file A1111/Forge/ComfyUI load of a loaded `family` model, holding its table row's
+    single_file_parts: an LDM checkpoint, or BFL's fused transformer alone (like flux1-dev.safetensors)."""
+    spec = FAMILIES[family]
+    states = {name: components[name].state_dict() for name in spec.single_file_parts}
+    if spec.fused_qkv:
+        return bfl_flux(states[spec.denoiser])
+    return ldm_checkpoint(family, states, {name: dict(components[name].config) for name in ("unet", "vae")})
+
+
 def ldm_checkpoint(family: str, states: dict[str, Tensors], configs: dict[str, dict]) -> Tensors:
     """One A1111-style SD1 / SD2 / SDXL checkpoint from the diffusers state dicts (and configs) of unet, vae and
-    the family's text encoder(s)."""
+    the family's text encoder(s), each where its file_prefix says, in its layout (transformers CLIP or OpenCLIP)."""
     out = ldm_unet(states["unet"], configs["unet"])
     out.update({"first_stage_model." + k: v for k, v in ldm_vae(states["vae"], configs["vae"]).items()})
-    for name, prefix, layout in LDM_TEXT_ENCODERS[family]:
-        out.update(hf_clip(states[name], prefix) if layout == "hf" else open_clip(states[name], prefix))
+    for encoder in FAMILIES[family].text_encoders:
+        convert = open_clip if encoder.openclip else hf_clip
+        out.update(convert(states[encoder.component], encoder.file_prefix))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 import torch
@@ -9,16 +10,15 @@ import torch
 from trainer.common.errors import UserError
 from trainer.config import TrainConfig
 from trainer.families.base import ModelFamily
-from trainer.families.detect import FAMILY_LABELS
-from trainer.families.loading import ModelSources, detect_family, load_components
+from trainer.families.detect import detect_family
+from trainer.families.loading import SOURCE_FIELDS, ModelSources, load_components
+from trainer.families.table import FAMILIES
 
 
-def family_classes() -> dict[str, type[ModelFamily]]:
-    from trainer.families.flux import FluxFamily
-    from trainer.families.sd import SDFamily
-    from trainer.families.sdxl import SDXLFamily
-
-    return {"sd1": SDFamily, "sd2": SDFamily, "sdxl": SDXLFamily, "flux": FluxFamily}
+def family_class(name: str) -> type[ModelFamily]:
+    """The ModelFamily class the table names for `name`, imported now (it imports diffusers)."""
+    module, _, cls = FAMILIES[name].implementation.partition(":")
+    return getattr(import_module(module), cls)
 
 
 def resolve_family(config: TrainConfig) -> str:
@@ -33,20 +33,20 @@ def resolve_family(config: TrainConfig) -> str:
                             "pick the model's folder itself, or a single .safetensors checkpoint")
         if detected is None:
             raise UserError(f"model_family: cannot tell which model '{source}' is",
-                            "set model_family to sd1, sd2, sdxl or flux")
+                            f"set model_family to {', '.join(list(FAMILIES)[:-1])} or {list(FAMILIES)[-1]}")
         return detected
     if detected is not None and detected != chosen:
-        raise UserError(f"model_family: set to {chosen} ({FAMILY_LABELS[chosen]}), but '{source}' is an "
-                        f"{FAMILY_LABELS[detected]} model", "set model_family to auto, or pick a matching base model")
+        raise UserError(f"model_family: set to {chosen} ({FAMILIES[chosen].label}), but '{source}' is an "
+                        f"{FAMILIES[detected].label} model", "set model_family to auto, or pick a matching base model")
     return chosen
 
 
 def load_family(config: TrainConfig, dtype: torch.dtype) -> ModelFamily:
     name = resolve_family(config)
-    sources = ModelSources(config.pretrained_model_name_or_path,
-                           vae=config.ae if name == "flux" else config.vae, clip_l=config.clip_l,
-                           t5xxl=config.t5xxl, base_model_config=config.base_model_config)
+    files = {SOURCE_FIELDS[component]: getattr(config, key)  # e.g. Flux's vae is the config's ae
+             for component, key in FAMILIES[name].separate_files.items()}
+    sources = ModelSources(config.pretrained_model_name_or_path, base_model_config=config.base_model_config, **files)
     config = config.model_copy(update={"model_family": name})
-    family = family_classes()[name](config, load_components(sources, name, dtype))
+    family = family_class(name)(config, load_components(sources, name, dtype))
     family.check_options()
     return family

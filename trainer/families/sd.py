@@ -21,7 +21,6 @@ from trainer.training.sampling import make_sampler
 # kohya "LierLa": the linear / 1x1 layers of the UNet's transformer blocks, the text encoder's attention + MLP.
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
-UNET_PREFIX, TEXT_ENCODER_PREFIX = "lora_unet", "lora_te"
 # kohya "C3Lier" (LoCon) also adapts the ResnetBlock2D / Downsample2D / Upsample2D modules: their 3x3 convs at
 # conv_dim, and the ResNets' 1x1 conv_shortcut and time_emb_proj linear at network_dim, as sd-scripts does.
 UNET_RESNET_TARGETS = ["conv_shortcut", "time_emb_proj"]
@@ -31,14 +30,16 @@ UNET_CONV_TARGETS = ["conv1", "conv2", "downsamplers.0.conv", "upsamplers.0.conv
 class SDFamily(ModelFamily):
     """SD1.x and SD2.x: one CLIP text encoder, a UNet predicting noise or v, the DDPM noise schedule."""
 
-    unsupported = {**{key: "only Flux.1 uses it (the text encoders and VAE come with the base model)"
-                      for key in ("ae", "clip_l", "t5xxl")},
-                   "save_lora_format": "SD1/SD2/SDXL LoRAs are saved in kohya's layout, which diffusers loads too"}
+    unsupported = {key: "only Flux.1 uses it (the text encoders and VAE come with the base model)"
+                   for key in ("ae", "clip_l", "t5xxl")}
 
     def __init__(self, config: TrainConfig, components: dict[str, Any]):
         super().__init__(config, components)
-        self.name = "sd2" if self.text_encoder.config.hidden_act == "gelu" else "sd1"  # OpenCLIP-H vs CLIP-L
         self.noise_scheduler: DDPMScheduler = components["scheduler"]
+
+    @classmethod
+    def identify(cls, components: dict[str, Any]) -> str:
+        return "sd2" if components["text_encoder"].config.hidden_act == "gelu" else "sd1"  # OpenCLIP-H vs CLIP-L
 
     @property
     def text_encoder(self) -> CLIPTextModel:
@@ -47,10 +48,6 @@ class SDFamily(ModelFamily):
     @property
     def tokenizer(self) -> CLIPTokenizer:
         return self.components["tokenizer"]
-
-    @property
-    def base_model_version(self) -> str:
-        return "sd_v2" if self.name == "sd2" else "sd_v1"
 
     @property
     def v_parameterization(self) -> bool:
@@ -85,8 +82,8 @@ class SDFamily(ModelFamily):
 
     # --- LoRA parts ---------------------------------------------------------------------------------------
     def denoiser_part(self) -> AdapterPart:
-        return AdapterPart("unet", self.denoiser, self.unet_targets(), UNET_PREFIX, self.config.effective_unet_lr,
-                           conv_targets=self.conv_targets())
+        return AdapterPart("unet", self.denoiser, self.unet_targets(), self.spec.denoiser_prefix,
+                           self.config.effective_unet_lr, conv_targets=self.conv_targets())
 
     def unet_targets(self) -> list[str]:
         return UNET_TARGETS + (UNET_RESNET_TARGETS if NETWORK_TYPES[self.config.network_type].convs else [])
@@ -96,7 +93,8 @@ class SDFamily(ModelFamily):
 
     def text_encoder_parts(self) -> list[AdapterPart]:
         lr = self.config.text_encoder_lrs(1)[0]
-        return [AdapterPart("text_encoder", self.text_encoder, TEXT_ENCODER_TARGETS, TEXT_ENCODER_PREFIX, lr,
+        (encoder,) = self.spec.text_encoders
+        return [AdapterPart("text_encoder", self.text_encoder, TEXT_ENCODER_TARGETS, encoder.lora_prefix, lr,
                             text_encoder_rename(self.text_encoder))]
 
     # --- a training step ----------------------------------------------------------------------------------
@@ -121,10 +119,13 @@ class SDFamily(ModelFamily):
         return self.runners["unet"](noisy, timesteps, cond["hidden"].to(noisy.device)).sample
 
     # --- previews -----------------------------------------------------------------------------------------
+    @classmethod
+    def assemble(cls, components: dict[str, Any]) -> StableDiffusionPipeline:
+        return StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+
     def pipeline(self, sampler: str):
-        return StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                       unet=self.denoiser, scheduler=make_sampler(sampler, self.noise_scheduler.config),
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        return self.assemble({**self.components, "scheduler": make_sampler(sampler, self.noise_scheduler.config)})
 
     @torch.no_grad()
     def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:

@@ -10,38 +10,30 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from trainer.adapters.layers import Rename
-from trainer.config import TrainConfig
 from trainer.families.base import AdapterPart, Conditioning
 from trainer.families.sd import (
     TEXT_ENCODER_TARGETS,
-    UNET_PREFIX,
     SDFamily,
     splice_windows,
     text_encoder_rename,
     tokenize,
 )
-from trainer.training.sampling import make_sampler
 
-TEXT_ENCODER_PREFIXES = ("lora_te1", "lora_te2")
 # SDXL uses the penultimate layer of both encoders, without the final layer norm.
 HIDDEN_LAYER = -2
 
 
 class SDXLFamily(SDFamily):
-    text_encoder_names = ("text_encoder", "text_encoder_2")
+    name = "sdxl"
     unsupported = {
         **SDFamily.unsupported,
         "v2": "SDXL is not an SD2.x model",
         "clip_skip": "SDXL always reads the penultimate layer of both text encoders (sd-scripts ignores clip_skip)",
     }
 
-    def __init__(self, config: TrainConfig, components: dict[str, Any]):
-        super().__init__(config, components)
-        self.name = "sdxl"
-
-    @property
-    def base_model_version(self) -> str:
-        return "sdxl_base_v1-0"
+    @classmethod
+    def identify(cls, components: dict[str, Any]) -> str:
+        return cls.name
 
     def tokenizers(self) -> list:
         return [self.components["tokenizer"], self.components["tokenizer_2"]]
@@ -49,15 +41,16 @@ class SDXLFamily(SDFamily):
     # --- LoRA parts ---------------------------------------------------------------------------------------
     def denoiser_part(self) -> AdapterPart:
         config = self.denoiser.config
-        return AdapterPart("unet", self.denoiser, self.unet_targets(), UNET_PREFIX, self.config.effective_unet_lr,
+        return AdapterPart("unet", self.denoiser, self.unet_targets(), self.spec.denoiser_prefix,
+                           self.config.effective_unet_lr,
                            ldm_unet_rename(config.layers_per_block, attention_up_blocks(config.up_block_types)),
                            conv_targets=self.conv_targets())
 
     def text_encoder_parts(self) -> list[AdapterPart]:
         lrs = self.config.text_encoder_lrs(2)
-        return [AdapterPart(name, encoder, TEXT_ENCODER_TARGETS, prefix, lr, text_encoder_rename(encoder))
-                for name, encoder, prefix, lr in zip(self.text_encoder_names, self.text_encoders,
-                                                     TEXT_ENCODER_PREFIXES, lrs)]
+        return [AdapterPart(spec.component, encoder, TEXT_ENCODER_TARGETS, spec.lora_prefix, lr,
+                            text_encoder_rename(encoder))
+                for spec, encoder, lr in zip(self.spec.text_encoders, self.text_encoders, lrs)]
 
     # --- a training step ----------------------------------------------------------------------------------
     def encode_text(self, captions: list[str]) -> Conditioning:
@@ -86,11 +79,9 @@ class SDXLFamily(SDFamily):
                                     added_cond_kwargs=added).sample
 
     # --- previews -----------------------------------------------------------------------------------------
-    def pipeline(self, sampler: str):
-        c = self.components
-        return StableDiffusionXLPipeline(vae=self.vae, text_encoder=c["text_encoder"], text_encoder_2=c["text_encoder_2"],
-                                         tokenizer=c["tokenizer"], tokenizer_2=c["tokenizer_2"], unet=self.denoiser,
-                                         scheduler=make_sampler(sampler, self.noise_scheduler.config))
+    @classmethod
+    def assemble(cls, components: dict[str, Any]) -> StableDiffusionXLPipeline:
+        return StableDiffusionXLPipeline(**components)
 
     def pipeline_extras(self, cond: Conditioning, uncond: Conditioning, spec) -> dict[str, Any]:
         device = self.denoiser.device

@@ -16,6 +16,7 @@ import torch
 
 from trainer.common.errors import UserError
 from trainer.families import detect
+from trainer.families.table import FAMILIES
 
 # Probe tensor of each component (in its file's own layout): the prefix in front of it is the component's.
 CLIP_PROBE = "encoder.layers.0.self_attn.q_proj.weight"
@@ -24,15 +25,6 @@ VAE_PROBE = "decoder.conv_in.weight"
 T5_PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
 FLUX_PROBE = "double_blocks.0.img_attn.qkv.weight"
 UNET_PREFIX = "model.diffusion_model."
-# Text encoder layouts inside LDM checkpoints, and where a Flux all-in-one keeps its encoders.
-LDM_TEXT_PREFIXES = {
-    ("sd1", "text_encoder"): "cond_stage_model.transformer.",
-    ("sd2", "text_encoder"): "cond_stage_model.model.",
-    ("sdxl", "text_encoder"): "conditioner.embedders.0.transformer.",
-    ("sdxl", "text_encoder_2"): "conditioner.embedders.1.model.",
-    ("flux", "text_encoder"): "text_encoders.clip_l.transformer.",
-    ("flux", "text_encoder_2"): "text_encoders.t5xxl.transformer.",
-}
 # Tensors files carry that the models do not have (buffers, the CLIP-L projection, a T5 decoder).
 IGNORED_KEYS = re.compile(r"(^|\.)(position_ids|logit_scale)$|^(decoder|lm_head)\.|^scaled_fp8$")
 
@@ -40,9 +32,11 @@ def component_class(family: str, name: str):
     from diffusers import AutoencoderKL, FluxTransformer2DModel, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
-    return {"unet": UNet2DConditionModel, "transformer": FluxTransformer2DModel, "vae": AutoencoderKL,
-            "text_encoder": CLIPTextModel,
-            "text_encoder_2": T5EncoderModel if family == "flux" else CLIPTextModelWithProjection}[name]
+    if name.startswith("text_encoder"):
+        architecture = FAMILIES[family].text_encoder(name).architecture
+        return {"clip": CLIPTextModel, "clip_projection": CLIPTextModelWithProjection,
+                "t5": T5EncoderModel}[architecture]
+    return {"unet": UNet2DConditionModel, "transformer": FluxTransformer2DModel, "vae": AutoencoderKL}[name]
 
 
 def article(text: str) -> str:
@@ -51,7 +45,6 @@ def article(text: str) -> str:
 
 def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
 
 
 def load_file_component(path: Path, key: str, family: str, name: str, config_dir: str, dtype: torch.dtype):
@@ -64,10 +57,10 @@ def load_file_component(path: Path, key: str, family: str, name: str, config_dir
         state = _flux_state(checkpoint, model)
     elif name == "vae":
         state = _vae_state(checkpoint, model)
-    elif (family, name) == ("flux", "text_encoder_2"):
-        state = _t5_state(checkpoint, LDM_TEXT_PREFIXES[(family, name)])
     else:
-        state = _text_encoder_state(checkpoint, model, LDM_TEXT_PREFIXES[(family, name)])
+        encoder = FAMILIES[family].text_encoder(name)
+        state = (_t5_state(checkpoint, encoder.file_prefix) if encoder.architecture == "t5"
+                 else _text_encoder_state(checkpoint, model, encoder.file_prefix))
     _materialize(model, state, dtype, key, str(path), name)
     return model.eval()
 
@@ -150,7 +143,7 @@ def empty_model(family: str, name: str, config_dir: str):
         config = cls.load_config(config_dir, subfolder=name)
     except (OSError, ValueError) as exc:
         raise UserError(f"base_model_config: no {name} config in '{config_dir}': {first_line(exc)}",
-                        f"give a diffusers folder of a {detect.FAMILY_LABELS[family]} model") from None
+                        f"give a diffusers folder of a {FAMILIES[family].label} model") from None
     with init_empty_weights():
         return cls.from_config(config)
 

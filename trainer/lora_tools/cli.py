@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-EXIT_OK = 0
+from trainer.common.exit_codes import EXIT_OK
+from trainer.common.libraries import hide_unused, quiet_libraries
+
 PRECISIONS = ("float", "fp16", "bf16")  # export.SAVE_DTYPES' keys, listed here so the parser stays torch-free
 DYNAMIC_METHODS = ("sv_ratio", "sv_fro", "sv_cumulative")  # sd-scripts resize_lora's --dynamic_method
 LAYOUTS = ("kohya", "diffusers")  # what `convert --to` writes
@@ -108,15 +110,15 @@ def _resize(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    hide_unused(set())  # before peft loads: neither 8-bit nor quantized layers are needed here
     from collections import Counter
 
-    from trainer.__main__ import _quiet_libraries
     from trainer.common.errors import UserError
     from trainer.lora_tools.keys import read_lora
     from trainer.lora_tools.merge import load_base, merge_into, save_merged
     from trainer.training.export import SAVE_DTYPES
 
-    _quiet_libraries()
+    quiet_libraries()
 
     ratios = args.ratio or [1.0] * len(args.files)
     if len(ratios) != len(args.files):
@@ -143,14 +145,14 @@ def _merge_output(path: Path, fmt: str, overwrite: bool) -> Path:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from trainer.__main__ import _quiet_libraries
+    hide_unused(set())  # before peft loads: neither 8-bit nor quantized layers are needed here
     from trainer.common.errors import UserError
     from trainer.lora_tools.convert import to_diffusers, to_kohya
     from trainer.lora_tools.keys import read_lora
     from trainer.lora_tools.output import check_output, write_lora
     from trainer.lora_tools.targets import adapter_parts, module_table, skeleton
 
-    _quiet_libraries()
+    quiet_libraries()
     out = check_output(args.output, args.overwrite, (".safetensors",))
     lora = read_lora(args.file)
     if lora.family is None:

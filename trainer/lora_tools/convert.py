@@ -23,6 +23,7 @@ from trainer.families.flux_names import (
     kohya_flux_state_dict,
     peft_state_from_kohya_flux,
 )
+from trainer.families.table import FAMILIES
 from trainer.lora_tools.keys import DIFFUSERS_METADATA, LoraFile, PeftModule, peft_modules
 from trainer.lora_tools.targets import Target
 
@@ -33,8 +34,8 @@ FLUX_FUSED = ("_img_attn_qkv", "_txt_attn_qkv", "_linear1")
 def to_diffusers(lora: LoraFile, table: dict[str, Target]) -> tuple[Tensors, dict[str, str]]:
     lora.require_kohya("convert --to diffusers")
     _only_lora(lora)
-    tensors, rest = {}, dict(lora.tensors)
-    if lora.family == "flux":
+    tensors, rest, spec = {}, dict(lora.tensors), FAMILIES[lora.family]
+    if spec.fused_qkv:
         tensors.update(_flux_to_diffusers(rest))
     configs: dict[str, dict] = {}
     unmapped = []
@@ -47,12 +48,12 @@ def to_diffusers(lora: LoraFile, table: dict[str, Target]) -> tuple[Tensors, dic
         tensors[f"{stem}.lora_A.weight"] = module["lora_down.weight"]
         tensors[f"{stem}.lora_B.weight"] = module["lora_up.weight"]
         alpha = float(module["alpha"]) if "alpha" in module else float(module["lora_down.weight"].shape[0])
-        if lora.family == "flux":  # diffusers' Flux loader reads alphas from keys
+        if spec.alpha_keys:  # diffusers' Flux loader reads alphas from keys
             tensors[f"{stem}.alpha"] = torch.tensor(alpha)
         configs.setdefault(target.component, {})[target.paths[0]] = (module["lora_down.weight"].shape[0], alpha)
     _refuse_unmapped(lora, unmapped)
     metadata = {k: v for k, v in lora.metadata.items() if not k.startswith("sshs_")}
-    if configs and lora.family != "flux":
+    if configs and not spec.alpha_keys:
         metadata[DIFFUSERS_METADATA] = json.dumps(_adapter_metadata(configs), sort_keys=True)
     return tensors, metadata
 
@@ -63,9 +64,10 @@ def to_kohya(lora: LoraFile, table: dict[str, Target]) -> tuple[Tensors, dict[st
     names = {(t.component, t.paths[0]): name for name, t in table.items() if len(t.paths) == 1}
     modules = peft_modules(lora)
     tensors: Tensors = {}
-    if lora.family == "flux":
-        tensors.update(_flux_to_kohya(lora, [m for m in modules if m.component == "transformer"]))
-        modules = [m for m in modules if m.component != "transformer"]
+    spec = FAMILIES[lora.family]
+    if spec.fused_qkv:
+        tensors.update(_flux_to_kohya(lora, [m for m in modules if m.component == spec.denoiser]))
+        modules = [m for m in modules if m.component != spec.denoiser]
     unmapped = []
     for module in modules:
         name = _kohya_name(names, module)
@@ -82,10 +84,10 @@ def to_kohya(lora: LoraFile, table: dict[str, Target]) -> tuple[Tensors, dict[st
 
 def _only_lora(lora: LoraFile) -> None:
     kind = lora.network_type()
-    other = [m.name for m in lora.modules.values() if m.kind != "lora" or "lora_mid.weight" in m.weights]
-    if kind in ("loha", "lokr") or other:
+    other = [m.name for m in lora.modules.values() if not m.kohya or "lora_mid.weight" in m.weights]
+    if not kind.kohya_keys or other:
         raise UserError(f"{lora.path}: convert handles LoRA and LoCon (lora_down/lora_up) modules; "
-                        f"{len(other)} module(s) here are not, e.g. {other[0] if other else kind}",
+                        f"{len(other)} module(s) here are not, e.g. {other[0] if other else kind.name}",
                         "LoHa and LoKr files stay in LyCORIS' layout, which A1111, ComfyUI and diffusers read")
 
 

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from trainer.lora_tools.keys import NETWORK_LABELS, LoraFile, family_label, network_args, peft_modules
+from trainer.lora_tools.keys import LoraFile, family_label, network_args, peft_modules
 
 PARTS = {"lora_unet": "unet", "lora_te1": "text encoder 1", "lora_te2": "text encoder 2", "lora_te3": "T5",
          "lora_te": "text encoder"}  # kohya prefixes, longest first where one starts another
@@ -15,14 +15,13 @@ PARTS = {"lora_unet": "unet", "lora_te1": "text encoder 1", "lora_te2": "text en
 def summary(lora: LoraFile) -> dict[str, Any]:
     """Everything `lora info` shows, as plain data (what --json prints)."""
     shapes = _module_shapes(lora)
-    kind = lora.network_type()
     return {
         "file": str(lora.path),
         "format": lora.detail,
         "layout": lora.layout,
         "family": lora.family,
         "family_label": family_label(lora.family),
-        "network_type": NETWORK_LABELS[kind],
+        "network_type": lora.network_type().label,
         "network_module": lora.network_module or None,
         "network_args": network_args(lora.metadata),
         "modules": len(shapes),
@@ -44,7 +43,7 @@ def _module_shapes(lora: LoraFile) -> list[tuple[str, int | str, float | None, b
     for name, module in lora.modules.items():
         part = next((label for prefix, label in PARTS.items() if name.startswith(prefix + "_")), "other")
         rank = module.rank if module.rank is not None else "full"
-        alpha = module.alpha if module.alpha is not None else (module.rank if module.kind == "lora" else None)
+        alpha = module.alpha if module.alpha is not None else (module.rank if module.kohya else None)
         rows.append((part, rank, alpha, module.conv))
     return rows
 

@@ -9,20 +9,20 @@ Layouts: kohya (`<module>.lora_down.weight` / `.lora_up.weight` / `.alpha`, and 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from trainer.adapters.spec import FileFacts, NetworkType
+from trainer.adapters.types import layout_of, recognise
 from trainer.common.errors import UserError
-from trainer.families.detect import FAMILY_LABELS, describe_checkpoint
+from trainer.families.detect import describe_checkpoint
+from trainer.families.table import FAMILIES, FAMILY_LABELS
 from trainer.training.export import load_lora
 
-KINDS = {"lora_down": "lora", "lora_up": "lora", "lora_mid": "lora", "hada_": "loha", "lokr_": "lokr"}
-BASE_VERSIONS = {"sd_v1": "sd1", "sd_v2": "sd2", "sdxl_base_v1-0": "sdxl", "flux1": "flux"}
+BASE_VERSIONS = {family.base_model_version: name for name, family in FAMILIES.items()}  # ss_base_model_version
 DIFFUSERS_METADATA = "lora_adapter_metadata"  # diffusers' LORA_ADAPTER_METADATA_KEY
-NETWORK_LABELS = {"lora": "LoRA", "locon": "LoCon", "loha": "LoHa", "lokr": "LoKr", "dylora": "DyLoRA"}
 
 
 @dataclass
@@ -33,28 +33,25 @@ class Module:
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
-    def kind(self) -> str:
-        kinds = {kind for suffix in self.weights for start, kind in KINDS.items() if suffix.startswith(start)}
-        return kinds.pop() if len(kinds) == 1 else "unknown"
+    def key_layout(self) -> NetworkType | None:
+        """The network type whose keys its weights are in (LoRA's lora_down, LoHa's hada_*, ...); None if not one."""
+        return layout_of(self.weights)
+
+    @property
+    def kohya(self) -> bool:
+        """kohya's lora_down/lora_up keys (LoRA, LoCon, DyLoRA)."""
+        return self.key_layout is not None and self.key_layout.kohya_keys
 
     @property
     def conv(self) -> bool:
         """A 3x3 (or larger) convolution: what makes a LoRA a LoCon."""
-        down = self.weights.get("lora_down.weight", self.weights.get("hada_w1_b", self.weights.get("lokr_w2")))
+        down = self.weights.get(self.key_layout.kernel_key) if self.key_layout else None
         return down is not None and down.dim() == 4 and down.shape[2] * down.shape[3] > 1
 
     @property
     def rank(self) -> int | None:
         """The rank loaders divide alpha by; None for a LoKr of full matrices (its alpha is ignored)."""
-        w = self.weights
-        if self.kind == "lora":
-            return w["lora_down.weight"].shape[0]
-        if self.kind == "loha":
-            return w["hada_w1_b"].shape[0]
-        for key in ("lokr_w1_b", "lokr_w2_b"):
-            if key in w:
-                return w[key].shape[0]
-        return None
+        return self.key_layout.file_rank(self.weights) if self.key_layout else None
 
     @property
     def alpha(self) -> float | None:
@@ -73,38 +70,9 @@ class Module:
         if "dora_scale" in w:  # DoRA rescales the merged weight's columns: not a plain additive update
             raise UserError(f"{self.name}: a DoRA module (dora_scale) is not supported", "merge LoRA, LoCon, LoHa "
                             "or LoKr files")
-        if self.kind == "lora":
-            if "lora_mid.weight" in w:
-                raise UserError(f"{self.name}: a LoCon with a Tucker core (lora_mid) is not supported")
-            down, up = w["lora_down.weight"], w["lora_up.weight"]
-            update = up.flatten(1) @ down.flatten(1)
-            return update.reshape(up.shape[0], *down.shape[1:]) * self.scale
-        if self.kind == "loha":  # LyCORIS: dW = (w1a @ w1b) * (w2a @ w2b) * alpha / rank
-            return _hada_factor(w, "1") * _hada_factor(w, "2") * self.scale
-        if self.kind == "lokr":  # LyCORIS: dW = kron(w1, w2) * alpha / rank
-            w1, w2 = _lokr_factor(w, "1"), _lokr_factor(w, "2")
-            if w2.dim() == 4 and w1.dim() == 2:
-                w1 = w1[:, :, None, None]
-            return torch.kron(w1, w2) * self.scale
-        raise UserError(f"{self.name}: keys {sorted(self.weights)} are of no network type Danlu knows")
-
-
-def _hada_factor(w: dict[str, torch.Tensor], i: str) -> torch.Tensor:
-    a, b = w[f"hada_w{i}_a"], w[f"hada_w{i}_b"]
-    core = w.get(f"hada_t{i}")
-    if core is not None:  # Tucker-decomposed conv (LyCORIS use_tucker)
-        return torch.einsum("i j k l, j r, i p -> p r k l", core, b, a)
-    return a @ b.flatten(1) if b.dim() > 2 else a @ b
-
-
-def _lokr_factor(w: dict[str, torch.Tensor], i: str) -> torch.Tensor:
-    if f"lokr_w{i}" in w:
-        return w[f"lokr_w{i}"]
-    a, b = w[f"lokr_w{i}_a"], w[f"lokr_w{i}_b"]
-    core = w.get(f"lokr_t{i}")
-    if core is not None:
-        return torch.einsum("i j k l, j r, i p -> p r k l", core, b, a)
-    return a @ b
+        if self.key_layout is None:
+            raise UserError(f"{self.name}: keys {sorted(self.weights)} are of no network type Danlu knows")
+        return self.key_layout.file_delta(w, self.name) * self.scale
 
 
 @dataclass
@@ -129,16 +97,12 @@ class LoraFile:
     def network_module(self) -> str:
         return self.metadata.get("ss_network_module", "")
 
-    def network_type(self) -> str:
-        """lora | locon | loha | lokr | dylora: from the keys, then ss_network_module and ss_network_args."""
-        kinds = Counter(module.kind for module in self.modules.values()) if self.layout == "kohya" else {}
-        for kind in ("loha", "lokr"):
-            if kinds.get(kind):
-                return kind
-        if "dylora" in self.network_module:
-            return "dylora"
-        conv = self.layout == "kohya" and any(module.conv for module in self.modules.values())
-        return "locon" if conv or network_args(self.metadata).get("algo") == "locon" else "lora"
+    def network_type(self) -> NetworkType:
+        """From the keys, then ss_network_module and ss_network_args (each type's `recognises`)."""
+        modules = self.modules.values() if self.layout == "kohya" else []
+        layouts = frozenset(module.key_layout.name for module in modules if module.key_layout)
+        conv = any(module.conv for module in modules)
+        return recognise(FileFacts(layouts, self.network_module, network_args(self.metadata), conv))
 
     def require_kohya(self, action: str) -> None:
         if self.layout != "kohya":

@@ -18,22 +18,22 @@ from typing import Any
 import torch
 
 from trainer.common.errors import UserError
-from trainer.families.detect import FAMILY_LABELS
-from trainer.families.loading import ModelSources, detect_family, load_components
-from trainer.families.original_layout import bfl_flux, ldm_checkpoint
+from trainer.families.detect import detect_family
+from trainer.families.loading import ModelSources, load_components
+from trainer.families.original_layout import original_file
+from trainer.families.registry import family_class
+from trainer.families.table import FAMILIES
 from trainer.lora_tools.keys import LoraFile, peft_modules
 from trainer.lora_tools.targets import Target, adapter_parts, module_table
 from trainer.training.export import atomic_save_safetensors
-
-SAVED = ("unet", "transformer", "text_encoder", "text_encoder_2", "vae")  # the parts with weights
-FLUX_FILE_PARTS = ("transformer",)  # what a flux1-dev.safetensors holds; the rest stays the base's files
 
 
 def load_base(base: str, dtype: torch.dtype) -> tuple[str, dict[str, Any], dict[str, Target]]:
     family = detect_family(base)
     if family is None:
         raise UserError(f"BASE: cannot tell which model '{base}' is",
-                        "give an SD1.x/2.x, SDXL or Flux.1 checkpoint (.safetensors) or diffusers model folder")
+                        "give a checkpoint (.safetensors) or diffusers model folder of "
+                        + ", ".join(family.label for family in FAMILIES.values()))
     components = load_components(ModelSources(base), family, dtype)
     return family, components, module_table(family, adapter_parts(family, base, components))
 
@@ -44,8 +44,8 @@ def merge_into(family: str, components: dict[str, Any], table: dict[str, Target]
     """Adds one file's updates; returns how many layers changed per component. Refuses files with modules that
     name no layer."""
     if lora.family and lora.family != family:
-        raise UserError(f"{lora.path}: a LoRA for {FAMILY_LABELS[lora.family]}, but the base model is "
-                        f"{FAMILY_LABELS[family]}", "merge LoRAs into the model family they were trained on")
+        raise UserError(f"{lora.path}: a LoRA for {FAMILIES[lora.family].label}, but the base model is "
+                        f"{FAMILIES[family].label}", "merge LoRAs into the model family they were trained on")
     updates = _kohya_updates(lora, table) if lora.layout == "kohya" else _peft_updates(lora, components)
     changed: Counter = Counter()
     for component, layers, delta in updates:
@@ -109,10 +109,11 @@ def save_merged(family: str, components: dict[str, Any], base: str, out: Path, f
     if fmt == "diffusers":
         _save_folder(family, components, base, out)
         return
-    lost = sorted(name for name in changed if family == "flux" and name not in FLUX_FILE_PARTS)
+    spec = FAMILIES[family]
+    lost = sorted(name for name in changed if name not in spec.single_file_parts)
     if lost:  # the merged text encoders would be silently dropped
-        raise UserError(f"--format safetensors: the LoRA(s) changed Flux.1's {' and '.join(lost)}, which a "
-                        "flux1-dev.safetensors-style file does not hold (ae, clip_l and t5xxl stay the base's)",
+        raise UserError(f"--format safetensors: the LoRA(s) changed {spec.label}'s {' and '.join(lost)}, which its "
+                        f"single file does not hold ({', '.join(spec.separate_files.values())} stay the base's)",
                         "use --format diffusers (-o a folder) to keep the merged text encoders")
     _save_file(family, components, out, note)
 
@@ -121,7 +122,7 @@ def _save_folder(family: str, components: dict[str, Any], base: str, out: Path) 
     """A diffusers model folder, written next to `out` and renamed into place (a killed run leaves no half folder)."""
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    _pipeline(family, components).save_pretrained(tmp, safe_serialization=True)
+    family_class(family).assemble(components).save_pretrained(tmp, safe_serialization=True)
     scheduler = Path(base) / "scheduler"
     if scheduler.is_dir():  # keep the base model's sampler, not the training schedule the loader builds
         shutil.rmtree(tmp / "scheduler")
@@ -133,29 +134,9 @@ def _save_folder(family: str, components: dict[str, Any], base: str, out: Path) 
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _pipeline(family: str, components: dict[str, Any]):
-    from diffusers import (
-        FluxPipeline,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-    )
-
-    if family == "flux":
-        return FluxPipeline(**components)
-    if family == "sdxl":
-        return StableDiffusionXLPipeline(**components)
-    return StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-
-
 def _save_file(family: str, components: dict[str, Any], out: Path, note: dict) -> None:
     """The original layout A1111/Forge/ComfyUI load: an LDM checkpoint (SD), or Flux's transformer in BFL names
     (like flux1-dev.safetensors; ae, clip_l and t5xxl stay the base's files)."""
-    states = {name: model.state_dict() for name, model in components.items() if name in SAVED}
-    if family == "flux":
-        tensors = bfl_flux(states["transformer"])
-    else:
-        configs = {name: dict(components[name].config) for name in ("unet", "vae")}
-        tensors = ldm_checkpoint(family, states, configs)
+    tensors = original_file(family, components)
     metadata = {"format": "pt", "danlu_merge": json.dumps(note, ensure_ascii=False)}  # as A1111 files, no ss_*
     atomic_save_safetensors(out, {k: v.contiguous() for k, v in tensors.items()}, metadata)

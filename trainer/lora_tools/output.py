@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from trainer.common.errors import UserError
-from trainer.training.export import atomic_save_safetensors, atomic_write, model_hashes
+from trainer.common.files import atomic_write
+from trainer.training.export import atomic_save_safetensors, model_hashes
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from trainer.adapters.spec import NetworkType
+from trainer.adapters.types import NETWORK_TYPES
 from trainer.common.errors import UserError
 from trainer.lora_tools.keys import LoraFile, Module, network_args
 
@@ -36,9 +38,10 @@ class Resized:
 def resize(lora: LoraFile, rank: int, conv_rank: int | None = None, method: str | None = None,
            param: float | None = None) -> Resized:
     lora.require_kohya("resize")
-    _check(lora, rank, method, param)
-    if lora.network_type() == "dylora":
-        return _cut_dylora(lora, rank)
+    kind = lora.network_type()
+    _check(lora, kind, rank, method, param)
+    if kind.nested_ranks:
+        return _cut(lora, kind, rank)
     conv_rank = conv_rank or rank
     tensors = dict(lora.tensors)
     ranks, kept = {}, {}
@@ -56,21 +59,21 @@ def resize(lora: LoraFile, rank: int, conv_rank: int | None = None, method: str 
     return Resized(tensors, metadata, old_rank, ranks, kept)
 
 
-def _check(lora: LoraFile, rank: int, method: str | None, param: float | None) -> None:
-    kind = lora.network_type()
-    if kind in ("loha", "lokr"):
-        raise UserError(f"{lora.path}: resize is defined for LoRA, LoCon and DyLoRA files; this is a "
-                        f"{'LoHa' if kind == 'loha' else 'LoKr'} (sd-scripts has no resize for it either)",
+def _check(lora: LoraFile, kind: NetworkType, rank: int, method: str | None, param: float | None) -> None:
+    if not kind.kohya_keys:
+        *others, last = [other.label for other in NETWORK_TYPES.values() if other.kohya_keys]
+        raise UserError(f"{lora.path}: resize is defined for {', '.join(others)} and {last} files; this is a "
+                        f"{kind.label} (sd-scripts has no resize for it either)",
                         "retrain at the rank you want, or merge it into the base model with `lora merge`")
     if rank < 1:
         raise UserError(f"--rank: {rank} is not a rank", "give a whole number of 1 or more, e.g. --rank 16")
     if (method is None) != (param is None):
         raise UserError("--dynamic-method and --dynamic-param go together",
                         "e.g. --dynamic-method sv_fro --dynamic-param 0.9 (--rank is then the highest rank)")
-    if kind == "dylora" and method:
-        raise UserError("--dynamic-method: a DyLoRA file is cut at --rank, not resized by SVD",
-                        "leave --dynamic-method out for DyLoRA files")
-    bad = [m.name for m in lora.modules.values() if m.kind != "lora" or "lora_mid.weight" in m.weights]
+    if kind.nested_ranks and method:
+        raise UserError(f"--dynamic-method: a {kind.label} file is cut at --rank, not resized by SVD",
+                        f"leave --dynamic-method out for {kind.label} files")
+    bad = [m.name for m in lora.modules.values() if not m.kohya or "lora_mid.weight" in m.weights]
     if bad:
         raise UserError(f"{lora.path}: {len(bad)} module(s) are no plain lora_down/lora_up pair, e.g. {bad[0]}",
                         "resize handles kohya LoRA and LoCon modules")
@@ -120,15 +123,16 @@ def _svd_metadata(metadata: dict[str, str], old_rank: int, rank: int, conv_rank:
     return meta
 
 
-def _cut_dylora(lora: LoraFile, rank: int) -> Resized:
+def _cut(lora: LoraFile, kind: NetworkType, rank: int) -> Resized:
+    """A file whose ranks are nested (DyLoRA's): its first `rank` ranks, in steps of its network_args unit."""
     unit = int(network_args(lora.metadata).get("unit", 1))
     old_rank = max(m.rank for m in lora.modules.values())
     if rank > old_rank:
-        raise UserError(f"--rank: {rank} is more than the DyLoRA file's rank {old_rank}",
-                        f"a DyLoRA file can be cut to any rank up to {old_rank}")
+        raise UserError(f"--rank: {rank} is more than the {kind.label} file's rank {old_rank}",
+                        f"a {kind.label} file can be cut to any rank up to {old_rank}")
     if rank % unit:
-        raise UserError(f"--rank: {rank} is not a multiple of the DyLoRA unit {unit}; only those ranks were trained",
-                        f"use a multiple of {unit}")
+        raise UserError(f"--rank: {rank} is not a multiple of the {kind.label} unit {unit}; only those ranks were "
+                        "trained", f"use a multiple of {unit}")
     tensors = dict(lora.tensors)
     for name, module in lora.modules.items():
         dim = module.rank
@@ -138,7 +142,7 @@ def _cut_dylora(lora: LoraFile, rank: int) -> Resized:
         tensors[f"{name}.alpha"] = torch.tensor(alpha * math.sqrt(min(rank, dim) / dim)).to(
             module.weights["lora_down.weight"].dtype)
     meta = dict(lora.metadata)
-    meta["ss_training_comment"] = (f"split from DyLoRA, rank {old_rank} to {rank}; "
+    meta["ss_training_comment"] = (f"split from {kind.label}, rank {old_rank} to {rank}; "
                                    f"{lora.metadata.get('ss_training_comment', '')}")
     meta["ss_network_dim"] = str(rank)
     first = next(iter(lora.modules))

@@ -17,11 +17,12 @@ from trainer.adapters.layers import kohya_name
 from trainer.common.errors import UserError
 from trainer.config import TrainConfig
 from trainer.families.base import AdapterPart
-from trainer.families.detect import FAMILY_LABELS
+from trainer.families.detect import detect_family
 from trainer.families.flux_names import BLOCKS, FLUX_PREFIX
-from trainer.families.loading import COMPONENTS, SHIPPED_CONFIGS, detect_family
-from trainer.families.registry import family_classes
+from trainer.families.loading import SHIPPED_CONFIGS, load_scheduler, shipped_config
+from trainer.families.registry import family_class
 from trainer.families.single_file import empty_model
+from trainer.families.table import FAMILIES
 
 LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
 
@@ -36,19 +37,20 @@ class Target:
 
 
 def adapter_parts(family: str, source: str, components: dict[str, Any]) -> list[AdapterPart]:
-    """Every part that can carry LoRA (denoiser and all text encoders), as the family names them."""
-    flux = family == "flux"
-    config = TrainConfig(pretrained_model_name_or_path=source, train_t5xxl=flux)
-    model = family_classes()[family](config, components)
+    """Every part that can carry LoRA (denoiser and all text encoders, opt-in ones too), as the family names them."""
+    opt_ins = {encoder.opt_in: True for encoder in FAMILIES[family].text_encoders if encoder.opt_in}
+    config = TrainConfig(pretrained_model_name_or_path=source, **opt_ins)
+    model = family_class(family)(config, components)
     return [model.denoiser_part(), *model.text_encoder_parts()]
 
 
 def module_table(family: str, parts: list[AdapterPart]) -> dict[str, Target]:
     """kohya module name -> Target, over every Linear/Conv2d of every part (LoCon reaches beyond the attention)."""
+    spec = FAMILIES[family]
     table: dict[str, Target] = {}
     for part in parts:
-        if family == "flux" and part.name == "transformer":
-            table.update(_flux_fused(part.module))
+        if spec.fused_qkv and part.name == spec.denoiser:
+            table.update(_fused_modules(part.module))
             continue
         for path, layer in part.module.named_modules():
             if isinstance(layer, LAYERS):
@@ -56,7 +58,8 @@ def module_table(family: str, parts: list[AdapterPart]) -> dict[str, Target]:
     return table
 
 
-def _flux_fused(transformer: torch.nn.Module) -> dict[str, Target]:
+def _fused_modules(transformer: torch.nn.Module) -> dict[str, Target]:
+    """kohya names of the original (BFL) Flux model, whose modules fuse q/k/v (flux_names.BLOCKS)."""
     table = {}
     for block, (kohya_block, modules) in BLOCKS.items():
         for index in range(len(getattr(transformer, block))):
@@ -73,18 +76,12 @@ def skeleton(family: str, base: str | None) -> tuple[dict[str, Any], str]:
     if base is not None and not (Path(base) / "model_index.json").is_file():
         raise UserError(f"--base: '{base}' is not a diffusers model folder", "give the model folder (with "
                         "model_index.json), or leave --base out to use the standard architecture of the family")
-    config_dir = base or str(SHIPPED_CONFIGS / ("flux-dev" if family == "flux" else family))
+    spec = FAMILIES[family]
+    config_dir = base or str(SHIPPED_CONFIGS / shipped_config(family))
     if base is not None and detect_family(base) != family:
-        raise UserError(f"--base: '{base}' is not {FAMILY_LABELS[family]}, the family of the LoRA",
+        raise UserError(f"--base: '{base}' is not {spec.label}, the family of the LoRA",
                         "give a base model of the LoRA's family")
-    names = [name for name in COMPONENTS[family] if name.startswith(("unet", "transformer", "text_encoder"))]
+    names = [spec.denoiser, *(encoder.component for encoder in spec.text_encoders)]
     components: dict[str, Any] = {name: empty_model(family, name, config_dir) for name in names}
-    components["scheduler"] = _scheduler(family, config_dir)
+    components["scheduler"] = load_scheduler(config_dir, family, "--base")
     return components, config_dir
-
-
-def _scheduler(family: str, config_dir: str):
-    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
-
-    cls = FlowMatchEulerDiscreteScheduler if family == "flux" else DDPMScheduler
-    return cls.from_pretrained(config_dir, subfolder="scheduler")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-EXIT_OK = 0
+from trainer.common.exit_codes import EXIT_OK
 
 
 def add_preset_commands(commands) -> None:
@@ -71,12 +71,11 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from trainer.config.io import read_config_file, validate_config
-    from trainer.presets.format import Preset, changed_settings, read_preset, share_safe, write_preset
+    from trainer.config.io import load_config, parse_config_file
+    from trainer.presets.format import Preset, changed_settings, is_preset, read_preset, share_safe, write_preset
 
-    data = read_config_file(args.config)
-    source = read_preset(args.config) if "preset_version" in data else None
-    settings = source.settings if source else changed_settings(validate_config(data).model_dump())
+    source = read_preset(args.config) if is_preset(parse_config_file(args.config)) else None
+    settings = source.settings if source else changed_settings(load_config(args.config).model_dump())
     removed: list[str] = []
     if args.share:
         settings, removed = share_safe(settings)

@@ -1,7 +1,7 @@
 """Danlu's preset file: versioned YAML/JSON with a description in both languages and only the keys that differ
 from the defaults. Presets are data: parsed with yaml.safe_load / json, never executed.
 
-    preset_version: 1
+    danlu_version: 1              # the version of its keys (trainer/config/migrations.py), as in a config file
     name: sdxl-character-12gb
     title: {en: SDXL character, 12 GB, zh: SDXL 角色（12 GB 显存）}
     description: {en: ..., zh: ...}
@@ -10,26 +10,28 @@ from the defaults. Presets are data: parsed with yaml.safe_load / json, never ex
     author: Danlu
     settings: {network_dim: 32, ...}
 
-Applying one: the defaults, then the preset's settings, then the user's own machine values (paths).
+Applying one: the defaults, then the preset's settings, then the user's own machine values (paths). Presets
+written before configs carried a version name it preset_version; a plain config file reads as a preset too.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from trainer.adapters.types import map_network_config
-from trainer.common.errors import ConfigError
+from trainer.adapters.sd_scripts import map_network_config
+from trainer.common.errors import ConfigError, Problem
+from trainer.common.files import atomic_write_text
 from trainer.config import TrainConfig, field_info
-from trainer.config.io import read_config_file, validate_config
-from trainer.config.migrations import PRESET_VERSION, migrate
+from trainer.config.io import parse_config_file, validate_config
+from trainer.config.migrations import OLD_VERSION_KEY, VERSION_KEY, migrate, split_version, versioned
 
 LANG_TEXT_KEYS = ("title", "description")  # {en, zh} mappings
-META_KEYS = ("preset_version", "name", *LANG_TEXT_KEYS, "model_family", "vram_gb", "author", "settings")
+META_KEYS = (VERSION_KEY, "name", *LANG_TEXT_KEYS, "model_family", "vram_gb", "author", "settings")
 
 
 @dataclass
@@ -80,24 +82,36 @@ def apply_preset(preset: Preset, current: dict[str, Any]) -> tuple[dict[str, Any
     return config, changed
 
 
+def is_preset(data: dict[str, Any]) -> bool:
+    """A file's mapping is a preset's (it has preset fields, or presets' old version key), not a plain config's."""
+    return OLD_VERSION_KEY in data or any(key in data for key in META_KEYS
+                                          if key != VERSION_KEY and key not in TrainConfig.model_fields)
+
+
 def read_preset(path: Path) -> Preset:
-    """A preset file of any version (older ones migrate), or a plain config file (version 0). ConfigError names
-    the file and each problem."""
-    data = read_config_file(path)  # YAML, JSON (or a TOML config), with a clear error when it cannot be parsed
+    """A preset file of any version (its settings migrate), or a plain config file (the keys that differ from the
+    defaults, named after the file). ConfigError names the file and each problem."""
+    data = parse_config_file(path)  # YAML, JSON (or a TOML config), with a clear error when it cannot be parsed
     try:
-        return preset_from_mapping(migrate(data, path.stem))
+        version, rest = split_version(data)
+        if is_preset(data):
+            return preset_from_mapping(rest, version)
+        preset = preset_from_mapping({"name": path.stem, "settings": rest}, version)  # a plain config
+        return replace(preset, settings=changed_settings(preset.settings))
     except ConfigError as exc:
-        raise ConfigError([f"{path.name}: {problem}" for problem in exc.problems]) from None
+        raise ConfigError([problem.within(f"{path.name}: ") for problem in exc.problems]) from None
 
 
-def preset_from_mapping(data: dict[str, Any]) -> Preset:
+def preset_from_mapping(data: dict[str, Any], version: int) -> Preset:
+    """A preset's fields (without the version key); its settings are of `version` and migrate."""
     unknown = [key for key in data if key not in META_KEYS]
     if unknown:
-        raise ConfigError([f"{key}: not a preset field; a preset has {', '.join(META_KEYS)} (config keys go "
-                           "under settings)" for key in unknown])
+        raise ConfigError([Problem((key,), "not a preset field", f"a preset has {', '.join(META_KEYS)} (config keys "
+                                   "go under settings)") for key in unknown])
     settings = data.get("settings") or {}
     if not isinstance(settings, dict):
-        raise ConfigError(["settings: expected a mapping of config keys to values"])
+        raise ConfigError([Problem(("settings",), "expected a mapping of config keys to values")])
+    settings = migrate(settings, version)
     validate_config(settings)
     texts = {key: _lang_text(data, key) for key in LANG_TEXT_KEYS}
     return Preset(str(data.get("name") or "preset"), settings, texts["title"], texts["description"],
@@ -105,10 +119,10 @@ def preset_from_mapping(data: dict[str, Any]) -> Preset:
 
 
 def preset_to_mapping(preset: Preset) -> dict[str, Any]:
-    data = {"preset_version": PRESET_VERSION, "name": preset.name, "title": preset.title,
-            "description": preset.description, "model_family": preset.model_family, "vram_gb": preset.vram_gb,
-            "author": preset.author, "settings": preset.settings}
-    return {k: v for k, v in data.items() if k == "settings" or v not in (None, "", {})}
+    data = {"name": preset.name, "title": preset.title, "description": preset.description,
+            "model_family": preset.model_family, "vram_gb": preset.vram_gb, "author": preset.author,
+            "settings": preset.settings}
+    return versioned({k: v for k, v in data.items() if k == "settings" or v not in (None, "", {})})
 
 
 def preset_text(preset: Preset, suffix: str = ".yaml") -> str:
@@ -121,11 +135,8 @@ def preset_text(preset: Preset, suffix: str = ".yaml") -> str:
 def write_preset(preset: Preset, path: Path, overwrite: bool = False) -> Path:
     """Write YAML (or JSON for a .json path) atomically; an existing file is kept unless overwrite."""
     if path.exists() and not overwrite:
-        raise ConfigError([f"{path}: already exists; choose another name, or overwrite it on purpose"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(preset_text(preset, path.suffix), encoding="utf-8")
-    temporary.replace(path)
+        raise ConfigError([Problem((), f"{path}: already exists", "choose another name, or overwrite it on purpose")])
+    atomic_write_text(path, preset_text(preset, path.suffix))
     return path
 
 
@@ -136,5 +147,5 @@ def _lang_text(data: dict[str, Any], key: str) -> dict[str, str]:
     if isinstance(value, str):
         return {"en": value}
     if not isinstance(value, dict) or not set(value) <= {"en", "zh"}:
-        raise ConfigError([f"{key}: expected {{en: ..., zh: ...}}"])
+        raise ConfigError([Problem((key,), "expected {en: ..., zh: ...}")])
     return {lang: str(text) for lang, text in value.items()}

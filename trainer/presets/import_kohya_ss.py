@@ -9,6 +9,7 @@ from typing import Any
 
 from trainer.config import TrainConfig
 from trainer.config.schema.flux import FluxFields
+from trainer.presets.collector import Collector, coerce, number
 from trainer.presets.import_sd_scripts import (
     ALWAYS_LIKE_DANLU,
     NO_EQUIVALENT,
@@ -16,7 +17,6 @@ from trainer.presets.import_sd_scripts import (
     map_sd_scripts_keys,
     skip_unless_off,
 )
-from trainer.presets.importers import Collector, coerce, number
 
 GUI_ONLY_REASON = "kohya_ss GUI setting, no effect on training"
 GUI_ONLY = ("model_list", "training_preset", "save_as", "save_as_bool", "file_path", "headless", "print_only")

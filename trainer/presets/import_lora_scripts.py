@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from trainer.presets.collector import Collector, is_off, number
 from trainer.presets.import_sd_scripts import (
     as_entries,
     fill_sd_scripts_defaults,
@@ -15,7 +16,6 @@ from trainer.presets.import_sd_scripts import (
     map_network,
     map_sd_scripts_keys,
 )
-from trainer.presets.importers import Collector, is_off, number
 
 if sys.version_info >= (3, 11):
     import tomllib

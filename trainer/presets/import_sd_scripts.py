@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from trainer.adapters.types import ARG_KEYS, LYCORIS_ALGOS, NETWORK_MODULES
+from trainer.adapters.sd_scripts import ARG_KEYS, LYCORIS_ALGOS, NETWORK_MODULES
 from trainer.config import TrainConfig
 from trainer.config.io import NOT_NEEDED
 from trainer.dataset.scan import parse_folder_name
-from trainer.presets.importers import Collector, coerce, is_off
+from trainer.presets.collector import Collector, coerce, is_off
 
 _LOGS = NOT_NEEDED["log_with"]
 _LAUNCH = "a launch setting: Danlu starts the training process itself (the GPU count is chosen when you start it)"

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.common.errors import ConfigError
+from trainer.common.errors import ConfigError, Problem
+from trainer.common.paths import REPO, danlu_home
 from trainer.presets.format import Preset, read_preset
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent / "presets"
+SHIPPED_DIR = REPO / "presets"
 PRESET_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-def danlu_home() -> Path:
-    """Where Danlu keeps the user's things (the GUI's last form, user presets): $DANLU_HOME or ~/.danlu."""
-    return Path(os.environ.get("DANLU_HOME") or Path.home() / ".danlu").expanduser()
 
 
 def user_dir() -> Path:
@@ -29,9 +24,9 @@ class PresetEntry:
     preset: Preset
 
 
-def list_presets() -> tuple[list[PresetEntry], list[str]]:
-    """Shipped presets first, then the user's, each sorted by file name; and one line per file that cannot be
-    read (it is skipped, not fatal)."""
+def list_presets() -> tuple[list[PresetEntry], list[Problem]]:
+    """Shipped presets first, then the user's, each sorted by file name; and the problems of the files that cannot
+    be read (each is skipped, not fatal)."""
     entries, problems = [], []
     for source, folder in (("shipped", SHIPPED_DIR), ("user", user_dir())):
         for path in sorted(p for p in folder.glob("*") if p.suffix.lower() in PRESET_SUFFIXES):
@@ -48,4 +43,4 @@ def find_preset(name: str) -> PresetEntry:
     for entry in reversed(entries):
         if name in (entry.preset.name, entry.path.stem):
             return entry
-    raise ConfigError([f"preset: no preset named '{name}'; `python -m trainer preset list` shows them"])
+    raise ConfigError([Problem((), f"preset: no preset named '{name}'", "`python -m trainer preset list` shows them")])

@@ -1,4 +1,4 @@
-"""The run directory: the only channel between a training process and whoever watches it (DESIGN.md).
+"""The run directory: the only channel between a training process and whoever watches it (docs/architecture.md).
 
 events.jsonl gets one JSON object a line, flushed per event; train.log the human-readable log;
 tb/ TensorBoard scalars and images. Only the main process writes (`enabled`).
@@ -53,7 +53,7 @@ class RunLog:
         self._events.flush()
 
     def health(self, level: str, code: str, message: str, hint: str, step: int, **fields: Any) -> None:
-        """A `health` event (DESIGN.md), also in train.log and in TensorBoard: the text under `health`, and a
+        """A `health` event (docs/training.md, "The 炸炉 detector"), also in train.log and in TensorBoard: the text under `health`, and a
         scalar health/<code> = 1 that marks the step on the curves."""
         self.event("health", level=level, code=code, message=message, hint=hint, step=step, **fields)
         log = {"error": self._logger.error, "warning": self._logger.warning}.get(level, self._logger.info)

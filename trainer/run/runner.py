@@ -1,11 +1,11 @@
-"""Starting, finding and stopping the training process: one training at a time (DESIGN.md, "The shape").
+"""Starting, finding and stopping the training process: one training at a time (docs/architecture.md).
 
-The training runs as `python -m trainer train RUN/config.yaml --run-dir RUN` in its own process group (its own
-session on POSIX), started from an argument list, never a shell. Its stdout and stderr go to RUN/console.log and
-RUN/process.json records {pid, started_at, argv}, so a reloaded page or a restarted GUI finds it again
-(`find_running`). Nothing here imports torch.
+The training runs as `python -m trainer train RUN/config.yaml --run-dir RUN`, started as every detached child
+(trainer/run/child.py): its own process group, its stdout and stderr in RUN/console.log, and RUN/process.json
+recording {pid, started_at, argv}, so a reloaded page or a restarted GUI finds it again (`find_running`). Nothing
+here imports torch.
 
-    handle = start(Path("my.yaml"))          # or start(yaml_text); ConfigError / AlreadyRunning on refusal
+    handle = start(load_config(Path("my.yaml")))  # a validated config; AlreadyRunning on refusal
     handle.alive, handle.exit_code, handle.run_dir
     handle.stop()                            # "stopped" (clean: the trainer saved) or "forced" (killed)
     find_running([Path("outputs/my_lora")])  # after a restart: the live run, or None
@@ -17,25 +17,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import psutil  # already installed: accelerate depends on it
-import yaml
 
 from trainer.common.errors import UserError
-from trainer.config.io import read_config_file, validate_config
+from trainer.config import TrainConfig
+from trainer.config.io import config_to_yaml
+from trainer.run.child import PROCESS_FILE, start_detached
 from trainer.run.events import STOP_FILE, new_run_dir
 from trainer.run.state import CONSOLE_LOG, EVENTS_FILE, tail_lines
 
-PROCESS_FILE = "process.json"
 CONFIG_FILE = "config.yaml"
 KILL_GRACE_S = 5.0  # after SIGTERM, how long the process group gets before SIGKILL
 PID_START_SLACK_S = 2.0  # process.json is written just after the spawn: the process cannot be younger than that
-REPO = Path(__file__).resolve().parent.parent  # where `python -m trainer` is found
 
 StopResult = Literal["stopped", "forced"]
 
@@ -114,28 +112,26 @@ class RunHandle:
         self._wait(KILL_GRACE_S)  # reaps a child of ours, so it does not linger as a zombie
 
 
-def start(config: Path | str, output_dir: Path | str | None = None) -> RunHandle:
-    """Validate a config and start training it; returns at once, while the training runs.
+def start(config: TrainConfig, output_dir: Path | str | None = None) -> RunHandle:
+    """Start training a config the caller validated; returns at once, while the training runs.
 
-    config: a Path to a YAML, JSON or TOML file, or a str holding YAML text. output_dir, when given, replaces the
-    config's output_dir (so the LoRA and the run folder stay together). The run folder is
-    output_dir/runs/<YYYYmmdd-HHMMSS>. Raises ConfigError (one problem a line, naming the key) for a bad config,
+    output_dir, when given, replaces the config's output_dir (so the LoRA and the run folder stay together). The
+    run folder is output_dir/runs/<YYYYmmdd-HHMMSS>; its config.yaml is the full config with its version. Raises
     AlreadyRunning when a training is alive in this GUI or in that output_dir.
     """
     global _active
-    data = read_config_file(config) if isinstance(config, Path) else _parse_yaml(config)
     if output_dir is not None:
-        data["output_dir"] = str(output_dir)
-    out = Path(validate_config(data).output_dir).expanduser().resolve()
+        config = config.model_copy(update={"output_dir": str(output_dir)})
+    out = Path(config.output_dir).expanduser().resolve()
     running = _active if _active is not None and _active.alive else find_running([out])
     if running is not None:
         raise AlreadyRunning(f"a training is already running in {running.run_dir}",
                              "stop it, or wait for it to finish, before starting another")
     run_dir = new_run_dir(out)
     config_file = run_dir / CONFIG_FILE
-    config_file.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    argv = [sys.executable, "-m", "trainer", "train", str(config_file), "--run-dir", str(run_dir)]
-    _active = _spawn(argv, run_dir)
+    config_file.write_text(config_to_yaml(config), encoding="utf-8")
+    child = start_detached(["train", config_file, "--run-dir", run_dir], run_dir)
+    _active = RunHandle(run_dir, child.pid, child.started_at, child.popen)
     return _active
 
 
@@ -195,37 +191,6 @@ def _is_our_process(pid: int, run_dir: Path, started_at: float) -> bool:
             return True
     except psutil.Error:  # NoSuchProcess, ZombieProcess, AccessDenied on status/create_time
         return False
-
-
-def _spawn(argv: list[str], run_dir: Path) -> RunHandle:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    # Its own group/session: a Stop can signal the trainer and every child it starts, and a Ctrl+C in the GUI's
-    # terminal does not reach the training.
-    isolation: dict[str, Any] = ({"start_new_session": True} if os.name == "posix"
-                                 else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP})
-    with open(run_dir / CONSOLE_LOG, "ab") as console:
-        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                 env=env, **isolation)
-    started_at = time.time()
-    record = {"pid": popen.pid, "started_at": started_at, "argv": argv}
-    temporary = run_dir / f"{PROCESS_FILE}.tmp"
-    temporary.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
-    temporary.replace(run_dir / PROCESS_FILE)  # a reader never sees half a file
-    return RunHandle(run_dir, popen.pid, started_at, popen)
-
-
-def _parse_yaml(text: str) -> dict[str, Any]:
-    """YAML text as read_config_file reads a file: one mapping (an empty text is an empty config)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"config: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError("config: expected a mapping of keys to values at the top level")
-    return data
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

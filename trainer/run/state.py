@@ -1,4 +1,4 @@
-"""Reading a run directory while a training writes it (DESIGN.md, "The run directory").
+"""Reading a run directory while a training writes it (docs/architecture.md).
 
 Pure file reading: no torch, no Gradio, so the GUI can poll it about once a second without blocking. The usual
 loop is one `RunReader` per watched run:

@@ -11,11 +11,13 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-
-from accelerate import Accelerator
+from typing import TYPE_CHECKING
 
 from trainer.common.errors import UserError
 from trainer.config import TrainConfig
+
+if TYPE_CHECKING:  # for annotations only: the file names are torch-free, the GUI's overwrite check uses them
+    from accelerate import Accelerator
 
 TRAIN_STATE_FILE = "train_state.json"
 

@@ -1,38 +1,22 @@
-"""Writing LoRA files: precision, format, sd-scripts' model hashes, and atomic replacement."""
+"""Writing LoRA files: precision, format, sd-scripts' model hashes, and atomic replacement (trainer/common/files.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import safetensors.torch
 import torch
 
+from trainer.common.files import atomic_write, atomic_write_bytes
+
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: a killed process leaves either the
-    old file or the new one under `path`, never a truncated one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.partial"):  # left by a killed process
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     # Serialised here: safetensors' save_file keeps temp files of its own, which a killed process leaves behind.
     data = safetensors.torch.save(tensors, metadata)
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    atomic_write_bytes(path, data)
 
 
 def model_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:

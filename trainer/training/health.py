@@ -17,6 +17,7 @@ import numpy as np
 from trainer.checks.advice import config_advice
 from trainer.checks.lr_curve import group_lrs
 from trainer.config import TrainConfig
+from trainer.families.table import FAMILIES
 
 # Loss curve: an exponential moving average over about EMA_WINDOW steps smooths the per-step noise of diffusion
 # losses (each step draws its own timesteps); nothing is judged before the first window is full.
@@ -191,7 +192,8 @@ def _low_adaptive_lr(config: TrainConfig, code: str) -> bool:
 
 def _precision_causes(config: TrainConfig) -> list[tuple[str, str]]:
     causes = []
-    if config.mixed_precision == "fp16" and config.model_family != "flux":  # Flux's own advice says it
+    family = FAMILIES.get(config.model_family)
+    if config.mixed_precision == "fp16" and not (family and family.fp16_overflows):  # its own advice says it
         causes.append((("mixed_precision fp16 overflows easily: activations above 65504 become inf, then NaN "
                         "(the SDXL VAE is known for it)"),
                        ("set mixed_precision: bf16 (RTX 30xx and newer); on older cards give an fp16-safe VAE "

@@ -18,8 +18,9 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from PIL import Image
 
-from trainer.adapters.dylora import add_dylora
-from trainer.adapters.layers import NetworkShape, add_dropouts, add_network, apply_max_norm, lora_layers
+from trainer.adapters.layers import add_network, apply_max_norm, lora_layers
+from trainer.adapters.spec import NetworkShape
+from trainer.adapters.types import NETWORK_TYPES
 from trainer.checks.preflight import Preflight, run_preflight
 from trainer.common.errors import UserError
 from trainer.config import TrainConfig
@@ -125,14 +126,13 @@ class Trainer:
         file_shape = model.network_file_shape(weights) if weights is not None else None
         dim, self.alpha = _network_shape(config, file_shape)
         self.parts = model.trained_parts()
-        shape = NetworkShape(config.network_type, dim, self.alpha, config.conv_dim_value, config.conv_alpha_value,
-                             config.factor, config.rank_dropout or 0.0, config.module_dropout or 0.0)
+        kind = NETWORK_TYPES[config.network_type]
+        shape = NetworkShape(kind, dim, self.alpha, config.conv_dim_value, config.conv_alpha_value,
+                             kind.peft_options(config))
         groups = [{"name": part.name, "lr": part.lr,
                    "params": add_network(part.module, shape, part.targets, part.conv_targets)} for part in self.parts]
-        for part in self.parts:  # LoRA layers only: peft's LoHa/LoKr apply their rank/module dropout themselves
-            add_dropouts(part.module, config.network_dropout, config.rank_dropout, config.module_dropout)
-            if config.network_type == "dylora":
-                add_dylora(part.module, config.unit)
+        for part in self.parts:  # the type's hooks: kohya's dropouts on LoRA layers, DyLoRA's rank draw
+            kind.after_injection(part.module, config)
         if weights is not None:
             self._load_network_weights(weights, file_shape)
         for part in self.parts:

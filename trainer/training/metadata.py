@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from trainer.adapters.types import network_args_metadata
+from trainer.adapters.sd_scripts import network_args_metadata
 from trainer.config import TrainConfig, field_info
 from trainer.dataset.plan import StepPlan
 from trainer.dataset.scan import DatasetScan

@@ -13,7 +13,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION, AdafactorSchedule, SchedulerType
 
-from trainer.common.errors import ConfigError
+from trainer.common.errors import ConfigError, Problem
 from trainer.config import TrainConfig
 
 
@@ -23,7 +23,7 @@ def optimizer_class(config: TrainConfig) -> type:
     return _import(spec.path if spec else config.optimizer_type, "optimizer_type", spec.package if spec else None)
 
 
-def optimizer_problems(config: TrainConfig) -> list[str]:
+def optimizer_problems(config: TrainConfig) -> list[Problem]:
     """For `check`: the optimizer cannot be imported on this machine."""
     try:
         optimizer_class(config)
@@ -55,7 +55,8 @@ def make_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optim
     try:
         optimizer = cls(groups, lr=lr, **extra, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError([f"optimizer_args: {config.optimizer_type} does not accept {kwargs}: {exc}"]) from None
+        problem = Problem(("optimizer_args",), f"{config.optimizer_type} does not accept {kwargs}: {exc}")
+        raise ConfigError([problem]) from None
     optimizer.danlu_args = ",".join(f"{key}={value}" for key, value in kwargs.items())
     return optimizer
 
@@ -125,13 +126,15 @@ def _import(path: str, key: str, package: str | None, default_module: str | None
         return getattr(importlib.import_module(module_name or default_module), attr)
     except (ImportError, RuntimeError, OSError) as exc:  # a package can fail to load on this machine
         hint = f"install it: pip install {package}" if package else "check the spelling and that it is installed"
-        raise ConfigError([f"{key}: {path} cannot be imported ({exc}); {hint}"]) from None
+        raise ConfigError([Problem((key,), f"{path} cannot be imported ({exc})", hint)]) from None
     except AttributeError:
-        raise ConfigError([f"{key}: {module_name or default_module} has no {attr}; check the spelling"]) from None
+        problem = Problem((key,), f"{module_name or default_module} has no {attr}", "check the spelling")
+        raise ConfigError([problem]) from None
 
 
 def _construct(factory: Any, key: str, optimizer: torch.optim.Optimizer, **kwargs: Any) -> LRScheduler:
     try:
         return factory(optimizer, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError([f"{key}: {getattr(factory, '__name__', factory)} rejected {kwargs}: {exc}"]) from None
+        problem = Problem((key,), f"{getattr(factory, '__name__', factory)} rejected {kwargs}: {exc}")
+        raise ConfigError([problem]) from None

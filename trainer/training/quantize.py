@@ -14,21 +14,24 @@ import warnings
 
 import torch
 
+from trainer.common.errors import Problem
+
 # Bytes per stored weight for each choice of the schema's quantize_base (scales left out: well under 1%).
 BYTES_PER_WEIGHT = {"int8": 1.0, "nf4": 0.5}
 
 
-def quantize_problems(choice: str) -> list[str]:
-    """What keeps this machine from the chosen quantization, as user-facing lines (empty when it works)."""
+def quantize_problems(choice: str) -> list[Problem]:
+    """What keeps this machine from the chosen quantization (empty when it works)."""
     if choice == "int8" and importlib.util.find_spec("torchao") is None:
-        return ["quantize_base: 'int8' needs the torchao package: pip install torchao==0.18.0 (or use 'nf4')"]
+        return [Problem(("quantize_base",), "'int8' needs the torchao package: pip install torchao==0.18.0 "
+                        "(or use 'nf4')")]
     if choice == "nf4":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:  # bitsandbytes 0.50 has 4-bit kernels for CUDA and the CPU; probe the one training will use
             _nf4_linear(torch.nn.Linear(64, 64), torch.float32, device)
         except Exception as error:  # noqa: BLE001 - any failure means no 4-bit here; the message says why
-            return [f"quantize_base: 'nf4' does not work on this machine ({type(error).__name__}: {error}); "
-                    "use 'int8' or 'none'"]
+            return [Problem(("quantize_base",), f"'nf4' does not work on this machine ({type(error).__name__}: "
+                            f"{error})", "use 'int8' or 'none'")]
     return []
 
 

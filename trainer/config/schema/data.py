@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import field_validator, model_validator
 
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field
 
 
@@ -102,7 +103,8 @@ class DataFields(SchemaPart):
         pixel_augments = [name for name in ("color_aug", "random_crop") if getattr(self, name)]
         if pixel_augments and self.cache_latents:
             keys = " and ".join(pixel_augments)
-            raise ValueError(f"{keys}: cannot be used with cache_latents, which encodes each image once before "
-                             f"training, while these options vary the pixels in every step; set cache_latents: "
-                             f"false, or turn {keys} off (flip_aug works with the cache)")
+            raise RuleError(f"{keys}: cannot be used with cache_latents, which encodes each image once before "
+                            f"training, while these options vary the pixels in every step; set cache_latents: "
+                            f"false, or turn {keys} off (flip_aug works with the cache)", *pixel_augments,
+                            "cache_latents")
         return self

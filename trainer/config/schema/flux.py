@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field
 
 # The single source of the choices; trainer/families/flux_math.py implements each of them.
@@ -120,15 +121,16 @@ class FluxFields(SchemaPart):
     @model_validator(mode="after")
     def _flux_rules(self):
         if self.weighting_scheme in ("logit_normal", "mode") and self.timestep_sampling != "sigma":
-            raise ValueError(f"weighting_scheme {self.weighting_scheme} shapes only timestep_sampling sigma, but "
-                             f"timestep_sampling is {self.timestep_sampling}: set timestep_sampling to sigma or "
-                             "weighting_scheme to uniform")
+            raise RuleError(f"weighting_scheme {self.weighting_scheme} shapes only timestep_sampling sigma, but "
+                            f"timestep_sampling is {self.timestep_sampling}: set timestep_sampling to sigma or "
+                            "weighting_scheme to uniform", "weighting_scheme", "timestep_sampling")
         if self.weighting_scheme in ("sigma_sqrt", "cosmap") and self.model_prediction_type != "sigma_scaled":
-            raise ValueError(f"weighting_scheme {self.weighting_scheme} weighs the loss only with "
-                             f"model_prediction_type sigma_scaled, but it is {self.model_prediction_type}: "
-                             "set model_prediction_type to sigma_scaled or weighting_scheme to uniform")
+            raise RuleError(f"weighting_scheme {self.weighting_scheme} weighs the loss only with "
+                            f"model_prediction_type sigma_scaled, but it is {self.model_prediction_type}: "
+                            "set model_prediction_type to sigma_scaled or weighting_scheme to uniform",
+                            "weighting_scheme", "model_prediction_type")
         # A text-encoder cache needs network_train_unet_only (schema/text.py), so this also rules out caching.
         if self.train_t5xxl and getattr(self, "network_train_unet_only", False):
-            raise ValueError("train_t5xxl trains a text-encoder LoRA, but network_train_unet_only is on: "
-                             "turn one of them off")
+            raise RuleError("train_t5xxl trains a text-encoder LoRA, but network_train_unet_only is on: "
+                            "turn one of them off", "train_t5xxl", "network_train_unet_only")
         return self

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field
 
 # The single source of the choices; trainer/loss.py implements each of them.
@@ -140,17 +141,19 @@ class LossFields(SchemaPart):
     @model_validator(mode="after")
     def _noise_rules(self):
         if self.adaptive_noise_scale and not self.noise_offset:
-            raise ValueError("adaptive_noise_scale needs noise_offset: set noise_offset (e.g. 0.05) or remove "
-                             "adaptive_noise_scale")
+            raise RuleError("adaptive_noise_scale needs noise_offset: set noise_offset (e.g. 0.05) or remove "
+                            "adaptive_noise_scale", "adaptive_noise_scale", "noise_offset")
         if self.noise_offset_random_strength and not self.noise_offset:
-            raise ValueError("noise_offset_random_strength needs noise_offset: set noise_offset (e.g. 0.05) or "
-                             "turn noise_offset_random_strength off")
+            raise RuleError("noise_offset_random_strength needs noise_offset: set noise_offset (e.g. 0.05) or "
+                            "turn noise_offset_random_strength off", "noise_offset_random_strength", "noise_offset")
         if self.ip_noise_gamma_random_strength and not self.ip_noise_gamma:
-            raise ValueError("ip_noise_gamma_random_strength needs ip_noise_gamma: set ip_noise_gamma (e.g. 0.1) "
-                             "or turn ip_noise_gamma_random_strength off")
+            raise RuleError("ip_noise_gamma_random_strength needs ip_noise_gamma: set ip_noise_gamma (e.g. 0.1) "
+                            "or turn ip_noise_gamma_random_strength off", "ip_noise_gamma_random_strength",
+                            "ip_noise_gamma")
         low, high = self.timestep_range
         if low >= high:
-            raise ValueError(f"min_timestep ({low}) must be smaller than max_timestep ({high})")
+            raise RuleError(f"min_timestep ({low}) must be smaller than max_timestep ({high})", "min_timestep",
+                            "max_timestep")
         return self
 
     @model_validator(mode="after")
@@ -158,11 +161,12 @@ class LossFields(SchemaPart):
         # v_parameterization lives in the paths part; empty means "read the model", checked again after loading.
         v_pred = getattr(self, "v_parameterization", None)
         if self.scale_v_pred_loss_like_noise_pred and v_pred is False:
-            raise ValueError("scale_v_pred_loss_like_noise_pred works only with v-prediction models, but "
-                             "v_parameterization is false: turn one of them off")
+            raise RuleError("scale_v_pred_loss_like_noise_pred works only with v-prediction models, but "
+                            "v_parameterization is false: turn one of them off", "scale_v_pred_loss_like_noise_pred",
+                            "v_parameterization")
         if self.v_pred_like_loss and v_pred:
-            raise ValueError("v_pred_like_loss is for epsilon models, but v_parameterization is true: remove "
-                             "v_pred_like_loss")
+            raise RuleError("v_pred_like_loss is for epsilon models, but v_parameterization is true: remove "
+                            "v_pred_like_loss", "v_pred_like_loss", "v_parameterization")
         return self
 
     @property

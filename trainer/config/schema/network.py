@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import model_validator
 
-from trainer.adapters.types import NETWORK_TYPES, NetworkModule, NetworkTypeName, map_network_config
+from trainer.adapters.sd_scripts import NetworkModule, map_network_config
+from trainer.adapters.spec import set_keys
+from trainer.adapters.types import NETWORK_TYPES
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field
+
+NetworkTypeName = Literal[tuple(NETWORK_TYPES)]  # type: ignore[valid-type]
 
 
 class NetworkFields(SchemaPart):
@@ -120,25 +125,24 @@ class NetworkFields(SchemaPart):
     @model_validator(mode="after")
     def _weights_rules(self):
         if self.dim_from_weights and not self.network_weights:
-            raise ValueError("dim_from_weights needs network_weights: give the LoRA file to read the dim from")
+            raise RuleError("dim_from_weights needs network_weights: give the LoRA file to read the dim from",
+                            "dim_from_weights", "network_weights")
         return self
 
     @model_validator(mode="after")
     def _network_type_rules(self):
-        kind = self.network_type
-        for key, owner in (("factor", "lokr"), ("unit", "dylora")):
-            if getattr(self, key) != type(self).model_fields[key].default and kind != owner:
-                raise ValueError(f"{key} is for network_type {owner}, and network_type is {kind}; remove {key}")
-        if not NETWORK_TYPES[kind].convs and (self.conv_dim is not None or self.conv_alpha is not None):
-            raise ValueError(f"conv_dim / conv_alpha: network_type {kind} has no conv layers; use locon, loha or lokr")
-        if kind == "dylora" and self.network_dim % self.unit:
-            raise ValueError(f"unit: network_dim {self.network_dim} must be a multiple of unit {self.unit}")
-        if kind == "dylora" and (self.network_dropout or self.rank_dropout or self.module_dropout):
-            raise ValueError("network_dropout / rank_dropout / module_dropout: DyLoRA trains without dropouts "
-                             "(as sd-scripts); remove them")
-        if kind in ("loha", "lokr") and (self.network_dropout or self.scale_weight_norms):
-            raise ValueError(f"network_dropout / scale_weight_norms: not available for {kind} (LyCORIS has "
-                             "neither for it); use rank_dropout / module_dropout, or network_type lora/locon")
+        """The chosen type refuses other types' own keys and conv settings it has no layers for, then its own."""
+        kind = NETWORK_TYPES[self.network_type]
+        for owner in NETWORK_TYPES.values():
+            for key in owner.own_keys:
+                if owner is not kind and getattr(self, key) != type(self).model_fields[key].default:
+                    raise RuleError(f"{key} is for network_type {owner.name}, and network_type is {kind.name}; "
+                                    f"remove {key}", key, "network_type")
+        if not kind.convs and (self.conv_dim is not None or self.conv_alpha is not None):
+            *others, last = [other.name for other in NETWORK_TYPES.values() if other.convs]
+            raise RuleError(f"conv_dim / conv_alpha: network_type {kind.name} has no conv layers; use "
+                            f"{', '.join(others)} or {last}", *set_keys(self, "conv_dim", "conv_alpha"), "network_type")
+        kind.check(self)
         return self
 
     @property

@@ -13,6 +13,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import field_validator, model_validator
 
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field
 
 
@@ -199,17 +200,20 @@ class OptimizerFields(SchemaPart):
     def _schedule_fits_optimizer(self) -> OptimizerFields:
         warmup = self.lr_warmup_steps
         if warmup >= 1 and warmup != int(warmup):
-            raise ValueError(f"lr_warmup_steps: {warmup} is neither a whole number of steps nor a fraction below 1")
+            raise RuleError(f"lr_warmup_steps: {warmup} is neither a whole number of steps nor a fraction below 1",
+                            "lr_warmup_steps")
         relative = self.adafactor_relative_step
         if self.lr_scheduler == "adafactor" and not relative:
             why = ("AdaFactor runs without relative_step (optimizer_args relative_step=False)"
                    if self.optimizer_type == "AdaFactor" else f"optimizer_type is {self.optimizer_type}")
-            raise ValueError(f"lr_scheduler: 'adafactor' follows AdaFactor's relative step size, but {why}: "
-                             "choose another lr_scheduler, or optimizer_type AdaFactor with relative_step")
+            raise RuleError(f"lr_scheduler: 'adafactor' follows AdaFactor's relative step size, but {why}: "
+                            "choose another lr_scheduler, or optimizer_type AdaFactor with relative_step",
+                            "lr_scheduler", "optimizer_type", "optimizer_args")
         if warmup and (relative or self.lr_scheduler_type):
             what = f"lr_scheduler_type {self.lr_scheduler_type}" if self.lr_scheduler_type else \
                 "AdaFactor's relative step (its own warm-up is optimizer_args warmup_init=True)"
-            raise ValueError(f"lr_warmup_steps: {what} takes no warm-up; set lr_warmup_steps to 0")
+            raise RuleError(f"lr_warmup_steps: {what} takes no warm-up; set lr_warmup_steps to 0", "lr_warmup_steps",
+                            "lr_scheduler_type" if self.lr_scheduler_type else "optimizer_args")
         return self
 
     # --- Derived values ---------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from typing import Literal
 from pydantic import field_validator
 
 from trainer.config.schema.base import SchemaPart, field
-from trainer.families.detect import FAMILY_LABELS
+from trainer.families.table import FAMILIES
 
-MODEL_FAMILIES = ("auto", *FAMILY_LABELS)
+MODEL_FAMILIES = ("auto", *FAMILIES)
 
 
 class PathsFields(SchemaPart):

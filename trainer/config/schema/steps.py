@@ -6,7 +6,11 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field, parse_resolution
+
+# The package each quantize_base choice imports (none: nothing).
+QUANTIZE_PACKAGES = {"int8": "torchao", "nf4": "bitsandbytes"}
 
 
 class StepsFields(SchemaPart):
@@ -177,12 +181,14 @@ class StepsFields(SchemaPart):
     @model_validator(mode="after")
     def _precision_rules(self):
         if self.full_fp16 and self.mixed_precision != "fp16":
-            raise ValueError("full_fp16 needs mixed_precision: fp16")
+            raise RuleError("full_fp16 needs mixed_precision: fp16", "full_fp16", "mixed_precision")
         if self.full_bf16 and self.mixed_precision != "bf16":
-            raise ValueError("full_bf16 needs mixed_precision: bf16")
+            raise RuleError("full_bf16 needs mixed_precision: bf16", "full_bf16", "mixed_precision")
         if self.fp8_base and self.mixed_precision == "no":
-            raise ValueError("fp8_base computes in half precision: set mixed_precision to bf16 (or fp16)")
+            raise RuleError("fp8_base computes in half precision: set mixed_precision to bf16 (or fp16)", "fp8_base",
+                            "mixed_precision")
         if self.fp8_base and self.quantize_base != "none":
-            raise ValueError("fp8_base and quantize_base both shrink the base model's weights: use only one "
-                             "(quantize_base: int8 keeps more precision than fp8_base at the same size)")
+            raise RuleError("fp8_base and quantize_base both shrink the base model's weights: use only one "
+                            "(quantize_base: int8 keeps more precision than fp8_base at the same size)", "fp8_base",
+                            "quantize_base")
         return self

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field
 
 # Caption options that make a caption differ from step to step (keys of trainer/schema/data.py): a text-encoder
@@ -58,10 +59,11 @@ class TextFields(SchemaPart):
         key = "cache_text_encoder_outputs" if self.cache_text_encoder_outputs else "cache_text_encoder_outputs_to_disk"
         if getattr(self, "network_train_unet_only", None) is False or getattr(
                 self, "network_train_text_encoder_only", False):
-            raise ValueError(f"{key} needs a frozen text encoder, but the text encoder is trained: set "
-                             f"network_train_unet_only: true, or {key}: false")
+            raise RuleError(f"{key} needs a frozen text encoder, but the text encoder is trained: set "
+                            f"network_train_unet_only: true, or {key}: false", key, "network_train_unet_only")
         changing = [name for name in CAPTION_CHANGES if getattr(self, name, False)]
         if changing:
-            raise ValueError(f"{key} encodes each caption once, but {', '.join(changing)} change the captions "
-                             f"during training: turn {'it' if len(changing) == 1 else 'them'} off, or set {key}: false")
+            raise RuleError(f"{key} encodes each caption once, but {', '.join(changing)} change the captions "
+                            f"during training: turn {'it' if len(changing) == 1 else 'them'} off, or set {key}: false",
+                            key, *changing)
         return self

@@ -1,4 +1,5 @@
-"""Tiny Stable Diffusion pipelines with random weights, for tests and the offline demo.
+"""The SD families' tiny test models: SD1 / SD2-v / SDXL pipelines with random weights, for tests and the
+offline demo.
 
 The folders have the layout and module names of real SD1.5 / SD2.x-768-v / SDXL checkpoints (so LoRA targets,
 key names and family detection behave as on a real model) but weigh a few MB and run on a CPU in

@@ -1,0 +1,171 @@
+"""What an importer collects from a foreign config: the Danlu settings with the foreign fields they came from, and
+every foreign field not taken with its reason. The import_* modules fill a Collector; importers.py dispatches.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.adapters.sd_scripts import ARG_RENAMES
+from trainer.common.errors import ConfigError, Problem
+from trainer.config import TrainConfig
+from trainer.config.io import validate_config
+
+
+@dataclass
+class Unmapped:
+    key: str  # the foreign field name (dotted for nested, e.g. "datasets.0.subsets.1.color_aug")
+    value: Any
+    reason: str  # one line: why it is not taken
+
+
+@dataclass
+class ImportResult:
+    format: str  # a key of importers.IMPORTERS
+    settings: dict[str, Any]  # Danlu config keys -> values; TrainConfig accepts them together
+    unmapped: list[Unmapped]
+    metadata: dict[str, Any]  # lora-scripts preset [metadata] (name, version, author, train_type, ...) etc.
+    mapped: list[str] = field(default_factory=list)  # the foreign fields taken (with `unmapped`: all of them)
+
+
+def is_off(value: Any) -> bool:
+    """An option that is switched off or left empty: where Danlu lacks the feature, it behaves the same."""
+    return value is None or value is False or value in ("", [], {}) or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0)
+
+
+def number(value: Any) -> float | None:
+    """A number from a JSON/TOML value or a form's numeric string ("1e-4", "0"); None when blank or not a number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def coerce(key: str, value: Any) -> Any:
+    """A form's value as the Danlu key takes it: a numeric string as a number ("75" -> 75) where the key takes no
+    text, and a whole float (1.0) as an int where the key takes whole numbers only."""
+    annotation = str(TrainConfig.model_fields[key].annotation)
+    whole_only = "float" not in annotation and "str" not in annotation  # int, or a Literal like max_token_length
+    if isinstance(value, str) and "str" not in annotation and number(value) is not None:
+        value = float(value)
+    if isinstance(value, float) and value.is_integer() and whole_only:
+        return int(value)
+    return value
+
+
+class Collector:
+    """What an importer learned: the settings (each with the foreign fields it came from), and the foreign fields
+    taken or not taken."""
+
+    def __init__(self, raw: dict[str, Any]):
+        self.raw = raw  # foreign field (dotted) -> value, for the reasons shown to the user
+        self.settings: dict[str, Any] = {}
+        self.origins: dict[str, list[str]] = {}
+        self.mapped: list[str] = []
+        self.unmapped: list[Unmapped] = []
+        self.metadata: dict[str, Any] = {}
+
+    def set(self, key: str, value: Any, *sources: str) -> None:
+        """Danlu's `key` = value, taken from the foreign fields `sources`."""
+        self.settings[key] = value
+        self.origins[key] = list(sources)
+        for source in sources:
+            self.keep(source)
+
+    def keep(self, source: str) -> None:
+        """The foreign field is understood and needs no setting (Danlu does the same by default, or another field
+        it goes with carries it)."""
+        if source not in self.mapped and not any(item.key == source for item in self.unmapped):
+            self.mapped.append(source)
+
+    def skip(self, source: str, value: Any, reason: str) -> None:
+        if source in self.mapped:
+            self.mapped.remove(source)
+        self.unmapped.append(Unmapped(source, value, reason))
+
+    def result(self, fmt: str, path: Path) -> ImportResult:
+        self._xformers_to_sdpa()
+        self._drop_refused(path)
+        ordered = {key: self.settings[key] for key in TrainConfig.model_fields if key in self.settings}
+        return ImportResult(fmt, ordered, self.unmapped, self.metadata, self.mapped)
+
+    def _xformers_to_sdpa(self) -> None:
+        """xformers is not part of Danlu's install: a config that used it trains with sdpa, so it works on the
+        first try; the field is listed with the reason."""
+        if not self.settings.get("xformers") or importlib.util.find_spec("xformers") is not None:
+            return
+        self.settings.pop("xformers")
+        for source in self.origins.pop("xformers", []):
+            self.skip(source, self.raw.get(source), "xformers is not installed here: Danlu uses PyTorch's sdpa "
+                      "attention instead (as fast, no extra package); set xformers: true after installing it")
+        self.settings["sdpa"] = True
+
+    def _drop_refused(self, path: Path) -> None:
+        """Validate the settings together; move each refused one to unmapped (under the foreign fields it came
+        from) until the rest is accepted."""
+        for _ in range(len(self.settings) + len(self.settings.get("network_args") or []) + 1):
+            refused = refused_settings(self.settings)
+            if "" in refused:
+                raise ConfigError([Problem((), f"{path}: the imported settings are refused: {refused['']}")])
+            if not refused:
+                return
+            for key, reason in sorted(refused.items(), key=lambda item: _entry_index(item[0]), reverse=True):
+                if _entry_index(key) >= 0:  # network_args[2] goes before [1], whose place it would shift
+                    self._drop_network_arg(_entry_index(key), reason)
+                    continue
+                self.settings.pop(key)
+                for source in dict.fromkeys(self.origins.pop(key, [])):
+                    self.skip(source, self.raw.get(source), f"Danlu refuses it: {reason}")
+        raise ConfigError([Problem((), f"{path}: the imported settings do not validate together")])  # pragma: no cover
+
+    def _drop_network_arg(self, index: int, reason: str) -> None:
+        """One refused network_args entry goes; the others (the algo above all) stay."""
+        entries, sources = self.settings["network_args"], self.origins["network_args"]
+        entry, source = entries.pop(index), sources.pop(index)
+        label = f"{source}.{entry.partition('=')[0]}" if source.endswith("network_args") else source
+        self.skip(label, entry, f"Danlu refuses it: {reason}")
+        if not entries:
+            self.settings.pop("network_args")
+
+
+def refused_settings(settings: dict[str, Any]) -> dict[str, str]:
+    """What TrainConfig refuses: Danlu key (or "network_args[i]" for one entry) -> why; each problem refuses the
+    first setting among its keys. Empty when accepted; the key "" when no problem names a setting."""
+    try:
+        validate_config(settings)
+        return {}
+    except ConfigError as exc:
+        problems = exc.problems
+    refused: dict[str, str] = {}
+    for problem in problems:
+        named = [(_setting(settings, key), key) for key in problem.keys if _setting(settings, key)]
+        if named:
+            setting, key = named[0]
+            refused.setdefault(setting, problem.detail if setting == key else str(problem))
+    return refused or {"": str(problems[0])}
+
+
+def _entry_index(key: str) -> int:
+    """i of "network_args[i]"; -1 for a Danlu key."""
+    return int(key[len("network_args["):-1]) if key.startswith("network_args[") else -1
+
+
+def _arg_names(settings: dict[str, Any]) -> list[str]:
+    return [str(entry).partition("=")[0].strip() for entry in settings.get("network_args") or []]
+
+
+def _setting(settings: dict[str, Any], key: str) -> str:
+    """The setting that gave a config key its value: the key itself, or the network_args entry it was read from;
+    "" when the key was not set."""
+    if key in settings:
+        return key
+    for index, arg in enumerate(_arg_names(settings)):
+        if key in (arg, ARG_RENAMES.get(arg)):
+            return f"network_args[{index}]"
+    return ""
