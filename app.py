@@ -40,9 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ui.review import worker
+    from ui.review import start_worker
 
-    worker().start()  # torch loads in the worker while the page starts: the LR chart is ready when it shows
+    start_worker()  # torch loads in the worker while the page starts: the LR chart is ready when it shows
 
     from trainer.common.errors import UserError
     from ui import settings

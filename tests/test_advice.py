@@ -63,6 +63,8 @@ CASES = {
                                  dict(optimizer_type="AdaFactor", optimizer_args=["relative_step=False"])),
     "fp16_with_flux": (dict(model_family="flux", mixed_precision="fp16"),
                        dict(model_family="flux", mixed_precision="bf16")),
+    "fp8_without_checkpointing": (dict(fp8_base=True, mixed_precision="bf16"),
+                                  dict(fp8_base=True, mixed_precision="bf16", gradient_checkpointing=True)),
 }
 
 

@@ -9,6 +9,7 @@ import torch
 from accelerate.state import AcceleratorState
 
 from trainer.checks.advice import config_advice
+from trainer.checks.memory import estimate
 from trainer.checks.preflight import run_preflight
 from trainer.config.io import validate_config
 from trainer.demo.prepare import ensure_demo_assets
@@ -81,6 +82,15 @@ def test_preset_draws_no_advice_for_its_family(path):
     config = validate_config(apply_preset(preset, {})[0])
     advice = config_advice(config, preset.model_family, cuda=True, bf16_supported=True)
     assert [item.en for item in advice] == []  # nothing `check` or the GUI would question
+
+
+@pytest.mark.parametrize("path", [path for path in PRESETS if path.stem not in CPU_ONLY], ids=stem)
+def test_preset_fits_the_card_it_names(path):
+    """The memory estimate of the preset's own resolution and batch, on its family's full-size model."""
+    preset = read_preset(path)
+    config = validate_config(apply_preset(preset, {})[0])
+    result = estimate(config, preset.model_family)
+    assert result.fits(preset.vram_gb), result.describe()
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=stem)

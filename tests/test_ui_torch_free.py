@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import REPO
 
 from trainer.checks.lr_curve import lr_curve
@@ -27,31 +28,38 @@ import json, sys
 from ui import settings
 from ui.app import build_app
 from ui.fields import form_values
-from ui.review import review, worker
+from ui.review import review, start_worker, worker
+from trainer.families.detect import detect_family
 
+start_worker()  # as app.py does
 initial = settings.demo_form()
 blocks = build_app("en", initial)
 refresh = next(f for f in blocks.fns.values() if f.name == "refresh")
 views = refresh.fn("en", {{}}, *form_values(initial))
 family, dataset, plan, advice, chart = views[:5]
 full = review(initial, full=True)
+pickled = detect_family(sys.argv[1])  # a .ckpt base model: read by the worker
 worker().close()
 print(json.dumps({{
     "heavy": [name for name in {HEAVY!r} if name in sys.modules],
     "config": initial, "plan": plan, "caption": chart.get("caption", ""),
     "chart": chart["value"].to_dict("records"),
-    "full_problems": [str(p) for p in full.problems], "total_steps": full.plan.total_steps,
+    "full_problems": [str(p) for p in full.problems], "total_steps": full.plan.total_steps, "pickled": pickled,
 }}))
 """
 
 
 def test_the_gui_builds_reviews_and_checks_without_torch(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "DANLU_HOME": str(tmp_path / "home")}
-    done = subprocess.run([sys.executable, "-c", GUI_SESSION], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900, check=False)
+    checkpoint = tmp_path / "sd15.ckpt"  # a pickle: only torch reads it, so the worker does
+    torch.save({"state_dict": {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
+                               "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(4),
+                               "first_stage_model.decoder.conv_in.weight": torch.zeros(4, 4, 3, 3)}}, checkpoint)
+    done = subprocess.run([sys.executable, "-c", GUI_SESSION, str(checkpoint)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["heavy"] == []
+    assert seen["heavy"] == [] and seen["pickled"] == "sd1"
     assert seen["full_problems"] == [] and seen["plan"].startswith("```text")
     # The chart is the real scheduler's curve, as the training will set it.
     assert seen["caption"] == "" and seen["chart"]
@@ -78,6 +86,7 @@ def test_the_worker_answers_with_the_real_scheduler_and_the_machine_checks(worke
     config = TrainConfig(max_train_steps=50, lr_scheduler="cosine", lr_warmup_steps=5, network_train_unet_only=True)
     assert_same_curves(worker.lr_curve(config, 50), lr_curve(config, 50))
     assert worker.gpu_facts() == (False, False)  # this test machine has no GPU
+    assert worker.gpu_memory_gib() is None
     (problem,) = worker.machine_problems(TrainConfig(mixed_precision="fp16"), cuda=False)
     assert problem.keys == ("mixed_precision",) and "CUDA" in problem.message and problem.hint
 

@@ -6,13 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from trainer.common.errors import ConfigError, UserError
 from trainer.common.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from trainer.lora_tools.cli import add_lora_commands
 from trainer.presets.cli import add_preset_commands
 from trainer.run.child import JSON_ERRORS_ENV, error_json
+
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
     check = commands.add_parser("check", help="validate a config and print the step plan; loads no model")
     check.add_argument("config", type=Path)
+    check.add_argument("--vram", type=_positive_float, metavar="GB",
+                       help="compare the memory estimate with a card of this many GB (default: this machine's GPU)")
     check.set_defaults(func=_check)
     demo = commands.add_parser("demo", help="build a tiny local model and dataset and train on them")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo model and data go")
@@ -113,7 +118,19 @@ def _check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     print(pre.plan.describe())
     print(f"output: {final_file(config)}")
+    print(_memory_report(config, args.vram))
     return EXIT_OK
+
+
+def _memory_report(config: TrainConfig, vram: float | None) -> str:
+    """The memory estimate against --vram, else against this machine's GPU."""
+    from trainer.checks.advice import gpu_memory_gib
+    from trainer.checks.memory import fit_report
+    from trainer.families.detect import detect_family
+
+    source = config.pretrained_model_name_or_path
+    family = detect_family(str(Path(source).expanduser())) if config.model_family == "auto" and source else None
+    return fit_report(config, vram or gpu_memory_gib(), family)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -123,6 +140,16 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     load_only_what_is_used(config)
     return run_training(config, args.run_dir)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB above 0")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -32,6 +32,9 @@ TEXT: dict[str, dict[str, str]] = {
         "lr_chart": "Learning rate over the planned steps", "lr_relative": "AdaFactor's relative step sets the "
         "learning rate from the gradients: there is no curve to draw before training.",
         "warnings_title": "Worth a second look", "problems_title": "Fix these first",
+        "memory_title": "GPU memory (estimate)",
+        "memory_warning": "⚠ The estimated peak GPU memory, {peak:.1f} GiB, is more than this GPU's {vram:.1f} GiB: "
+        "the training may run out of memory. The step plan lists the changes that would make it fit.",
         "check_ok": "Config is valid: {steps} steps. Ready to start.",
         "preset_file": "Import: a Danlu preset (YAML/JSON), a kohya_ss GUI JSON, or an sd-scripts / lora-scripts TOML",
         "preset_save": "Save as my preset", "preset_saved": "Saved {path}.",
@@ -105,6 +108,9 @@ TEXT: dict[str, dict[str, str]] = {
         "plan_title": "步数计划", "plan_missing": "数据集文件夹有效后，这里会显示步数计划。",
         "lr_chart": "计划步数内的学习率变化", "lr_relative": "AdaFactor 的相对步长根据梯度决定学习率，训练前无法画出曲线。",
         "warnings_title": "值得再看一眼", "problems_title": "请先修正",
+        "memory_title": "显存（估计）",
+        "memory_warning": "⚠ 估计显存峰值 {peak:.1f} GiB，超过这张显卡的 {vram:.1f} GiB：训练可能爆显存。"
+        "步数计划下方列出了能让它放下的改动。",
         "check_ok": "配置有效：共 {steps} 步，可以开始训练。",
         "preset_file": "导入：丹炉预设（YAML/JSON）、kohya_ss 图形界面的 JSON，或 sd-scripts / 秋叶训练器的 TOML",
         "preset_save": "保存为我的预设", "preset_saved": "已保存 {path}。",

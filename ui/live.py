@@ -1,6 +1,7 @@
 """The parts of the page that follow the form as it is edited: detected model, dataset check, step plan, LR
 chart, warnings, and problems shown at their fields. Check and Start use the same views with the full check.
-The LR curve and the GPU's abilities come from the GUI's worker process (ui/review.py worker())."""
+The LR curve and the GPU's abilities come from the GUI's worker process (ui/review.py worker()); the memory
+estimate beside the plan is torch-free (trainer/checks/memory.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from trainer.checks.advice import config_advice
+from trainer.checks.memory import estimate, fit_report
 from trainer.common.errors import UserError
 
 from .dataset_report import dataset_report
@@ -39,9 +41,32 @@ def family_markdown(result: Review, lang: str) -> str:
 
 
 def plan_markdown(result: Review, lang: str) -> str:
-    if result.plan is None:
-        return t(lang, "plan_missing")
-    return "```text\n" + result.plan.describe(lang) + "\n```"
+    plan = t(lang, "plan_missing") if result.plan is None else "```text\n" + result.plan.describe(lang) + "\n```"
+    return plan + memory_markdown(result, lang)
+
+
+def memory_markdown(result: Review, lang: str) -> str:
+    """The memory estimate compared with this machine's GPU, and what would make it fit."""
+    if result.config is None:
+        return ""
+    report = fit_report(result.config, _gpu_memory_gib(), result.family, lang)
+    return f"\n\n**{t(lang, 'memory_title')}**\n\n```text\n{report}\n```"
+
+
+def memory_warning(result: Review, lang: str) -> str:
+    """A warning when the estimate exceeds this machine's GPU; empty when it fits or either is unknown."""
+    vram = _gpu_memory_gib()
+    found = estimate(result.config, result.family) if result.config is not None else None
+    if vram is None or found is None or found.fits(vram):
+        return ""
+    return t(lang, "memory_warning", peak=found.peak_gib, vram=vram)
+
+
+def _gpu_memory_gib() -> float | None:
+    try:
+        return worker().gpu_memory_gib()
+    except UserError:  # a worker that could not answer: compare with nothing
+        return None
 
 
 def report_markdown(result: Review, lang: str) -> str:

@@ -26,7 +26,7 @@ from trainer.config import TrainConfig
 from trainer.config.io import validate_config
 from trainer.dataset.plan import StepPlan
 from trainer.dataset.scan import DatasetScan
-from trainer.families.detect import detect_family
+from trainer.families.detect import detect_family, read_pickles_with
 from trainer.families.table import FAMILY_LABELS
 from trainer.run.worker import Worker
 
@@ -78,6 +78,13 @@ def review(data: dict[str, Any], full: bool = False) -> Review:
 def worker() -> Worker:
     """The GUI's worker process (trainer/run/worker.py): the LR curve and the machine's abilities, asked there."""
     return Worker(danlu_home() / WORKER_LOG)
+
+
+def start_worker() -> None:
+    """What the GUI process does once at its start: the worker begins loading torch, and reads the torch pickles
+    (.ckpt/.pt base models) the page's model detection meets, so this process never imports torch."""
+    worker().start()
+    read_pickles_with(worker().pickle_names)
 
 
 def _full(result: Review) -> Review:

@@ -17,7 +17,7 @@ from trainer.run.state import CONSOLE_LOG, last_log_lines
 
 from . import run_view, settings
 from .i18n import t
-from .live import live_outputs, problems_markdown, render_review
+from .live import live_outputs, memory_warning, problems_markdown, render_review
 from .page import Page, form_data
 from .review import review
 from .tensorboard import open_tensorboard
@@ -74,7 +74,9 @@ def _wire(page: Page, views: dict[str, Any], run: dict[str, Any], buttons: dict[
             return [problems_markdown(result, lang), *render_review(page, result, lang, shown)]
         try:
             handle = page.monitor.start(result.config)  # validated once, by review
-            message = t(lang, "started", run_dir=handle.run_dir)
+            # a warning, not a refusal: the estimate is uncalibrated and may be pessimistic
+            message = "\n\n".join(filter(None, (memory_warning(result, lang),
+                                                  t(lang, "started", run_dir=handle.run_dir))))
         except UserError as exc:  # AlreadyRunning names the running folder
             running = page.monitor.run_dir
             message = t(lang, "already_running", run_dir=running) if running else exc.message

@@ -37,5 +37,5 @@ def _factor(w: dict[str, torch.Tensor], i: str) -> torch.Tensor:
     return a @ b.flatten(1) if b.dim() > 2 else a @ b
 
 
-LOHA = LoHa("loha", "LoHa", algo="loha", file_keys=("hada_",), kernel_key="hada_w1_b",
+LOHA = LoHa("loha", "LoHa", algo="loha", file_keys=("hada_",), kernel_key="hada_w1_b", rank_pairs=2,
             tensors=("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"))

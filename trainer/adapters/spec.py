@@ -64,6 +64,8 @@ class NetworkType(ABC):
     nested_ranks: bool = False  # every prefix of its ranks was trained to work alone: a file is cut, not resized
     file_keys: tuple[str, ...] = ()  # how its modules' key suffixes start, when it has a key layout of its own
     kernel_key: str = ""  # with file_keys: the tensor whose shape shows the layer's kernel (a 3x3 conv: LoCon)
+    rank_pairs: int = 1  # (down, up) factor pairs per adapted layer, for the memory estimate: LoHa 2; LoKr at
+    # most 1 (its Kronecker factors are smaller than a LoRA's pair)
 
     kohya_keys: ClassVar[bool] = True  # saved as kohya's lora_down/lora_up/alpha (else LyCORIS's keys)
     own_lr_habits: ClassVar[bool] = False  # trains at learning rates of its own: no generic "LR too high" advice

@@ -46,6 +46,14 @@ def gpu_facts() -> tuple[bool, bool]:
     return cuda, cuda and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+def gpu_memory_gib() -> float | None:
+    """The total memory of this machine's first GPU in GiB (what the memory estimate is compared with); None
+    without CUDA. Imports torch."""
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else None
+
+
 def config_advice(config: TrainConfig, family: str | None = None, cuda: bool | None = None,
                   bf16_supported: bool | None = None) -> list[Advice]:
     """Every advice for this config, in a stable order. family: the resolved model family when known."""
@@ -233,7 +241,20 @@ def _bf16_unsupported(c: Context) -> Iterator[Advice]:
                      "请改用 fp16。")
 
 
+
+# --- memory ------------------------------------------------------------------------------------------------
+def _fp8_without_checkpointing(c: Context) -> Iterator[Advice]:
+    if c.config.fp8_base and not c.config.gradient_checkpointing:
+        yield Advice(("fp8_base", "gradient_checkpointing"), "fp8_without_checkpointing",
+                     "fp8_base halves the frozen weights, but without gradient_checkpointing the activations "
+                     "kept for the backward pass take most of the memory, so it saves little; turn on "
+                     "gradient_checkpointing too",
+                     "fp8_base 只把冻结的底模权重减半；不开 gradient_checkpointing 时，反向传播要保存的激活值才是显存"
+                     "大头，省不了多少显存。请同时打开 gradient_checkpointing。")
+
+
 CHECKS: tuple[Callable[[Context], Iterator[Advice]], ...] = (
     _alpha_above_dim, _conv_alpha_above_conv_dim, _text_encoder_above_unet, _high_lr, _adaptive_lrs,
     _adafactor_relative_step, _adafactor_fixed_lr, _paged_without_cuda, _fp16_overflows, _bf16_unsupported,
+    _fp8_without_checkpointing,
 )

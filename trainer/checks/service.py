@@ -19,14 +19,16 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
-from trainer.checks.advice import gpu_facts
+from trainer.checks.advice import gpu_facts, gpu_memory_gib
 from trainer.checks.lr_curve import lr_curve
 from trainer.checks.preflight import machine_problems
 from trainer.common.errors import UserError
 from trainer.common.exit_codes import EXIT_OK
 from trainer.config.io import validate_config
+from trainer.families.detect import UnreadableFile, read_pickle_names
 from trainer.run.child import error_record, problem_json
 
 NICENESS = 10  # added to the worker's: its answers take milliseconds, its start seconds of CPU
@@ -44,8 +46,17 @@ def _machine_problems(config: dict[str, Any], cuda: bool) -> list[dict[str, Any]
     return [problem_json(problem) for problem in machine_problems(validate_config(config), cuda)]
 
 
-OPS: dict[str, Callable[..., Any]] = {"gpu_facts": _gpu_facts, "lr_curve": _lr_curve,
-                                      "machine_problems": _machine_problems}
+def _pickle_names(path: str, zipped: bool) -> dict[str, Any]:
+    """detect.read_pickle_names: {"names": ...}, or {"unreadable": why} for a file that is no safe checkpoint."""
+    try:
+        return {"names": read_pickle_names(Path(path), zipped)}
+    except UnreadableFile as exc:
+        return {"unreadable": str(exc)}
+
+
+OPS: dict[str, Callable[..., Any]] = {"gpu_facts": _gpu_facts, "gpu_memory_gib": gpu_memory_gib,
+                                      "lr_curve": _lr_curve, "machine_problems": _machine_problems,
+                                      "pickle_names": _pickle_names}
 
 
 def answer(line: str) -> dict[str, Any]:

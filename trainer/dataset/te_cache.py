@@ -113,12 +113,11 @@ class TextEncoderCache:
 
 def build_text_encoder_cache(config: TrainConfig, family: ModelFamily, entries: list[Entry], prompts: list[str],
                              accelerator: Accelerator, log: Callable[[str], None]) -> TextEncoderCache | None:
-    """The filled cache (captions and sample prompts) when the config asks for one. The text encoders run on the
-    accelerator while caching, then wait on the CPU: previews read their prompts from the cache too."""
+    """The filled cache (captions and sample prompts) when the config asks for one. The caller places the text
+    encoders on the accelerator for this, alone, and back on the CPU after (training.loop.Trainer._visiting):
+    previews read their prompts from the cache too. Half precision stays: T5-XXL in fp32 would need 19 GB of RAM."""
     if not config.text_encoder_outputs_cached:
         return None
-    for encoder in family.text_encoders:
-        encoder.to(accelerator.device)
 
     def encode(captions: list[str]) -> Conditioning:
         with torch.no_grad(), accelerator.autocast():  # as a training step would compute them
@@ -132,9 +131,5 @@ def build_text_encoder_cache(config: TrainConfig, family: ModelFamily, entries: 
     with accelerator.main_process_first():  # the main process writes disk entries that the others then read
         encoded = cache.fill((entry.item.path, fixed_caption(entry.item.caption, options)) for entry in entries)
     cache.fill_texts(prompts)
-    for encoder in family.text_encoders:  # half precision stays: T5-XXL in fp32 would need 19 GB of RAM
-        encoder.to("cpu")
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
     log(f"text-encoder outputs cached: {encoded} captions encoded in {time.time() - started:.1f}s")
     return cache

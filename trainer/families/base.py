@@ -158,7 +158,17 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:
-        """One preview image (HxWx3 uint8) for a parsed sample prompt, from its conditioning."""
+        """One preview image (HxWx3 uint8) for a parsed sample prompt, from its conditioning: the latents under
+        the caller's autocast, decoded by `decode` outside it."""
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Scaled latents (1, C, h, w) -> an HxWx3 uint8 image, outside any autocast, in the VAE's own dtype
+        (float32, loading.py): under the fp16 autocast the pipelines decode in, SDXL's VAE overflows into black."""
+        vae, config = self.vae, self.vae.config
+        with torch.no_grad(), torch.autocast(vae.device.type, enabled=False):
+            latents = latents.to(vae.device, vae.dtype) / config.scaling_factor + (config.get("shift_factor") or 0.0)
+            image = vae.decode(latents).sample[0]
+        return to_image((image.float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy())
 
     @classmethod
     @abstractmethod

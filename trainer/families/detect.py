@@ -51,7 +51,7 @@ def tensor_names(path: Path) -> Names:
     # zip: torch.save since 1.6; 0x80: a legacy pickle (protocol >= 2). Anything else is not worth importing torch.
     if not head.startswith((b"PK\x03\x04", b"\x80")):
         raise UnreadableFile("not a model file (neither safetensors nor a torch checkpoint)")
-    return _torch_names(Path(path), zipped=head.startswith(b"PK"))
+    return _pickle_reader(Path(path), head.startswith(b"PK"))
 
 
 def _safetensors_header(handle, head: bytes, size: int) -> dict | None:
@@ -65,7 +65,8 @@ def _safetensors_header(handle, head: bytes, size: int) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
-def _torch_names(path: Path, zipped: bool) -> Names:
+def read_pickle_names(path: Path, zipped: bool) -> Names:
+    """Tensor names of a torch pickle (.ckpt/.pt), loaded with weights_only: no pickled code runs."""
     import pickle
 
     import torch  # only here: detection of safetensors files must stay fast and torch-free
@@ -112,6 +113,17 @@ def _folder_family(path: Path) -> str | None:
 def _rule_holds(path: Path, config: str, key: str, value: str) -> bool:
     file = path / config
     return file.is_file() and json.loads(file.read_text(encoding="utf-8")).get(key) == value
+
+
+PickleReader = Callable[[Path, bool], Names]  # (path, zip format) -> tensor names; raises UnreadableFile
+_pickle_reader: PickleReader = read_pickle_names
+
+
+def read_pickles_with(reader: PickleReader) -> None:
+    """Who opens torch pickles for tensor_names: this process (the default), or for the GUI, which never imports
+    torch, its worker process (trainer/run/worker.py)."""
+    global _pickle_reader
+    _pickle_reader = reader
 
 
 def describe_checkpoint(path: Path) -> CheckpointKind:

@@ -14,7 +14,7 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from trainer.adapters.layers import ADAPTER, kohya_state_dict, load_kohya_weights, lora_layers
 from trainer.common.errors import UserError
 from trainer.families import flux_math
-from trainer.families.base import AdapterPart, Conditioning, ModelFamily, rank_and_alpha, to_image
+from trainer.families.base import AdapterPart, Conditioning, ModelFamily, rank_and_alpha
 from trainer.families.flux_names import (
     CLIP_PREFIX,
     FLUX_PREFIX,
@@ -213,8 +213,8 @@ class FluxFamily(ModelFamily):
         pipe = self.pipeline(sampler)
         pipe.set_progress_bar_config(disable=True)
         device = self.denoiser.device
-        image = pipe(prompt_embeds=cond["t5"].to(device), pooled_prompt_embeds=cond["pooled"].to(device),
-                     width=max(16, spec.width // 16 * 16), height=max(16, spec.height // 16 * 16),
-                     num_inference_steps=spec.steps, guidance_scale=self.guidance(spec),
-                     generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
-        return to_image(image)
+        width, height = max(16, spec.width // 16 * 16), max(16, spec.height // 16 * 16)
+        packed = pipe(prompt_embeds=cond["t5"].to(device), pooled_prompt_embeds=cond["pooled"].to(device),
+                      width=width, height=height, num_inference_steps=spec.steps, guidance_scale=self.guidance(spec),
+                      generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+        return self.decode(FluxPipeline._unpack_latents(packed, height, width, pipe.vae_scale_factor))

@@ -36,8 +36,10 @@ class ModelSources:
     base_model_config: str | None = None  # diffusers folder/repo whose configs (+ tokenizers) describe a single file
 
 
-def load_components(sources: ModelSources, family: str, dtype: torch.dtype) -> dict[str, Any]:
-    """Every component of the family (table.Family.components); weights in `dtype`, the VAE in float32."""
+def load_components(sources: ModelSources, family: str, dtype: torch.dtype,
+                    fp8_denoiser: bool = False) -> dict[str, Any]:
+    """Every component of the family (table.Family.components); weights in `dtype`, the VAE in float32. With
+    fp8_denoiser (fp8_base) a single-file denoiser's float8 weights stay float8 instead of being upcast."""
     single = Path(sources.model).is_file()
     if single:
         _check_model_file(Path(sources.model), family)
@@ -51,7 +53,8 @@ def load_components(sources: ModelSources, family: str, dtype: torch.dtype) -> d
             components[name] = load_scheduler(config_dir, family, "base_model_config" if single else
                                               "pretrained_model_name_or_path")
         elif single or _override(sources, family, name):
-            components[name] = _load_from_file(sources, family, name, config_dir, dtype)
+            keep_fp8 = fp8_denoiser and name == FAMILIES[family].denoiser
+            components[name] = _load_from_file(sources, family, name, config_dir, dtype, keep_fp8)
         else:
             components[name] = _load_from_folder(sources.model, name, family, _component_dtype(name, dtype))
     return components
@@ -201,11 +204,12 @@ def _with_vocabulary(tokenizer):
 # ---------------------------------------------------------------- single files
 
 
-def _load_from_file(sources: ModelSources, family: str, name: str, config_dir: str, dtype: torch.dtype):
+def _load_from_file(sources: ModelSources, family: str, name: str, config_dir: str, dtype: torch.dtype,
+                    keep_fp8: bool = False):
     key, path = _override(sources, family, name) or ("pretrained_model_name_or_path", sources.model)
     if Path(path).is_dir() or not Path(path).exists():  # a separate VAE may be a diffusers folder or repo id
         return _load_vae_folder(key, path) if name == "vae" else _missing(key, path)
-    return load_file_component(Path(path), key, family, name, config_dir, _component_dtype(name, dtype))
+    return load_file_component(Path(path), key, family, name, config_dir, _component_dtype(name, dtype), keep_fp8)
 
 
 def _missing(key: str, path: str):

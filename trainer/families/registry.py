@@ -47,6 +47,6 @@ def load_family(config: TrainConfig, dtype: torch.dtype) -> ModelFamily:
              for component, key in FAMILIES[name].separate_files.items()}
     sources = ModelSources(config.pretrained_model_name_or_path, base_model_config=config.base_model_config, **files)
     config = config.model_copy(update={"model_family": name})
-    family = family_class(name)(config, load_components(sources, name, dtype))
+    family = family_class(name)(config, load_components(sources, name, dtype, fp8_denoiser=config.fp8_base))
     family.check_options()
     return family

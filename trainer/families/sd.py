@@ -13,7 +13,7 @@ from trainer.adapters.layers import Rename
 from trainer.adapters.types import NETWORK_TYPES
 from trainer.common.errors import UserError
 from trainer.config import TrainConfig
-from trainer.families.base import AdapterPart, Conditioning, ModelFamily, to_image
+from trainer.families.base import AdapterPart, Conditioning, ModelFamily
 from trainer.training.loss import training_loss
 from trainer.training.noise import noisy_latents, prepare_scheduler
 from trainer.training.sampling import make_sampler
@@ -133,11 +133,11 @@ class SDFamily(ModelFamily):
         pipe.set_progress_bar_config(disable=True)
         device = self.denoiser.device
         generator = torch.Generator("cpu").manual_seed(seed)
-        image = pipe(prompt_embeds=cond["hidden"].to(device), negative_prompt_embeds=uncond["hidden"].to(device),
-                     width=spec.width, height=spec.height, num_inference_steps=spec.steps,
-                     guidance_scale=self.guidance(spec), generator=generator, output_type="np",
-                     **self.pipeline_extras(cond, uncond, spec)).images[0]
-        return to_image(image)
+        latents = pipe(prompt_embeds=cond["hidden"].to(device), negative_prompt_embeds=uncond["hidden"].to(device),
+                       width=spec.width, height=spec.height, num_inference_steps=spec.steps,
+                       guidance_scale=self.guidance(spec), generator=generator, output_type="latent",
+                       **self.pipeline_extras(cond, uncond, spec)).images
+        return self.decode(latents)
 
     def pipeline_extras(self, cond: Conditioning, uncond: Conditioning, spec) -> dict[str, Any]:
         return {}

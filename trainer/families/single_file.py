@@ -25,6 +25,7 @@ VAE_PROBE = "decoder.conv_in.weight"
 T5_PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
 FLUX_PROBE = "double_blocks.0.img_attn.qkv.weight"
 UNET_PREFIX = "model.diffusion_model."
+FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)  # the float8 formats of fp8 checkpoint files
 # Tensors files carry that the models do not have (buffers, the CLIP-L projection, a T5 decoder).
 IGNORED_KEYS = re.compile(r"(^|\.)(position_ids|logit_scale)$|^(decoder|lm_head)\.|^scaled_fp8$")
 
@@ -47,8 +48,10 @@ def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def load_file_component(path: Path, key: str, family: str, name: str, config_dir: str, dtype: torch.dtype):
-    """Component `name` of `family` from the file at `path` (given as config key `key`), in `dtype`."""
+def load_file_component(path: Path, key: str, family: str, name: str, config_dir: str, dtype: torch.dtype,
+                        keep_fp8: bool = False):
+    """Component `name` of `family` from the file at `path` (given as config key `key`), in `dtype`; with
+    keep_fp8, the file's float8 Linear and conv weights stay float8 (fp8_base stores them so anyway)."""
     checkpoint = _Checkpoint(path, key)
     model = empty_model(family, name, config_dir)
     if name == "unet":
@@ -61,7 +64,7 @@ def load_file_component(path: Path, key: str, family: str, name: str, config_dir
         encoder = FAMILIES[family].text_encoder(name)
         state = (_t5_state(checkpoint, encoder.file_prefix) if encoder.architecture == "t5"
                  else _text_encoder_state(checkpoint, model, encoder.file_prefix))
-    _materialize(model, state, dtype, key, str(path), name)
+    _materialize(model, state, dtype, key, str(path), name, keep_fp8)
     return model.eval()
 
 
@@ -212,8 +215,10 @@ def _unscale_fp8(state: dict) -> dict:
     return {k: v for k, v in state.items() if not k.endswith(".scale_input")}
 
 
-def _materialize(model, state: dict, dtype: torch.dtype, key: str, path: str, name: str) -> None:
-    """Load `state` into the meta-device `model` in `dtype`; every weight must be there, with its shape."""
+def _materialize(model, state: dict, dtype: torch.dtype, key: str, path: str, name: str,
+                 keep_fp8: bool = False) -> None:
+    """Load `state` into the meta-device `model` in `dtype`, but for the float8 Linear/conv weights keep_fp8 keeps
+    (an fp8 Flux file upcast to bf16 would take twice its 12 GB of RAM); every weight must be there, with its shape."""
     expected = model.state_dict()
     state = {k: v for k, v in state.items() if not IGNORED_KEYS.search(k) or k in expected}
     missing = [k for k in expected if k not in state]
@@ -226,9 +231,17 @@ def _materialize(model, state: dict, dtype: torch.dtype, key: str, path: str, na
                         f"{len(unexpected)} unexpected, {len(wrong)} differently shaped tensors; it {problem} "
                         f"'{sample}')", "check the file is complete, or set base_model_config to a diffusers "
                         "folder of the same architecture")
+    kept = _fp8_weight_names(model) if keep_fp8 else set()
     converted: dict[int, torch.Tensor] = {}  # tied weights (T5's shared / embed_tokens) stay one tensor
-    state = {k: converted.setdefault(id(v), v.to(dtype)) for k, v in state.items()}
+    state = {k: converted.setdefault(id(v), v if k in kept and v.dtype in FP8 else v.to(dtype))
+             for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
+
+
+def _fp8_weight_names(model) -> set[str]:
+    """The weights fp8_base stores in float8 (training.loop.store_in_fp8): those of every Linear and conv."""
+    layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    return {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, layers)}
 
 
 # ---------------------------------------------------------------- Flux (BFL layout -> diffusers)

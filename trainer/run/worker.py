@@ -4,7 +4,7 @@ curve from the real scheduler, what this machine can do), so the GUI process nev
     worker = Worker(log)        # DANLU_HOME/worker.log gets its messages
     worker.start()              # in the background: torch loads there while the page starts
     worker.lr_curve(config, total_steps, family)   # milliseconds once warm
-    worker.gpu_facts(), worker.machine_problems(config, cuda)
+    worker.gpu_facts(), worker.gpu_memory_gib(), worker.machine_problems(config, cuda)
 
 A question waits for the worker to be ready (the first one after a start, for torch to load). A refusal comes
 back as the UserError/ConfigError the worker raised; a worker that fails, ends or does not answer in time gives
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from trainer.common.errors import UserError
+from trainer.families.detect import UnreadableFile
 from trainer.run.child import error_from_json, problem_from_json, start_piped
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from trainer.config import TrainConfig
 
 ANSWER_TIMEOUT_S = 300.0  # the first answer includes loading torch, which takes minutes on a slow disk
+NOT_ASKED = -1.0  # a cached answer not asked for yet
 
 
 class WorkerFailed(UserError):
@@ -45,6 +47,7 @@ class Worker:
         self._process: subprocess.Popen | None = None
         self._answers: queue.Queue[str | None] = queue.Queue()
         self._gpu: tuple[bool, bool] | None = None
+        self._gpu_memory: float | None = NOT_ASKED
 
     def start(self) -> None:
         """Start the worker unless it runs; returns at once."""
@@ -71,6 +74,12 @@ class Worker:
             self._gpu = bool(cuda), bool(bf16_supported)
         return self._gpu
 
+    def gpu_memory_gib(self) -> float | None:
+        """trainer.checks.advice.gpu_memory_gib(): the GPU's total memory, None without CUDA; asked once."""
+        if self._gpu_memory == NOT_ASKED:
+            self._gpu_memory = self.ask("gpu_memory_gib")
+        return self._gpu_memory
+
     def lr_curve(self, config: TrainConfig, total_steps: int,
                  family: str | None = None) -> dict[str, list[tuple[int, float]]]:
         """trainer.checks.lr_curve.lr_curve: the real scheduler's LR per group over the planned steps."""
@@ -82,6 +91,17 @@ class Worker:
         """trainer.checks.preflight.machine_problems, for run_preflight's `machine`."""
         return [problem_from_json(item) for item in self.ask("machine_problems",
                                                               config=config.model_dump(mode="json"), cuda=cuda)]
+
+    def pickle_names(self, path: Path, zipped: bool) -> dict[str, list[int]]:
+        """trainer.families.detect.read_pickle_names (a .ckpt/.pt file needs torch to be read); a worker that cannot
+        answer makes the file unreadable for now, as a live view may say, rather than an error of the page."""
+        try:
+            answer = self.ask("pickle_names", path=str(path), zipped=zipped)
+        except WorkerFailed as exc:
+            raise UnreadableFile(f"not readable now: {exc.message}") from None
+        if "unreadable" in answer:
+            raise UnreadableFile(answer["unreadable"])
+        return answer["names"]
 
     def ask(self, op: str, **args: Any) -> Any:
         """One question (trainer/checks/service.py OPS) and its result."""

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
+from diffusers.hooks import apply_layerwise_casting
 from PIL import Image
 
 from trainer.adapters.layers import add_network, apply_max_norm, lora_layers
@@ -40,6 +41,8 @@ from trainer.training.quantize import quantize_linear_layers
 from trainer.training.sampling import load_prompts
 
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# Real normalisation layers, which fp8_base leaves in the compute precision (their weights are tiny).
+NORM_LAYERS = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm, torch.nn.modules.batchnorm._NormBase)
 
 
 class Trainer:
@@ -69,18 +72,25 @@ class Trainer:
         if self.log.enabled:
             (self.log.run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
         self.health = HealthMonitor(config)  # diagnoses with the resolved family and precision
-        self._place_models()
+        # Everything is loaded, cast and quantized on the CPU; the device holds one job's modules at a time (the
+        # VAE while latents are cached, the text encoders while their outputs are), and the denoiser comes last.
         self.model.set_attention(config.sdpa, config.xformers)
+        if config.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
         if config.fp8_base:
-            self._store_base_in_fp8()
+            self.log.info(store_in_fp8(self.model.denoiser, HALF[config.mixed_precision]))
         if config.quantize_base != "none":  # before LoRA, so peft wraps the quantized layers
             self.log.info(quantize_linear_layers(self.model.denoiser, config.quantize_base,
                                                  HALF.get(config.mixed_precision, torch.float32)))
         groups = self._inject_lora()
-        self.cache = self._build_cache()
+        self.resident = self._resident()
+        with self._visiting(["vae"]):
+            self.cache = self._build_cache()
         texts = [text for spec in self.prompts for text in (spec.prompt, spec.negative)]
-        self.te_cache = build_text_encoder_cache(config, self.model, self.pre.entries, texts, self.accelerator,
-                                                 self.log.info)
+        with self._visiting(list(self.model.text_encoder_names)):
+            self.te_cache = build_text_encoder_cache(config, self.model, self.pre.entries, texts, self.accelerator,
+                                                     self.log.info)
+        self._place(self.resident, on_device=True)
         self.batches = schedule(self.pre.entries, config.train_batch_size, config.gradient_accumulation_steps,
                                 config.seed, plan.total_steps, self.accelerator.process_index,
                                 self.accelerator.num_processes)
@@ -100,23 +110,35 @@ class Trainer:
             config, plan, self.pre.scan, model=self.model.metadata(), optimizer=optimizer_name(self.optimizer.optimizer),
             session_id=uuid.uuid4().hex[:8], started_at=time.time())
 
-    def _place_models(self) -> None:
-        device, model = self.accelerator.device, self.model
-        # Text encoders whose outputs are cached run only while caching (te_cache moves them), not per step.
-        cached = self.config.text_encoder_outputs_cached
-        for part in [model.vae, model.denoiser] + ([] if cached else model.text_encoders):
-            part.to(device)
-        if self.config.gradient_checkpointing:
-            model.enable_gradient_checkpointing()
+    def _resident(self) -> list[str]:
+        """The components that stay on the device for the step loop: the denoiser, the VAE unless latents are
+        cached, the text encoders unless their outputs are (those run in every step)."""
+        config, model = self.config, self.model
+        return [model.denoiser_name, *([] if config.cache_latents else ["vae"]),
+                *([] if config.text_encoder_outputs_cached else model.text_encoder_names)]
 
-    def _store_base_in_fp8(self) -> None:
-        """fp8_base: the frozen denoiser's weights are stored in float8 and cast per layer to the compute
-        precision (diffusers' layerwise casting); done before LoRA so the LoRA layers stay in full precision."""
-        self.model.denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
-                                                     compute_dtype=HALF[self.config.mixed_precision])
-        stored = [p for p in self.model.denoiser.parameters() if p.dtype == torch.float8_e4m3fn]
-        size = sum(p.numel() for p in stored) / 2 ** 30
-        self.log.info(f"fp8_base: {len(stored)} weight tensors ({size:.2f} G values) stored in float8")
+    def _place(self, names: list[str], on_device: bool) -> None:
+        """Move the named components to the device or back to the CPU (the one place the loop moves a model)."""
+        device = self.accelerator.device if on_device else torch.device("cpu")
+        for name in names:
+            self.model.components[name].to(device)
+        self.log.info(f"{'placed on ' + str(device) if on_device else 'back on the CPU'}: {', '.join(names)}")
+
+    @contextlib.contextmanager
+    def _visiting(self, names: list[str]) -> Iterator[None]:
+        """The named components on the device for one job (caching, previews), then back on the CPU; those
+        resident on the device stay there."""
+        visitors = [name for name in names if name not in self.resident]
+        if not visitors:
+            yield
+            return
+        self._place(visitors, on_device=True)
+        try:
+            yield
+        finally:
+            self._place(visitors, on_device=False)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def _inject_lora(self) -> list[dict]:
         config, model = self.config, self.model
@@ -133,15 +155,16 @@ class Trainer:
                    "params": add_network(part.module, shape, part.targets, part.conv_targets)} for part in self.parts]
         for part in self.parts:  # the type's hooks: kohya's dropouts on LoRA layers, DyLoRA's rank draw
             kind.after_injection(part.module, config)
-        if weights is not None:
-            self._load_network_weights(weights, file_shape)
-        for part in self.parts:
-            part.module.train()
-        # Trained weights stay fp32 under a half-precision base, unless full_fp16/full_bf16 asks otherwise.
+        # Trained weights stay fp32 under a half-precision, fp8 or quantized base, unless full_fp16/full_bf16 asks
+        # otherwise; cast before a file is loaded into them, or its values would pass through the base's dtype.
         dtype = HALF[config.mixed_precision] if config.full_fp16 or config.full_bf16 else torch.float32
         for group in groups:
             for param in group["params"]:
                 param.data = param.data.to(dtype)
+        if weights is not None:
+            self._load_network_weights(weights, file_shape)
+        for part in self.parts:
+            part.module.train()
         return groups
 
     def _load_network_weights(self, weights: dict[str, torch.Tensor], file_shape: tuple[int, float] | None) -> None:
@@ -360,23 +383,27 @@ class Trainer:
     def _sample(self, epoch: int) -> None:
         if not self.prompts or not self.accelerator.is_main_process:
             return
-        model, config = self.model, self.config
         for part in self.parts:
             part.module.eval()
-        for index, spec in enumerate(self.prompts):
-            with torch.no_grad(), self.accelerator.autocast():
-                cond, uncond = (self._conditioning([text]) for text in (spec.prompt, spec.negative))
-                seed = spec.seed if spec.seed is not None else config.seed
-                image = model.generate(spec, cond, uncond, seed, config.sample_sampler)
-            path = self.log.samples_dir / f"e{epoch:04d}-s{self.step:06d}-p{index}.png"
-            Image.fromarray(image).save(path)
-            self.log.event("sample", path=str(path), step=self.step, epoch=epoch, prompt=spec.prompt)
-            self.log.image(f"sample/p{index}", image, self.step)
-            event = sample_event(image, self.step, str(path))  # a warning only: the run goes on
-            if event is not None:
-                self.log.health(**event.fields())
+        with self._visiting(["vae"]):  # the VAE comes to the device for previews only
+            for index, spec in enumerate(self.prompts):
+                self._sample_one(index, spec, epoch)
         for part in self.parts:
             part.module.train()
+
+    def _sample_one(self, index: int, spec, epoch: int) -> None:
+        model, config = self.model, self.config
+        with torch.no_grad(), self.accelerator.autocast():  # the latents; the family decodes outside autocast
+            cond, uncond = (self._conditioning([text]) for text in (spec.prompt, spec.negative))
+            seed = spec.seed if spec.seed is not None else config.seed
+            image = model.generate(spec, cond, uncond, seed, config.sample_sampler)
+        path = self.log.samples_dir / f"e{epoch:04d}-s{self.step:06d}-p{index}.png"
+        Image.fromarray(image).save(path)
+        self.log.event("sample", path=str(path), step=self.step, epoch=epoch, prompt=spec.prompt)
+        self.log.image(f"sample/p{index}", image, self.step)
+        event = sample_event(image, self.step, str(path))  # a warning only: the run goes on
+        if event is not None:
+            self.log.health(**event.fields())
 
 
 def train(config: TrainConfig, run_dir: Path) -> str:
@@ -408,6 +435,18 @@ def train(config: TrainConfig, run_dir: Path) -> str:
         raise
     finally:
         log.close()
+
+
+def store_in_fp8(denoiser: torch.nn.Module, compute_dtype: torch.dtype) -> str:
+    """fp8_base: every Linear and conv weight of the frozen denoiser stored in float8 and cast per layer to the
+    compute precision (diffusers' layerwise casting); done before LoRA so the LoRA layers stay in full precision.
+    Normalisation layers are left out by type: diffusers' default skips every module named "*norm*", which
+    keeps Flux's modulation linears (norm1.linear, ...), a quarter of its weights, in bf16. Returns a log line."""
+    apply_layerwise_casting(denoiser, torch.float8_e4m3fn, compute_dtype, skip_modules_pattern=None,
+                            skip_modules_classes=NORM_LAYERS)
+    stored = [p for p in denoiser.parameters() if p.dtype == torch.float8_e4m3fn]
+    size = sum(p.numel() for p in stored) / 2 ** 30
+    return f"fp8_base: {len(stored)} weight tensors ({size:.2f} G values) stored in float8"
 
 
 def _network_shape(config: TrainConfig, file_shape: tuple[int, float] | None) -> tuple[int, float]:

@@ -23,34 +23,39 @@ class OptimizerSpec(NamedTuple):
     fixed: dict[str, Any] = {}    # always passed, as sd-scripts does (not part of ss_optimizer's args)
     defaults: dict[str, Any] = {}  # added to optimizer_args when missing (sd-scripts lists them in ss_optimizer)
     adaptive: bool = False        # D-Adaptation/Prodigy: the step is d·lr, d estimated while training
+    state_bytes: float = 8.0      # its state per trained parameter (trainer/checks/memory.py): AdamW's two fp32;
+    # 8-bit states take 1 byte each, D-Adaptation/Prodigy keep an fp32 s (and Prodigy the start, SGD and AdaGrad
+    # x0), AdaFactor a factored second moment (rows + columns: next to nothing for a LoRA's narrow matrices).
 
 
 _BNB = "bitsandbytes"
 _NESTEROV = {"fixed": {"nesterov": True}, "defaults": {"momentum": 0.9}}
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "AdamW": OptimizerSpec("torch.optim.AdamW", "torch"),
-    "AdamW8bit": OptimizerSpec("bitsandbytes.optim.AdamW8bit", _BNB),
+    "AdamW8bit": OptimizerSpec("bitsandbytes.optim.AdamW8bit", _BNB, state_bytes=2),
     "PagedAdamW": OptimizerSpec("bitsandbytes.optim.PagedAdamW", _BNB),
-    "PagedAdamW8bit": OptimizerSpec("bitsandbytes.optim.PagedAdamW8bit", _BNB),
+    "PagedAdamW8bit": OptimizerSpec("bitsandbytes.optim.PagedAdamW8bit", _BNB, state_bytes=2),
     "PagedAdamW32bit": OptimizerSpec("bitsandbytes.optim.PagedAdamW32bit", _BNB),
-    "Lion": OptimizerSpec("lion_pytorch.Lion", "lion-pytorch"),
-    "Lion8bit": OptimizerSpec("bitsandbytes.optim.Lion8bit", _BNB),
-    "PagedLion8bit": OptimizerSpec("bitsandbytes.optim.PagedLion8bit", _BNB),
-    "SGDNesterov": OptimizerSpec("torch.optim.SGD", "torch", **_NESTEROV),
-    "SGDNesterov8bit": OptimizerSpec("bitsandbytes.optim.SGD8bit", _BNB, **_NESTEROV),
+    "Lion": OptimizerSpec("lion_pytorch.Lion", "lion-pytorch", state_bytes=4),
+    "Lion8bit": OptimizerSpec("bitsandbytes.optim.Lion8bit", _BNB, state_bytes=1),
+    "PagedLion8bit": OptimizerSpec("bitsandbytes.optim.PagedLion8bit", _BNB, state_bytes=1),
+    "SGDNesterov": OptimizerSpec("torch.optim.SGD", "torch", **_NESTEROV, state_bytes=4),
+    "SGDNesterov8bit": OptimizerSpec("bitsandbytes.optim.SGD8bit", _BNB, **_NESTEROV, state_bytes=1),
     # sd-scripts maps the plain name to the preprint variant of D-Adaptation's Adam.
-    "DAdaptation": OptimizerSpec("dadaptation.experimental.DAdaptAdamPreprint", "dadaptation", adaptive=True),
+    "DAdaptation": OptimizerSpec("dadaptation.experimental.DAdaptAdamPreprint", "dadaptation", adaptive=True,
+                                 state_bytes=12),
     "DAdaptAdamPreprint": OptimizerSpec("dadaptation.experimental.DAdaptAdamPreprint", "dadaptation",
-                                        adaptive=True),
-    "DAdaptAdam": OptimizerSpec("dadaptation.DAdaptAdam", "dadaptation", adaptive=True),
-    "DAdaptAdaGrad": OptimizerSpec("dadaptation.DAdaptAdaGrad", "dadaptation", adaptive=True),
-    "DAdaptAdan": OptimizerSpec("dadaptation.DAdaptAdan", "dadaptation", adaptive=True),
-    "DAdaptAdanIP": OptimizerSpec("dadaptation.experimental.DAdaptAdanIP", "dadaptation", adaptive=True),
-    "DAdaptLion": OptimizerSpec("dadaptation.DAdaptLion", "dadaptation", adaptive=True),
-    "DAdaptSGD": OptimizerSpec("dadaptation.DAdaptSGD", "dadaptation", adaptive=True),
-    "Prodigy": OptimizerSpec("prodigyopt.Prodigy", "prodigyopt", adaptive=True),
+                                        adaptive=True, state_bytes=12),
+    "DAdaptAdam": OptimizerSpec("dadaptation.DAdaptAdam", "dadaptation", adaptive=True, state_bytes=12),
+    "DAdaptAdaGrad": OptimizerSpec("dadaptation.DAdaptAdaGrad", "dadaptation", adaptive=True, state_bytes=12),
+    "DAdaptAdan": OptimizerSpec("dadaptation.DAdaptAdan", "dadaptation", adaptive=True, state_bytes=20),
+    "DAdaptAdanIP": OptimizerSpec("dadaptation.experimental.DAdaptAdanIP", "dadaptation", adaptive=True,
+                                  state_bytes=20),
+    "DAdaptLion": OptimizerSpec("dadaptation.DAdaptLion", "dadaptation", adaptive=True, state_bytes=8),
+    "DAdaptSGD": OptimizerSpec("dadaptation.DAdaptSGD", "dadaptation", adaptive=True, state_bytes=12),
+    "Prodigy": OptimizerSpec("prodigyopt.Prodigy", "prodigyopt", adaptive=True, state_bytes=16),
     "AdaFactor": OptimizerSpec("transformers.optimization.Adafactor", "transformers",
-                               defaults={"relative_step": True}),
+                               defaults={"relative_step": True}, state_bytes=0.5),
 }
 _BY_LOWER = {name.lower(): name for name in OPTIMIZERS}
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
