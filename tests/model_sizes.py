@@ -35,9 +35,10 @@ def _matches(name: str, targets: list[str] | str) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def component_sizes(model: Any, groups: dict[str, list[str] | str]) -> dict[str, Any]:
+def component_sizes(model: Any, groups: dict[str, list[str] | str], blocks: tuple[str, ...] = ()) -> dict[str, Any]:
     """params; linear_weights (what fp8_base/quantize_base store compactly); per target group its layer count
-    and per_rank: the LoRA parameters per unit of rank, sum of in_features x kernel + out_features."""
+    and per_rank: the LoRA parameters per unit of rank, sum of in_features x kernel + out_features; per block list
+    that blocks_to_swap swaps (Family.swappable_blocks) its block count and parameters."""
     import torch
 
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -51,6 +52,10 @@ def component_sizes(model: Any, groups: dict[str, list[str] | str]) -> dict[str,
         lora[group] = {"layers": len(layers), "per_rank": per_rank}
     if lora:
         sizes["lora"] = lora
+    if blocks:
+        sizes["blocks"] = {name: {"count": len(getattr(model, name)),
+                                  "params": sum(p.numel() for p in getattr(model, name).parameters())}
+                           for name in blocks}
     return sizes
 
 
@@ -60,7 +65,9 @@ def model_sizes(family: str) -> dict[str, Any]:
     config_dir = str(SHIPPED_CONFIGS / spec.shipped_configs[0])
     parts = {spec.denoiser: TARGETS[spec.denoiser], "vae": {}}
     parts |= {encoder.component: TARGETS[encoder.model] for encoder in spec.text_encoders}
-    return {name: component_sizes(empty_model(family, name, config_dir), groups) for name, groups in parts.items()}
+    return {name: component_sizes(empty_model(family, name, config_dir), groups,
+                                  spec.swappable_blocks if name == spec.denoiser else ())
+            for name, groups in parts.items()}
 
 
 def all_sizes() -> dict[str, Any]:

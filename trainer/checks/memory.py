@@ -9,7 +9,8 @@ The model, part by part (docs/training.md, "What fits on your card"):
   with the encoders alone, and what was cached leaves the GPU before the denoiser is placed. The peak is the
   larger of that caching phase and the training steps.
 - Base weights in the training precision; fp8_base keeps every Linear weight in fp8, quantize_base in int8 or
-  nf4; the VAE stays float32. blocks_to_swap, once it exists, subtracts the swapped blocks from _denoiser's part.
+  nf4; the VAE stays float32. blocks_to_swap takes the swapped blocks' share of the parameters (sizes.json
+  "blocks") off _denoiser's part, less the two of them on the GPU at a time (the running one, the next one).
 - Trained weights, their gradients and the optimizer's state (OptimizerSpec.state_bytes) per LoRA parameter.
 - Activations: Family.activation_gib per megapixel of the batch, uncalibrated until a GPU run measures them.
 """
@@ -160,8 +161,21 @@ def _denoiser(config: TrainConfig, family: str, sizes: dict[str, int]) -> Part:
         stored, how = params * compute, precision
     else:
         stored, how = linear * COMPACT_BYTES[compact] + (params - linear) * compute, f"{compact} + {precision}"
-    return Part("denoiser", f"base {label}: {_count(params)} parameters in {how}",
-                f"底模 {label}：{_count(params)} 参数，{how}", stored / GIB)
+    swapped = _swapped_parameters(config, family, sizes)
+    swap_en = f", {_count(swapped)} of them waiting on the CPU (blocks_to_swap)" if swapped else ""
+    swap_zh = f"，其中 {_count(swapped)} 在内存中等待轮换（blocks_to_swap）" if swapped else ""
+    return Part("denoiser", f"base {label}: {_count(params)} parameters in {how}{swap_en}",
+                f"底模 {label}：{_count(params)} 参数，{how}{swap_zh}", stored * (1 - swapped / params) / GIB)
+
+
+def _swapped_parameters(config: TrainConfig, family: str, sizes: dict[str, Any]) -> int:
+    """The parameters blocks_to_swap keeps off the GPU: its blocks (Family.swap_split of the block lists) but the
+    two largest, which are on it at a time."""
+    spec, lists = FAMILIES[family], sizes.get("blocks", {})
+    split = spec.swap_split(config.blocks_to_swap or 0)
+    blocks = [lists[name]["params"] // lists[name]["count"] for name, count in zip(spec.swappable_blocks, split)
+              for _ in range(min(count, lists[name]["count"]))]
+    return sum(sorted(blocks)[:-2])
 
 
 def _text_encoders(config: TrainConfig, family: str, sizes: dict[str, Any]) -> Part:

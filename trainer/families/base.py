@@ -112,10 +112,22 @@ class ModelFamily(ABC):
             if value != TrainConfig.model_fields[key].default:
                 raise UserError(f"{key}: {reason}", f"remove {key} (or set it back to "
                                 f"{TrainConfig.model_fields[key].default!r}) to train {self.label}")
+        self._check_blocks_to_swap()
         layouts = self.spec.lora_layouts
         if self.config.save_lora_format not in layouts:
             raise UserError(f"save_lora_format: {self.label} LoRAs are saved in {' or '.join(layouts)} layout "
                             "(diffusers loads kohya's layout too)", f"set save_lora_format to {layouts[0]}")
+
+    def _check_blocks_to_swap(self) -> None:
+        """blocks_to_swap within the blocks this model has (the schema refuses it for families without any)."""
+        wanted = self.config.blocks_to_swap or 0
+        counts = tuple(len(getattr(self.denoiser, name)) for name in self.spec.swappable_blocks)
+        largest = self.spec.max_blocks_to_swap(counts)
+        if wanted > largest:
+            has = " + ".join(f"{count} {name}" for count, name in zip(counts, self.spec.swappable_blocks))
+            raise UserError(f"blocks_to_swap: {wanted} is more than this {self.label} model can swap "
+                            f"({largest}; it has {has or 'no blocks to swap'})",
+                            f"set blocks_to_swap to at most {largest}")
 
     @property
     def label(self) -> str:

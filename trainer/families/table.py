@@ -60,6 +60,25 @@ class Family:
     # GiB of activations per megapixel of a batch in 16-bit compute, (without, with) gradient checkpointing.
     # Uncalibrated: set from published sd-scripts figures until a GPU run (bench/gpu_memory.py) measures them.
     activation_gib: tuple[float, float] = (0.0, 0.0)
+    # The denoiser's block lists blocks_to_swap may keep on the CPU, in the order they run (trainer/training/
+    # block_swap.py); empty: the family has no block swap.
+    swappable_blocks: tuple[str, ...] = ()
+
+    def swap_split(self, blocks_to_swap: int) -> tuple[int, ...]:
+        """How many of each swappable list's last blocks blocks_to_swap swaps. With two lists (Flux's double and
+        single blocks) sd-scripts' rule: half of N double blocks, twice the rest single ones (a single block is
+        about half a double one)."""
+        if len(self.swappable_blocks) == 2:
+            double = blocks_to_swap // 2
+            return double, (blocks_to_swap - double) * 2
+        return (blocks_to_swap,)[:len(self.swappable_blocks)]  # one list: its last N blocks
+
+    def max_blocks_to_swap(self, counts: tuple[int, ...]) -> int:
+        """The largest blocks_to_swap whose split fits lists of these block counts."""
+        largest = 0
+        while self.swappable_blocks and all(n <= count for n, count in zip(self.swap_split(largest + 1), counts)):
+            largest += 1
+        return largest
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -107,6 +126,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
            shipped_configs=("flux-dev", "flux-schnell"),
            separate_files={"vae": "ae", "text_encoder": "clip_l", "text_encoder_2": "t5xxl"},
            single_file_parts=("transformer",), lora_layouts=("kohya", "diffusers"), fused_qkv=True,
-           alpha_keys=True, fp16_overflows=True, activation_gib=(35.0, 6.0)),
+           alpha_keys=True, fp16_overflows=True, activation_gib=(35.0, 6.0),
+           swappable_blocks=("transformer_blocks", "single_transformer_blocks")),
 )}
 FAMILY_LABELS = {name: family.label for name, family in FAMILIES.items()}

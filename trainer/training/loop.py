@@ -32,6 +32,7 @@ from trainer.dataset.te_cache import build_text_encoder_cache
 from trainer.families.base import Conditioning
 from trainer.families.registry import load_family
 from trainer.run.events import RunLog
+from trainer.training.block_swap import BlockSwap, swapped_modules
 from trainer.training.checkpoints import Saver, keep_only_lora_weights, load_train_state
 from trainer.training.export import load_lora, save_lora
 from trainer.training.health import Diverged, HealthMonitor, corrupt_weights_event, sample_event
@@ -83,6 +84,7 @@ class Trainer:
             self.log.info(quantize_linear_layers(self.model.denoiser, config.quantize_base,
                                                  HALF.get(config.mixed_precision, torch.float32)))
         groups = self._inject_lora()
+        self.swap = self._block_swap()
         self.resident = self._resident()
         with self._visiting(["vae"]):
             self.cache = self._build_cache()
@@ -121,8 +123,20 @@ class Trainer:
         """Move the named components to the device or back to the CPU (the one place the loop moves a model)."""
         device = self.accelerator.device if on_device else torch.device("cpu")
         for name in names:
-            self.model.components[name].to(device)
+            if self.swap is not None and name == self.model.denoiser_name:
+                self.swap.place(device)  # the swapped blocks' frozen weights stay on the CPU
+            else:
+                self.model.components[name].to(device)
         self.log.info(f"{'placed on ' + str(device) if on_device else 'back on the CPU'}: {', '.join(names)}")
+
+    def _block_swap(self) -> BlockSwap | None:
+        """blocks_to_swap: the denoiser's last blocks visit the device only while they run (block_swap.py)."""
+        if not self.config.blocks_to_swap:
+            return None
+        blocks = swapped_modules(self.model.denoiser, self.model.spec, self.config.blocks_to_swap)
+        swap = BlockSwap(self.model.denoiser, blocks, self.accelerator.device)
+        self.log.info(swap.describe())
+        return swap
 
     @contextlib.contextmanager
     def _visiting(self, names: list[str]) -> Iterator[None]:

@@ -8,6 +8,7 @@ from pydantic import field_validator, model_validator
 
 from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field, parse_resolution
+from trainer.families.table import FAMILIES
 
 # The package each quantize_base choice imports (none: nothing).
 QUANTIZE_PACKAGES = {"int8": "torchao", "nf4": "bitsandbytes"}
@@ -144,6 +145,18 @@ class StepsFields(SchemaPart):
         "约为 bf16/fp16 的一半，输出与原模型非常接近（torchao 仅权重 int8）。nf4：约四分之一，与 QLoRA 相同；"
         "精度略低，细节可能稍受影响（bitsandbytes）。两者每步都要解包权重，速度会慢一些。训练出的 LoRA 照常用于未量化的原模型。",
         advanced=True)
+    blocks_to_swap: int | None = field(
+        None, "steps", "speed",
+        "Flux.1 only (sd-scripts' option): keep the base weights of this many of the transformer's last blocks in "
+        "system RAM and copy each to the GPU just while it runs (ahead of time, beside the compute), in the "
+        "forward and the backward pass. N swaps N/2 double blocks and twice the rest single blocks; Flux.1 has "
+        "19 + 38, so up to 38 (sd-scripts stops at 35). `python -m trainer check` shows the VRAM it saves. "
+        "Slower the more blocks swap, and needs that much free RAM; the LoRA itself stays on the GPU.",
+        "仅用于 Flux.1（即 sd-scripts 的同名选项）：把 transformer 最后这么多个块的底模权重放在内存里，只在它们运行时"
+        "复制到显卡（提前复制，与计算并行），前向和反向都是如此。N 表示 N/2 个双流块、其余部分的 2 倍个单流块；Flux.1 "
+        "有 19 + 38 个块，所以最多 38（sd-scripts 最多 35）。`python -m trainer check` 会显示它省下的显存。"
+        "交换的块越多越慢，且需要相应的空闲内存；LoRA 本身仍在显卡上。",
+        advanced=True, metadata=False, ge=0)  # how memory is used, not what is trained
     mixed_precision: Literal["no", "fp16", "bf16"] = field(
         "fp16", "steps", "speed",
         "Compute precision. fp16 for most NVIDIA cards, bf16 on RTX 30xx and newer (fewer NaN problems); "
@@ -190,5 +203,18 @@ class StepsFields(SchemaPart):
         if self.fp8_base and self.quantize_base != "none":
             raise RuleError("fp8_base and quantize_base both shrink the base model's weights: use only one "
                             "(quantize_base: int8 keeps more precision than fp8_base at the same size)", "fp8_base",
+                            "quantize_base")
+        return self
+
+    @model_validator(mode="after")
+    def _swap_rules(self):
+        family = FAMILIES.get(getattr(self, "model_family", "auto"))  # auto: the family check decides at load
+        if self.blocks_to_swap and family is not None and not family.swappable_blocks:
+            raise RuleError(f"blocks_to_swap swaps Flux.1's transformer blocks; {family.label} has none to swap "
+                            "(its models fit with gradient_checkpointing, fp8_base or quantize_base)",
+                            "blocks_to_swap", "model_family")
+        if self.blocks_to_swap and self.quantize_base != "none":  # packed weights carry state a plain move loses
+            raise RuleError("blocks_to_swap moves plain or fp8 weights, not quantize_base's packed ones: use fp8_base "
+                            "with blocks_to_swap (as sd-scripts does), or one of them alone", "blocks_to_swap",
                             "quantize_base")
         return self
