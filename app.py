@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainer.common.errors import UserError
     from ui import settings
-    from ui.app import build_app
+    from ui.app import MAX_SESSIONS, build_app
     from ui.tensorboard import free_port
 
     host = "0.0.0.0" if args.listen else "127.0.0.1"
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Danlu: http://{'127.0.0.1' if host == '127.0.0.1' else host}:{port}/")
     blocks.queue(default_concurrency_limit=4).launch(
         server_name=host, server_port=port, auth=auth, inbrowser=not args.no_browser, css_paths=[CSS_PATH],
-        allowed_paths=[str(settings.home())], footer_links=[], quiet=True)
+        allowed_paths=[str(settings.home())], footer_links=[], quiet=True, state_session_capacity=MAX_SESSIONS)
     return 0
 
 

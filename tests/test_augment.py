@@ -149,7 +149,7 @@ def vae(tiny_sd1):
 def test_cached_flipped_latent_is_the_encoding_of_the_mirrored_image(tmp_path, vae):
     entry = Entry(noise_image(tmp_path / "a.png", (64, 48)), (64, 48), False)
     cache = LatentCache(vae, to_disk=False, with_flipped=True)
-    assert cache.fill([entry]) == 1
+    assert cache.fill([entry]) == [1]
     image = resize_and_crop(load_image_rgb(entry.item.path), entry.bucket)[0]
     expected = encode_pixels(vae, to_tensor(ImageOps.mirror(image))[None])[0]
     assert torch.allclose(cache.get(entry, flipped=True), expected, atol=1e-5)
@@ -162,12 +162,12 @@ def test_cached_flipped_latent_is_the_encoding_of_the_mirrored_image(tmp_path, v
 
 def test_disk_cache_holds_the_flipped_latents_as_part_of_its_key(tmp_path, vae):
     entry = Entry(noise_image(tmp_path / "a.png", (64, 64)), (64, 64), False)
-    assert LatentCache(vae, to_disk=True).fill([entry]) == 1
-    assert LatentCache(vae, to_disk=True, with_flipped=True).fill([entry]) == 1  # file lacks the mirror
+    assert LatentCache(vae, to_disk=True).fill([entry]) == [1]
+    assert LatentCache(vae, to_disk=True, with_flipped=True).fill([entry]) == [1]  # file lacks the mirror
     with safetensors.safe_open(str(cache_path(entry.item.path)), "pt") as handle:
         assert set(handle.keys()) == {"latent", "latent_flipped"} and handle.metadata()["version"] == CACHE_VERSION
     reused = LatentCache(vae, to_disk=True, with_flipped=True)
-    assert reused.fill([entry]) == 0 and LatentCache(vae, to_disk=True).fill([entry]) == 0
+    assert reused.fill([entry]) == [0] and LatentCache(vae, to_disk=True).fill([entry]) == [0]
     fresh = LatentCache(vae, to_disk=False, with_flipped=True)
     fresh.fill([entry])
     assert all(torch.allclose(reused.get(entry, f), fresh.get(entry, f), atol=1e-5) for f in (False, True))

@@ -114,7 +114,7 @@ def test_a_model_folder_that_does_not_load_is_a_clear_error(tmp_path, make_confi
     (broken / "unet").mkdir(parents=True)
     result = run_cli("train", write_config(tmp_path / "c.yaml", make_config(pretrained_model_name_or_path=str(broken))))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "error: pretrained_model_name_or_path: cannot load" in result.stderr and "hint:" in result.stderr
+    assert "error: pretrained_model_name_or_path: cannot load" in result.stderr and "pick the model" in result.stderr
 
 
 def test_full_config_round_trips_through_yaml(tmp_path):

@@ -118,7 +118,8 @@ def test_fp8_base_stores_the_frozen_transformer_in_float8(tmp_path, make_config,
     result = run_cli("train", write_config(tmp_path / "c.yaml", config))
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = only_run_dir(tmp_path / "out")
-    assert re.search(r"fp8_base: [1-9]\d* weight tensors", (run_dir / "train.log").read_text())
+    log = (run_dir / "train.log").read_text()
+    assert re.search(r"transformer: [1-9]\d* weight tensors \(.*\) stored in float8", log)
     assert all(np.isfinite(e["loss"]) for e in read_events(run_dir) if e["type"] == "step")
     keys, _ = lora_keys(tmp_path / "out" / "test.safetensors")
     assert "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight" in keys

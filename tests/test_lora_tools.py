@@ -354,3 +354,22 @@ def test_errors_are_one_line_with_a_hint(locon, tiny_sd1, tmp_path, capsys):
                                                   "lora_unet_no_such_layer.lora_up.weight": torch.ones(4, 2)})
     code, _, err = cli(capsys, "lora", "merge", tiny_sd1, stray, "-o", tmp_path / "m.safetensors")
     assert code == 2 and "1 of 1 module(s) name no layer" in err and "lora_unet_no_such_layer" in err
+
+
+def test_overwrite_replaces_only_what_danlu_wrote(locon, tiny_sd1, tmp_path, capsys):
+    """--overwrite never deletes a folder Danlu did not write (a dataset was wiped once); its own merged model
+    folder is replaced, and a LoRA file name that is a folder is refused."""
+    dataset = tmp_path / "10_cat"
+    dataset.mkdir()
+    (dataset / "a.png").write_bytes(b"image")
+    code, _, err = cli(capsys, "lora", "merge", tiny_sd1, locon, "-o", dataset, "--overwrite")
+    assert code == 2 and str(dataset) in err and "did not write" in err
+    assert (dataset / "a.png").read_bytes() == b"image"
+    folder = tmp_path / "merged"
+    assert cli(capsys, "lora", "merge", tiny_sd1, locon, "-o", folder)[0] == 0
+    assert cli(capsys, "lora", "merge", tiny_sd1, locon, "--ratio", "0", "-o", folder, "--overwrite")[0] == 0
+    assert (folder / "model_index.json").is_file() and not list(tmp_path.glob(".merged.*"))
+    named_like_a_file = tmp_path / "x.safetensors"
+    named_like_a_file.mkdir()
+    code, _, err = cli(capsys, "lora", "resize", locon, "--rank", "2", "-o", named_like_a_file, "--overwrite")
+    assert code == 2 and "is a folder" in err and named_like_a_file.is_dir()

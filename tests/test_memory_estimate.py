@@ -43,9 +43,12 @@ def test_parts_follow_the_counts(real_sizes):
     assert fp8.part("denoiser").gib == pytest.approx((flux["linear_weights"] + 2 * (flux["params"] -
                                                                                    flux["linear_weights"])) / GIB)
     assert fp8.part("text_encoders").gib == 0 and fp8.part("vae").gib == 0  # cached, off the GPU
-    assert fp8.caching_gib == pytest.approx(  # the encoders alone on the GPU, beside the CUDA context
-        (real_sizes["flux"]["text_encoder"]["params"] + real_sizes["flux"]["text_encoder_2"]["params"]) * 2 / GIB
-        + 0.5)
+    encoders = [real_sizes["flux"][name] for name in ("text_encoder", "text_encoder_2")]
+    assert fp8.caching_gib == pytest.approx(  # the encoders alone on the GPU, their Linear weights in fp8 too
+        sum(e["linear_weights"] + 2 * (e["params"] - e["linear_weights"]) for e in encoders) / GIB + 0.5)
+    unet_only = estimate(validate_config({**FLUX_16GB, "fp8_base_unet": True}))  # the encoders in bf16
+    assert unet_only.caching_gib == pytest.approx(sum(e["params"] for e in encoders) * 2 / GIB + 0.5)
+    assert unet_only.part("denoiser") == fp8.part("denoiser")
     sd1 = validate_config({"model_family": "sd1", "network_dim": 8, "optimizer_type": "AdamW"})
     lora = 8 * (real_sizes["sd1"]["unet"]["lora"]["attention"]["per_rank"] +
                 real_sizes["sd1"]["text_encoder"]["lora"]["attention"]["per_rank"])
@@ -61,6 +64,20 @@ def test_what_makes_flux_fit_16gb():
     fixes = {tuple(fix.changes): fix for fix in remedies(config)}
     assert fixes[("fp8_base",)].estimate.fits(16)
     assert "✓ fp8_base: true" in fit_report(config, 16)
+
+
+def test_flux_on_12gb_swaps_as_few_blocks_as_fit():
+    config = validate_config({**FLUX_16GB, "fp8_base": True, "optimizer_type": "AdaFactor", "network_dim": 4})
+    assert not estimate(config).fits(12)
+    [swap] = [fix for fix in remedies(config, vram_gib=12) if "blocks_to_swap" in fix.changes]
+    blocks = swap.changes["blocks_to_swap"]
+    assert swap.estimate.fits(12)
+    assert not estimate(config.model_copy(update={"blocks_to_swap": blocks - 1})).fits(12)
+    offload = estimate(config.model_copy(update={"cpu_offload_checkpointing": True}))
+    assert offload.part("activations").gib < estimate(config).part("activations").gib
+    # cpu_offload_checkpointing cannot join blocks_to_swap (the schema's rule), so no combined remedy repeats it
+    assert [fix.changes for fix in remedies(config, vram_gib=12)] == [{"blocks_to_swap": blocks},
+                                                                      {"cpu_offload_checkpointing": True}]
 
 
 def test_check_prints_the_estimate(tmp_path, make_config, capsys):
@@ -80,6 +97,9 @@ def test_the_gui_shows_it_beside_the_plan_and_warns_before_start(make_config, mo
 
         def gpu_memory_gib(self) -> float:
             return self.vram
+
+        def gpu_list(self) -> list:
+            return []
 
     monkeypatch.setattr(live, "worker", Gpu)
     result = review({**make_config(), "model_family": "sd1", "resolution": "512", "train_batch_size": 4})

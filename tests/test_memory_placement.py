@@ -14,10 +14,11 @@ from trainer.config.io import validate_config
 from trainer.dataset.latents import LatentCache
 from trainer.dataset.te_cache import TextEncoderCache
 from trainer.families.loading import ModelSources, load_components
-from trainer.families.registry import load_family
+from trainer.families.registry import fp8_components, load_family
 from trainer.run.events import RunLog
 from trainer.training.export import save_lora
-from trainer.training.loop import NORM_LAYERS, Trainer, store_in_fp8
+from trainer.training.fp8 import NORM_LAYERS, store_in_fp8
+from trainer.training.loop import Trainer
 from trainer.training.sampling import parse_prompt_line
 
 WEIGHTED = (torch.nn.Linear, torch.nn.Conv2d)
@@ -72,6 +73,9 @@ def test_each_component_is_on_the_device_only_for_its_job(tmp_path, make_config,
     assert seen["latents"] == {"vae": "device"}  # nothing else has been placed yet
     assert seen["text"] == {"vae": "cpu", **dict.fromkeys(encoders, "device")}
     assert seen["denoiser placed in"] == {"torch.float8_e4m3fn"}
+    for name in encoders:  # frozen, so fp8_base stores them in float8 too
+        assert {m.weight.dtype for m in trainer.model.components[name].modules() if type(m) is torch.nn.Linear} == {
+            torch.float8_e4m3fn}
     assert seen["step"] == {"vae": "cpu", **dict.fromkeys(encoders, "cpu"), "transformer": "device"}
     assert moves == [(("vae",), True), (("vae",), False), (encoders, True), (encoders, False),
                      (("transformer",), True), (("vae",), True), (("vae",), False)]  # the last two: the preview
@@ -101,6 +105,24 @@ def test_fp8_base_stores_every_linear_and_conv_but_no_norm(request, make_config,
         assert {"transformer_blocks.0.norm1.linear", "transformer_blocks.0.norm1_context.linear",
                 "single_transformer_blocks.0.norm.linear", "norm_out.linear"} <= set(weighted)
         assert any(isinstance(m, torch.nn.RMSNorm) for m in norms)  # attention's norm_q, norm_k
+
+
+def test_fp8_text_encoders_compute_in_bf16(make_config, tiny_flux):
+    """fp8_base stores the frozen T5 in float8, but its activations stay bf16: transformers' T5 feed-forward casts
+    them to `wo`'s weight dtype, which would round them to float8 as well."""
+    config = validate_config(make_config(pretrained_model_name_or_path=str(tiny_flux), fp8_base=True,
+                                         mixed_precision="bf16", cache_text_encoder_outputs=True))
+    t5 = load_family(config, torch.bfloat16).components["text_encoder_2"]
+    ids = torch.arange(8).unsqueeze(0)
+    with torch.no_grad():  # the reference: bf16 weights already rounded to float8's values
+        for module in t5.modules():
+            if type(module) is torch.nn.Linear:
+                module.weight.copy_(module.weight.to(torch.float8_e4m3fn).to(torch.bfloat16))
+        expected = t5(ids)[0]
+        store_in_fp8(t5, torch.bfloat16)
+        got = t5(ids)[0]
+    assert {m.weight.dtype for m in t5.modules() if type(m) is torch.nn.Linear} == {torch.float8_e4m3fn}
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("base", [{"fp8_base": True}, {"quantize_base": "int8"}])
@@ -138,14 +160,23 @@ def test_sdxl_previews_decode_in_float32_outside_autocast(make_config, tiny_sdxl
     assert image.shape == (64, 64, 3)
 
 
-@pytest.mark.parametrize("fp8_base", [True, False])
-def test_an_fp8_flux_file_stays_fp8_only_under_fp8_base(tmp_path, tiny_flux, fp8_base):
+@pytest.mark.parametrize("option", ["fp8_base", "fp8_base_unet", None])
+def test_fp8_files_stay_fp8_where_fp8_base_stores_fp8(tmp_path, make_config, tiny_flux, option):
+    """fp8_base: the transformer and the frozen T5 keep a file's float8 weights; fp8_base_unet: the transformer
+    only; neither: both are upcast."""
     files = write_flux_files(tiny_flux, tmp_path / "flux")
-    state = load_file(str(files["model"]))
-    save_file({k: v.to(torch.float8_e4m3fn) if v.dim() == 2 else v for k, v in state.items()}, str(files["model"]))
+    for name in ("model", "t5xxl"):
+        state = load_file(str(files[name]))
+        save_file({k: v.to(torch.float8_e4m3fn) if v.dim() == 2 else v for k, v in state.items()}, str(files[name]))
     sources = ModelSources(str(files["model"]), vae=str(files["ae"]), clip_l=str(files["clip_l"]),
                            t5xxl=str(files["t5xxl"]), base_model_config=str(tiny_flux))
-    transformer = load_components(sources, "flux", torch.bfloat16, fp8_denoiser=fp8_base)["transformer"]
-    dtypes = {m.weight.dtype for m in transformer.modules() if type(m) is torch.nn.Linear}
-    assert dtypes == ({torch.float8_e4m3fn} if fp8_base else {torch.bfloat16})
+    config = validate_config(make_config(model_family="flux", mixed_precision="bf16", cache_text_encoder_outputs=True,
+                                         **({option: True} if option else {})))
+    components = load_components(sources, "flux", torch.bfloat16, fp8_components(config, "flux"))
+    transformer, t5 = components["transformer"], components["text_encoder_2"]
+    linear_dtypes = {module: {m.weight.dtype for m in module.modules() if type(m) is torch.nn.Linear}
+                     for module in (transformer, t5)}
+    fp8, bf16 = {torch.float8_e4m3fn}, {torch.bfloat16}
+    assert linear_dtypes[transformer] == (bf16 if option is None else fp8)
+    assert linear_dtypes[t5] == (fp8 if option == "fp8_base" else bf16)
     assert {p.dtype for n, p in transformer.named_parameters() if n.endswith(".bias")} == {torch.bfloat16}

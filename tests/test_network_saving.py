@@ -192,6 +192,20 @@ def test_resume_after_epoch_one_equals_an_uninterrupted_run(tmp_path, make_confi
     assert first_resumed > 1 and steps["resumed"] == [s for s in steps["whole"] if s[0] >= first_resumed]
 
 
+def test_resume_from_the_end_state_equals_an_uninterrupted_run(tmp_path, make_config):
+    """save_state also writes <output_name>-state at the end (sd-scripts); resuming from it trains on exactly."""
+    common = dict(max_train_steps=None, lr_scheduler="constant", shuffle_caption=True, flip_aug=True,
+                  noise_offset=0.05, persistent_data_loader_workers=False)
+    _run(tmp_path, make_config, "whole", max_train_epochs=2, **common)
+    _run(tmp_path, make_config, "first", max_train_epochs=1, save_state=True, **common)
+    state = tmp_path / "out" / "first-state"
+    assert (state / "train_state.json").is_file()
+    _run(tmp_path, make_config, "rest", max_train_epochs=2, resume=str(state), **common)
+    whole = load_lora(tmp_path / "out" / "whole.safetensors")[0]
+    resumed = load_lora(tmp_path / "out" / "rest.safetensors")[0]
+    assert set(whole) == set(resumed) and all(torch.allclose(whole[k], resumed[k], atol=1e-5) for k in whole)
+
+
 def test_every_metadata_field_lands_in_the_file(tmp_path, make_config):
     from trainer.config import TrainConfig, field_info
 

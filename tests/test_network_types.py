@@ -28,7 +28,8 @@ from trainer.families.registry import load_family
 
 
 def _train(tmp_path, make_config, **overrides):
-    config = make_config(network_dim=4, network_alpha=1.5, learning_rate=5e-2, max_train_steps=3, **overrides)
+    config = make_config(**{"network_dim": 4, "network_alpha": 1.5, "learning_rate": 5e-2, "max_train_steps": 3,
+                            **overrides})
     trainer = train_in_process(tmp_path, config)
     path = tmp_path / "out" / "test.safetensors"
     with safetensors.safe_open(str(path), "pt") as handle:
@@ -72,7 +73,10 @@ class _TransformersFourPaths(torch.nn.Module):
         self.text_model = text_encoder
 
 
-@pytest.mark.parametrize("network_type, extra", [("loha", {}), ("lokr", {}), ("lokr", {"factor": 4})])
+@pytest.mark.parametrize("network_type, extra", [
+    ("loha", {}), ("lokr", {}), ("lokr", {"factor": 4}),
+    ("lokr", {"network_dim": 100000, "conv_dim": 10000, "learning_rate": 1e-3}),  # full matrices, as LyCORIS
+])
 def test_loha_and_lokr_load_in_lycoris(tmp_path, monkeypatch, make_config, tiny_sd1, network_type, extra):
     from lycoris.kohya import LycorisNetworkKohya, create_network_from_weights
 
@@ -80,9 +84,12 @@ def test_loha_and_lokr_load_in_lycoris(tmp_path, monkeypatch, make_config, tiny_
     # (by module class and by name); the modules loaded from the file replace that network anyway.
     monkeypatch.setattr(LycorisNetworkKohya, "UNET_TARGET_REPLACE_NAME", [])
 
-    trainer, tensors, meta = _train(tmp_path, make_config, network_type=network_type, conv_dim=2, **extra)
+    trainer, tensors, meta = _train(tmp_path, make_config, network_type=network_type, **{"conv_dim": 2, **extra})
     prefix = "hada_w1_a" if network_type == "loha" else "lokr_w1"
     assert any(key.endswith(prefix) for key in tensors) and not any("lora_down" in key for key in tensors)
+    if extra.get("network_dim", 0) >= 10000:  # every layer two full matrices, saved with alpha = rank (scale 1)
+        assert not any(key.endswith(("_a", "_b")) for key in tensors)
+        assert {float(value) for key, value in tensors.items() if key.endswith(".alpha")} == {100000.0, 10000.0}
     assert any(key.startswith("lora_unet_down_blocks_0_resnets_0_conv1.") for key in tensors)
     assert meta["ss_network_module"] == "lycoris.kohya" and json.loads(meta["ss_network_args"])["algo"] == network_type
     trained = _pipeline(trainer.model)

@@ -1,20 +1,30 @@
 """Optimizers and LR schedules as sd-scripts names them: real short runs on the tiny SD1.5 model."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import read_events, run_cli, write_config
+from conftest import REPO, read_events, run_cli, write_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import trainer.training.loop
 from trainer.checks.advice import config_advice
+from trainer.checks.service import answer
 from trainer.common.errors import ConfigError
 from trainer.config.io import validate_config
 from trainer.config.schema.optimizer import OPTIMIZERS
 from trainer.training.export import load_lora
 from trainer.training.loop import train
-from trainer.training.optim import make_optimizer, make_scheduler, optimizer_problems
+from trainer.training.optim import (
+    make_optimizer,
+    make_scheduler,
+    optimizer_class,
+    optimizer_problems,
+)
 
 FAST = {"network_train_unet_only": True, "cache_latents": True}
 
@@ -253,3 +263,26 @@ def test_8bit_optimizer_trains_from_the_command_line(tmp_path, make_config):
     result = run_cli("train", path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_lora(tmp_path / "out" / "test.safetensors")[1]["ss_optimizer"].startswith("bitsandbytes")
+
+
+def test_checking_a_class_path_never_imports_it(tmp_path, make_config, monkeypatch):
+    """A preset's class path is its author's code: `check` and the GUI's worker name it but do not import it;
+    only the training does."""
+    ran = tmp_path / "imported"
+    (tmp_path / "danlu_side_effect.py").write_text(
+        f"from pathlib import Path\nPath({str(ran)!r}).write_text('ran')\nclass Opt:\n    pass\n")
+    settings = make_config(optimizer_type="danlu_side_effect.Opt", lr_scheduler_type="danlu_side_effect.Opt")
+    config = write_config(tmp_path / "c.yaml", settings)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])}
+    check = subprocess.run([sys.executable, "-m", "trainer", "check", str(config)], cwd=REPO, capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert check.returncode == 0, check.stderr
+    assert "optimizer_type: danlu_side_effect.Opt is a class path" in check.stdout
+    assert "lr_scheduler_type: danlu_side_effect.Opt is a class path" in check.stdout
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for op, args in (("machine_problems", {"cuda": False}), ("lr_curve", {"total_steps": 4})):
+        reply = answer(json.dumps({"op": op, "args": {"config": settings, **args}}))
+        assert reply == {"result": [] if op == "machine_problems" else {}}
+    assert not ran.exists() and "danlu_side_effect" not in sys.modules
+    assert optimizer_class(validate_config(settings)).__name__ == "Opt" and ran.exists()  # the training imports it
+    monkeypatch.delitem(sys.modules, "danlu_side_effect")

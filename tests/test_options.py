@@ -1,9 +1,11 @@
 """Options that change how training computes: each test fails if its option were ignored."""
 
 import pytest
+import safetensors
 import torch
 from accelerate import Accelerator
 from conftest import read_events
+from safetensors.torch import save_file
 
 from trainer.checks.preflight import run_preflight
 from trainer.config import SAMPLERS
@@ -125,15 +127,21 @@ def test_disk_latent_cache_is_reused_and_invalidated(tmp_path, tiny_sd1, train_d
     item = scan_dataset(data, None, ".txt").subsets[0].images[0]
     entry = Entry(item, (64, 64), False)
     vae = AutoencoderKL.from_pretrained(tiny_sd1, subfolder="vae")
-    assert LatentCache(vae, to_disk=True).fill([entry]) == 1
+    assert LatentCache(vae, to_disk=True).fill([entry]) == [1]
     assert cache_path(item.path).is_file()
-    assert LatentCache(vae, to_disk=True).fill([entry]) == 0  # reused from disk
-    assert LatentCache(vae, to_disk=True).fill([Entry(item, (64, 48), False)]) == 1  # other bucket
+    assert LatentCache(vae, to_disk=True).fill([entry]) == [0]  # reused from disk
+    assert LatentCache(vae, to_disk=True).fill([Entry(item, (64, 48), False)]) == [1]  # other bucket
     item.path.write_bytes(item.path.read_bytes() + b"\0")  # the image changed
-    assert LatentCache(vae, to_disk=True).fill([entry]) == 1
+    assert LatentCache(vae, to_disk=True).fill([entry]) == [1]
+    stamp = safetensors.safe_open(str(cache_path(item.path)), "pt").metadata()
+    for bad in (torch.full((4, 8, 8), float("nan")), torch.zeros(4, 3, 3), torch.zeros(4, 8, 8, dtype=torch.float16)):
+        save_file({"latent": bad}, str(cache_path(item.path)), stamp)  # its stamp matches, its tensor is unusable
+        cache = LatentCache(vae, to_disk=True)
+        assert cache.fill([entry]) == [1] and torch.isfinite(cache.get(entry)).all()
+        assert LatentCache(vae, to_disk=True).fill([entry]) == [0]  # rebuilt on disk too
     with torch.no_grad():
         vae.encoder.conv_in.weight.add_(0.1)  # another VAE
-    assert LatentCache(vae, to_disk=True).fill([entry]) == 1
+    assert LatentCache(vae, to_disk=True).fill([entry]) == [1]
 
 
 def test_every_sampler_makes_a_finite_preview(make_config):
@@ -154,6 +162,9 @@ def test_prompt_line_options(tmp_path):
     spec = parse_prompt_line("a cat, smiling --n blurry, lowres --w 640 --h 448 --s 12 --l 4.5 --d 42", (512, 512))
     assert (spec.prompt, spec.negative, spec.width, spec.height, spec.steps, spec.scale, spec.seed) == (
         "a cat, smiling", "blurry, lowres", 640, 448, 12, 4.5, 42)
+    # sd-scripts' prompt files: --g is Flux's distilled guidance; options previews do not use are accepted
+    flux = parse_prompt_line("a fox --g 4 --ss euler --fs 3.1 --ctr 0.25", (512, 512))
+    assert (flux.prompt, flux.guidance, flux.scale) == ("a fox", 4.0, None)
     (tmp_path / "p.txt").write_text("# comment\n\nfirst --w 64\nsecond\n")
     prompts = load_prompts(str(tmp_path / "p.txt"), (96, 80))
     assert [(p.prompt, p.width, p.height) for p in prompts] == [("first", 64, 80), ("second", 96, 80)]

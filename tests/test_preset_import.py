@@ -198,6 +198,16 @@ def test_sd_scripts_defaults_fill_what_a_config_leaves_out(tmp_path):
     assert result.metadata["sd_scripts_defaults"]["enable_bucket"] is False
 
 
+def test_sd_scripts_flux_memory_options_map_as_they_are(tmp_path):
+    text = ('pretrained_model_name_or_path = "flux1-dev.safetensors"\nmixed_precision = "bf16"\nfp8_base_unet = true\n'
+            'gradient_checkpointing = true\ncpu_offload_checkpointing = true\nsplit_mode = true\n')
+    result = import_file(write(tmp_path, "flux.toml", text))
+    assert (result.settings["fp8_base_unet"], result.settings["cpu_offload_checkpointing"]) == (True, True)
+    assert set(unmapped(result)) == {"split_mode"}
+    swap = import_file(write(tmp_path, "swap.toml", 'blocks_to_swap = 18\n'))
+    assert swap.settings["blocks_to_swap"] == 18
+
+
 @pytest.mark.parametrize("network", [
     'network_module = "networks.oft"\nnetwork_args = ["conv_dim=4"]',
     'network_module = "lycoris.kohya"\nnetwork_args = ["algo=ia3", "conv_dim=4"]',
@@ -270,7 +280,7 @@ def test_lora_scripts_preset_maps_its_form_fields_and_keeps_its_metadata():
     assert settings["sample_prompts"] == [prompt]
     preview = parse_prompt_line(settings["sample_prompts"][0], (512, 512))  # Danlu reads the line it built
     assert (preview.width, preview.height, preview.steps, preview.scale, preview.seed) == (512, 768, 24, 7.0, 1337)
-    assert "launch setting" in skipped["gpu_ids"].reason
+    assert TrainConfig(**settings).gpu_ids == "0"  # lora-scripts writes a list of GPU numbers
     assert "sd_scripts_defaults" not in result.metadata  # a preset holds only what differs from lora-scripts'
     assert "lr_scheduler" not in settings
     config = TrainConfig(**settings)
@@ -307,8 +317,8 @@ def test_a_file_that_cannot_be_imported_is_named(tmp_path, name, content, words)
 
 def test_a_binary_file_is_named(tmp_path):
     path = tmp_path / "model.toml"
-    path.write_bytes(b"\xff\xfe\x00\x01binary")
-    with pytest.raises(ConfigError, match="model.toml: not a text file"):
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x01binary")  # no BOM: \xff\xfe would start UTF-16 text
+    with pytest.raises(ConfigError, match="model.toml' is not UTF-8 or GBK text"):
         import_file(path)
 
 
@@ -317,6 +327,6 @@ def test_a_refused_network_arg_goes_alone(tmp_path):
     result = import_file(write(tmp_path, "net.toml", text))
     skipped = unmapped(result)
     assert result.settings["network_args"] == ["algo=loha"]  # still a LoHa
-    assert "less than or equal to 1024" in skipped["network_args.conv_dim"].reason
+    assert "ranks go up to 1024" in skipped["network_args.conv_dim"].reason
     assert "factor is for network_type lokr" in skipped["network_args.factor"].reason
     assert TrainConfig(**result.settings).network_type == "loha"

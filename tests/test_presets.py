@@ -103,6 +103,10 @@ def test_export_share_and_list_from_the_cli(tmp_path, monkeypatch):
     again = subprocess.run([sys.executable, "-m", "trainer", "preset", "export", str(config), "-o", str(out)],
                            cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr  # nothing silently overwritten
+    folder = subprocess.run([sys.executable, "-m", "trainer", "preset", "export", str(config), "-o", str(tmp_path),
+                             "--overwrite"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert folder.returncode == 2 and "is a folder" in folder.stderr and "Traceback" not in folder.stderr
+    assert not list(tmp_path.glob("*.partial"))
     user = tmp_path / "home" / "presets"
     user.mkdir(parents=True)
     (user / "mine.yaml").write_text(preset_text(Preset("mine", {"network_dim": 4}, {"en": "Mine"})))
@@ -135,6 +139,8 @@ def test_an_imported_config_passes_check_on_the_first_try(name, tmp_path, tiny_s
             "output_dir": str(tmp_path / "out"), "reg_data_dir": None}
     config, _ = apply_preset(Preset(name, result.settings), mine)
     config["reg_data_dir"] = None  # the foreign file's regularization folder is not on this computer
+    if isinstance(config["sample_prompts"], str):
+        config["sample_prompts"] = None  # nor is its prompt file
     if config["mixed_precision"] == "fp16" and not torch.cuda.is_available():
         config["mixed_precision"] = "no"  # fp16 needs CUDA; this test machine has none
     config.pop("model_family", None)

@@ -1,5 +1,7 @@
 """End to end from the CLI: train, check, errors; the saved LoRA reloads in diffusers."""
 
+import re
+
 import numpy as np
 import pytest
 import safetensors
@@ -88,19 +90,13 @@ def _generate(pipe) -> np.ndarray:
                     generator=torch.Generator().manual_seed(0)).images
 
 
-def test_two_cpu_processes_share_the_epoch(tmp_path, make_config):
-    """torchrun with 2 processes: gloo-synchronised data parallel, one writer, half the steps per epoch."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
-    path = write_config(tmp_path / "c.yaml", make_config(max_train_steps=None, max_train_epochs=1,
-                                                         gradient_accumulation_steps=2))
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "trainer",
-                             "train", str(path), "--run-dir", str(tmp_path / "run")], cwd=REPO, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+def test_two_cpu_processes_share_the_epoch_and_the_caching(tmp_path, make_config):
+    """num_processes 2: `train` launches two gloo-synchronised processes (trainer/run/launch.py), one writer, half
+    the steps per epoch, each caching half of the latents. The text encoder trains with clip_skip 2, so its last
+    layer's LoRA takes no gradient: without DDP's unused-parameter search the first step fails."""
+    path = write_config(tmp_path / "c.yaml", make_config(max_train_steps=None, max_train_epochs=1, num_processes=2,
+                                                         gradient_accumulation_steps=2, clip_skip=2))
+    result = run_cli("train", path, "--run-dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     events = read_events(tmp_path / "run")
     plan = events[0]
@@ -108,3 +104,6 @@ def test_two_cpu_processes_share_the_epoch(tmp_path, make_config):
     assert [e["type"] for e in events].count("finished") == 1
     assert len([e for e in events if e["type"] == "step"]) == plan["total_steps"]
     assert (tmp_path / "out" / "test.safetensors").is_file()
+    log = (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
+    assert re.search(r"latents cached: (\d+) \((\d+) \+ (\d+) by 2 processes\)", log), log
+    assert "starting 2 training processes on this machine" in result.stdout

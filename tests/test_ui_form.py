@@ -80,6 +80,15 @@ def test_problems_land_on_the_fields_they_name(make_config):
     assert set(errors) == {"ae", "clip_l", "t5xxl"} and errors["ae"].startswith("empty, but")
 
 
+def test_a_number_out_of_range_reaches_its_field_not_a_bare_error_toast(make_config):
+    """Gradio's own range check raises before the handler runs (a toast saying only "Error"): the form's numbers
+    have none, so validation names the field and its range."""
+    blocks = build_app("en", {})
+    widget = next(block for block in blocks.blocks.values() if getattr(block, "elem_id", None) == "network_dim")
+    assert widget.preprocess(-4) == -4
+    assert "greater than or equal to 1" in review({**make_config(), "network_dim": -4}).errors["network_dim"]
+
+
 def test_live_review_names_a_missing_dataset_at_train_data_dir(make_config, tmp_path):
     result = review({**make_config(), "train_data_dir": str(tmp_path / "missing")})
     assert "train_data_dir" in result.errors and result.plan is None
@@ -104,6 +113,32 @@ def test_a_broken_upload_changes_nothing_and_says_why(tmp_path, make_config):
     broken.write_text(yaml.safe_dump({"network_dim": 64, "frobnicate": 1}))
     message, *new_values = presets_tab.import_upload("en", str(broken), tuple(form_values(make_config())))
     assert "frobnicate" in message and all(value == gr.skip() for value in new_values)  # the form is kept
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "utf-16"])
+def test_a_preset_saved_by_a_chinese_windows_editor_applies(tmp_path, make_config, encoding):
+    upload = tmp_path / "角色.yaml"
+    upload.write_bytes(yaml.safe_dump({"network_dim": 48, "output_name": "角色"}, allow_unicode=True).encode(encoding))
+    message, *new_values = presets_tab.import_upload("en", str(upload), tuple(form_values(make_config())))
+    data = config_from_form(new_values)
+    assert data["network_dim"] == 48 and data["output_name"] == "角色", message
+
+
+@pytest.mark.parametrize("lang, words", [
+    ("en", ("changed: `max_grad_norm`", "sd-scripts' default", "not imported")),
+    ("zh", ("已改动：`max_grad_norm`", "sd-scripts 的默认值", "未导入"))])
+def test_an_imported_file_shows_the_import_report(tmp_path, make_config, lang, words):
+    # kohya_ss drops max_grad_norm 0 (changed), leaves network_dim to sd-scripts' default 4, and seed "" is random
+    kohya = tmp_path / "kohya.json"
+    kohya.write_text('{"LoRA_type": "Standard", "max_grad_norm": 0, "network_dim": 0, "seed": ""}', encoding="utf-8")
+    message, *new_values = presets_tab.import_upload(lang, str(kohya), tuple(form_values(make_config())))
+    assert all(word in message for word in words), message
+    assert "`max_grad_norm` = `1.0`" in message and "random seed" in message
+    assert config_from_form(new_values)["max_grad_norm"] == 1.0
+    toml = tmp_path / "sd.toml"
+    toml.write_text("max_train_steps = 300\n", encoding="utf-8")
+    message, *_ = presets_tab.import_upload(lang, str(toml), tuple(form_values(make_config())))
+    assert "`lr_scheduler` = `'constant'`" in message  # a key the file leaves out, filled in and named
 
 
 def test_saved_preset_holds_the_changed_keys_and_never_overwrites(tmp_path, monkeypatch):

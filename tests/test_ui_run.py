@@ -3,10 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
+import psutil
 import pytest
+from conftest import REPO
 
 from trainer.config.io import validate_config
 from trainer.run import runner
@@ -73,6 +80,25 @@ def test_tensorboard_serves_the_run_on_localhost(tmp_path):
     assert open_tensorboard(logdir) == url  # one server per folder
 
 
+def _gui_with_tensorboard(logdir: Path) -> subprocess.Popen:
+    """A GUI-like process that opens TensorBoard on logdir, prints its pid and waits for a line on stdin."""
+    script = ("import sys\nfrom pathlib import Path\nfrom ui import tensorboard\n"
+              "tensorboard.open_tensorboard(Path(sys.argv[1]))\n"
+              "print(next(iter(tensorboard._servers.values()))[0].pid, flush=True)\nsys.stdin.readline()\n")
+    return subprocess.Popen([sys.executable, "-c", script, str(logdir)], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_tensorboard_listens_on_localhost_only_and_ends_with_the_gui(tmp_path):
+    """The GUI's TensorBoard is reachable from this computer only, and a GUI that exits takes it along."""
+    gui = _gui_with_tensorboard(tmp_path)
+    server = psutil.Process(int(gui.stdout.readline()))
+    listening = [c.laddr.ip for c in server.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    assert listening and set(listening) == {"127.0.0.1"}
+    gui.communicate("\n", timeout=60)
+    server.wait(60)  # raises if TensorBoard outlives the GUI
+
+
 def test_an_adaptive_optimizer_run_shows_its_found_step_size():
     state = RunState()
     state.apply([{"type": "step", "step": 1, "loss": 0.1, "lr": 1.0, "lr_effective": {"unet": 2e-6}},
@@ -80,3 +106,13 @@ def test_an_adaptive_optimizer_run_shows_its_found_step_size():
     frame = run_view.lr_frame(state)
     found = frame[frame.series == "d·lr"]
     assert list(found.lr) == [2e-6, 8e-5] and list(frame[frame.series == "lr"].lr) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_tensorboard_ends_with_a_killed_gui(tmp_path, signal_name):
+    """No atexit runs in a GUI killed with SIGKILL (nor, by default, SIGTERM): TensorBoard watches its parent."""
+    gui = _gui_with_tensorboard(tmp_path)
+    server = psutil.Process(int(gui.stdout.readline()))
+    gui.send_signal(getattr(signal, signal_name))
+    gui.wait(60)
+    server.wait(60)  # raises if TensorBoard outlives the GUI

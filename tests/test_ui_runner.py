@@ -121,8 +121,10 @@ def test_a_started_run_completes(tmp_path, make_config):
     assert runner.find_running([out]) is None  # finished runs are not reattached
 
 
-def test_refuse_reattach_and_stop(tmp_path, make_config, monkeypatch):
-    config = make_config(**LONG_RUN)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_refuse_reattach_and_stop(tmp_path, make_config, monkeypatch, processes):
+    """With 2 processes the runner starts the launcher (trainer/run/launch.py): STOP reaches both processes."""
+    config = make_config(**LONG_RUN, num_processes=processes)
     out = Path(config["output_dir"]).resolve()
     validated = validate_config({**config, "output_dir": "elsewhere"})
     handle = runner.start(validated, output_dir=out)  # output_dir replaces the config's

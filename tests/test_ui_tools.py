@@ -144,10 +144,10 @@ def test_an_argparse_refusal_keeps_only_its_error_line():
 
 
 def test_an_unexpected_failure_shows_the_last_lines_of_stderr(trained):
-    inside_a_file = trained / "x.safetensors"  # the tool cannot make a folder where a file is: a traceback
-    result = run_tool(resize_argv(str(trained), 2, None, "none", None, "", str(inside_a_file), False))
+    too_long = trained.parent / ("x" * 300 + ".safetensors")  # no file system takes the name: a traceback
+    result = run_tool(resize_argv(str(trained), 2, None, "none", None, "", str(too_long), False))
     assert not result.ok and not result.refused and result.code == 1
-    assert result.text.splitlines()[-1].startswith("FileExistsError")
+    assert result.text.splitlines()[-1].startswith("OSError")
     assert len(result.text.splitlines()) <= child.TAIL_LINES
     assert result_message(result, "en") == t("en", "tools_failed", code=1)
     assert "退出码 1" in result_message(result, "zh")
@@ -215,3 +215,20 @@ def test_the_tab_builds_with_its_ids_choices_and_both_languages():
     helps = dict(zip([c.elem_id for c in help_switch.outputs], help_switch.fn("zh")))
     assert helps["tools-resize-rank"]["info"] == TOOLS_TEXT["zh"]["tools_resize_rank_help"]
     assert helps["tools-resize-precision"]["choices"][0] == ("（与原文件相同）", "")
+
+
+def test_a_rank_below_one_is_named_and_an_empty_conv_rank_passes_nothing(monkeypatch):
+    """Gradio's own range check would toast a bare "Error": the argv builder names the field instead."""
+    monkeypatch.setattr(tools_tab, "run_tool", lambda argv: pytest.fail(f"ran {argv}"))
+    assert "--conv-rank" not in resize_argv("a.safetensors", 16, 0, "none", None, "", "b.safetensors", False)
+    message, _ = run_from_form(resize_argv, "en", "a.safetensors", 16, -2, "none", None, "", "b", False)
+    assert message == t("en", "tools_whole", field=t("en", "tools_resize_conv_rank"))
+    message, _ = run_from_form(resize_argv, "zh", "a.safetensors", 0, None, "none", None, "", "b", False)
+    assert message == t("zh", "tools_whole", field=t("zh", "tools_resize_rank"))
+
+
+def test_a_crashed_tool_shows_its_error_without_the_traceback(trained):
+    too_long = trained.parent / ("x" * 300 + ".safetensors")
+    result = run_tool(resize_argv(str(trained), 2, None, "none", None, "", str(too_long), False))
+    assert "Traceback" not in result.text and 'File "' not in result.text
+    assert result.text.splitlines()[-1].startswith("OSError")

@@ -7,6 +7,7 @@ LoRA tools in ui/tools_tab.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from .i18n import LANGS, t
 from .monitor import RunMonitor
 from .page import Page, form_data
 from .review import review
+
+MAX_SESSIONS = 100  # browser sessions whose state Gradio keeps (its default, 10000, is gigabytes of this page)
 
 
 def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = None) -> gr.Blocks:
@@ -48,7 +51,19 @@ def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = N
             wire()
         _wire_language(page, title, views)
         page.then_review(blocks.load(lambda: _on_load(page, initial), None, [tabs, switch, *form.inputs]))
+        blocks.unload(_session_forgetter(blocks))
     return blocks
+
+
+def _session_forgetter(blocks: gr.Blocks) -> Callable[[gr.Request], None]:
+    """Gradio keeps each browser session's copy of the page's config (about 0.7 MB with Danlu's 400-odd blocks)
+    until MAX_SESSIONS newer ones push it out, long after the tab closed: drop it when the tab goes."""
+
+    def forget(request: gr.Request) -> None:
+        blocks.state_holder.session_data.pop(request.session_hash, None)
+        blocks.state_holder.time_last_used.pop(request.session_hash, None)
+
+    return forget
 
 
 def _on_load(page: Page, initial: dict[str, Any]) -> list[Any]:

@@ -32,22 +32,12 @@ class FieldSpec:
     optional: bool = False  # empty is allowed (None)
     integer: bool = False  # whole numbers only
     mixed: bool = False  # int | float: a whole number >= 1 counts (lr_warmup_steps: 10 steps, 0.1 a fraction)
-    minimum: float | None = None
-    maximum: float | None = None
 
 
 def _members(annotation: Any) -> list:
     if typing.get_origin(annotation) in (typing.Union, UnionType):
         return list(typing.get_args(annotation))
     return [annotation]
-
-
-def _bounds(name: str) -> tuple[float | None, float | None]:
-    low = high = None
-    for item in TrainConfig.model_fields[name].metadata:
-        low = getattr(item, "ge", getattr(item, "gt", low))
-        high = getattr(item, "le", getattr(item, "lt", high))
-    return low, high
 
 
 def _kind(name: str, members: list) -> tuple[str, tuple]:
@@ -70,12 +60,11 @@ def field_spec(name: str) -> FieldSpec:
     info, extra = TrainConfig.model_fields[name], field_info(name)
     members = _members(info.annotation)
     kind, choices = _kind(name, members)
-    low, high = _bounds(name)
     optional = type(None) in members or any(c is None for m in members if typing.get_origin(m) is typing.Literal
                                             for c in typing.get_args(m))
     return FieldSpec(name, kind, extra["tab"], extra["group"], extra["advanced"], info.default, choices, optional,
                      integer=kind == "number" and float not in members,
-                     mixed=kind == "number" and int in members and float in members, minimum=low, maximum=high)
+                     mixed=kind == "number" and int in members and float in members)
 
 
 FIELD_SPECS: dict[str, FieldSpec] = {name: field_spec(name) for name in TrainConfig.model_fields}

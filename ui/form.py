@@ -66,9 +66,8 @@ class Form:
         if spec.kind in ("choice", "open_choice", "tristate"):
             return gr.Dropdown(choices=self.choices(spec, self.lang), allow_custom_value=spec.kind == "open_choice",
                                filterable=spec.kind == "open_choice", **common)
-        if spec.kind == "number":
-            return gr.Number(minimum=spec.minimum, maximum=spec.maximum, precision=0 if spec.integer else None,
-                             **common)
+        if spec.kind == "number":  # no minimum/maximum: Gradio's range check toasts a bare "Error"; validation
+            return gr.Number(precision=0 if spec.integer else None, **common)  # names the field and its range
         lines = 3 if spec.kind in ("lines", "prompts") else 1
         return gr.Textbox(lines=lines, max_lines=20 if lines > 1 else 1, **common)
 

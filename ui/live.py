@@ -13,6 +13,7 @@ import pandas as pd
 from trainer.checks.advice import config_advice
 from trainer.checks.memory import estimate, fit_report
 from trainer.common.errors import UserError
+from trainer.run.launch import describe_launch
 
 from .dataset_report import dataset_report
 from .i18n import t
@@ -42,7 +43,18 @@ def family_markdown(result: Review, lang: str) -> str:
 
 def plan_markdown(result: Review, lang: str) -> str:
     plan = t(lang, "plan_missing") if result.plan is None else "```text\n" + result.plan.describe(lang) + "\n```"
-    return plan + memory_markdown(result, lang)
+    return plan + memory_markdown(result, lang) + launch_markdown(result, lang)
+
+
+def launch_markdown(result: Review, lang: str) -> str:
+    """The processes `train` will start and on which GPUs, when there is a choice (several processes or GPUs)."""
+    try:
+        gpus = worker().gpu_list()
+    except UserError:  # a worker that could not answer: say nothing rather than something wrong
+        return ""
+    if result.config is None or (not result.config.distributed and len(gpus) < 2):
+        return ""
+    return f"\n\n**{t(lang, 'launch_title')}**\n\n```text\n{describe_launch(result.config, gpus, lang)}\n```"
 
 
 def memory_markdown(result: Review, lang: str) -> str:

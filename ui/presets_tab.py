@@ -17,6 +17,7 @@ import gradio as gr
 
 from trainer.common.errors import ConfigError
 from trainer.config.migrations import OLD_VERSION_KEY, VERSION_KEY
+from trainer.presets.collector import REPORT_TEXT
 from trainer.presets.format import Preset, apply_preset, changed_settings, read_preset, share_safe, write_preset
 from trainer.presets.importers import import_file
 from trainer.presets.library import list_presets, user_dir
@@ -98,25 +99,22 @@ def apply_chosen(lang: str, path: str | None, values: tuple) -> list[Any]:
 
 def import_upload(lang: str, path: str | None, values: tuple) -> list[Any]:
     """A Danlu preset or config (YAML, or any file with a version) applies as it is; another tool's config goes
-    through the importers, and every field they could not map is listed."""
+    through the importers, and their report lists every value they changed, filled in or could not map."""
     if not path:
         return ["", *_keep()]
     source = Path(path)
     try:
         if source.suffix.lower() in DANLU_SUFFIXES or _has_version(source):
-            preset, unmapped, kind = read_preset(source), [], "Danlu"
+            preset, report, kind = read_preset(source), [], "Danlu"
         else:
             result = import_file(source)
-            preset, unmapped, kind = Preset(source.stem, result.settings), result.unmapped, result.format
+            report = result.report({line: t(lang, f"preset_report_{line}") for line in REPORT_TEXT})
+            preset, kind = Preset(source.stem, result.settings), result.format
     except ConfigError as exc:
         return ["\n".join(f"- {p}" for p in exc.problems), *_keep()]
     message = t(lang, "preset_imported", name=source.name, format=kind)
-    filled = [] if kind == "Danlu" else result.metadata.get("sd_scripts_defaults") or []
-    if filled:
-        message += "\n\n" + t(lang, "preset_defaults_filled", keys=", ".join(filled))
-    if unmapped:
-        lines = "\n".join(f"- `{u.key}` = `{u.value!r}`: {u.reason}" for u in unmapped)
-        message += f"\n\n{t(lang, 'preset_unmapped', n=len(unmapped))}\n\n{lines}"
+    if report:
+        message += f"\n\n{t(lang, 'preset_report', n=len(report))}\n\n" + "\n".join(report)
     return _applied(lang, preset, values, message)
 
 

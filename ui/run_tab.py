@@ -80,6 +80,8 @@ def _wire(page: Page, views: dict[str, Any], run: dict[str, Any], buttons: dict[
         except UserError as exc:  # AlreadyRunning names the running folder
             running = page.monitor.run_dir
             message = t(lang, "already_running", run_dir=running) if running else exc.message
+        except OSError as exc:  # the run folder could not be made: said at Start, not as a bare "Error" toast
+            message = f"output_dir: '{result.config.output_dir}' cannot be written ({exc.strerror or exc})"
         return [message, *render_review(page, result, lang, shown)]
 
     buttons["check"].click(on_check, form_inputs, checked, concurrency_id="check")

@@ -1,4 +1,5 @@
-"""TensorBoard for a run's tb/ folder, on localhost, started once per folder and kept until the GUI exits."""
+"""TensorBoard for a run's tb/ folder, on localhost, started once per folder and kept until the GUI exits (or is
+killed: ui/tensorboard_watch.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 _servers: dict[Path, tuple[subprocess.Popen, str]] = {}
+_REPO = Path(__file__).resolve().parent.parent  # where `-m ui.tensorboard_watch` is found
 START_WAIT_S = 20.0
 
 
@@ -30,11 +32,12 @@ def open_tensorboard(logdir: Path) -> str:
     if running is not None and running[0].poll() is None:
         return running[1]
     port = free_port()
-    argv = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-            "--port", str(port)]
+    argv = [sys.executable, "-m", "ui.tensorboard_watch", "--logdir", str(logdir), "--host", "127.0.0.1",
+            "--port", str(port)]  # ui/tensorboard_watch.py: it ends with this process, however this one ends
     log = logdir.parent / "tensorboard.log"  # its chatter; a pipe nobody reads would fill up and block it
     with open(log, "ab") as output:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   cwd=_REPO)
     url = f"http://127.0.0.1:{port}/"
     _wait_listening(process, port, log)
     _servers[logdir] = (process, url)

@@ -32,11 +32,13 @@ MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 
 
 class MissingField(ValueError):
-    """A field the tool cannot run without is empty; `field` is the text key of its label."""
+    """A field the tool cannot run without is empty (or, text "tools_whole", not a whole number of 1 or more);
+    `field` is the text key of its label: the message names it, where Gradio's own range check would toast only
+    "Error"."""
 
-    def __init__(self, field: str):
+    def __init__(self, field: str, text: str = "tools_missing"):
         super().__init__(field)
-        self.field = field
+        self.field, self.text = field, text
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def resize_argv(file: str, rank: float | None, conv_rank: float | None, method: 
     """`method` NO_METHOD keeps one rank for all layers (its parameter is then not passed); `precision` "" keeps
     the file's precision."""
     argv = ["lora", "resize", _required(file, "tools_resize_file"), "--rank", _whole(rank, "tools_resize_rank")]
-    if conv_rank is not None:
+    if conv_rank:  # empty or 0: the tool's default, --rank
         argv += ["--conv-rank", _whole(conv_rank, "tools_resize_conv_rank")]
     if method and method != NO_METHOD:
         if param is None:
@@ -116,6 +118,8 @@ def _required(text: str | None, field: str) -> str:
 def _whole(value: float | None, field: str) -> str:
     if value is None:
         raise MissingField(field)
+    if value < 1 or value != int(value):
+        raise MissingField(field, "tools_whole")
     return str(int(value))
 
 
@@ -133,7 +137,12 @@ def run_tool(argv: list[str]) -> ToolResult:
     if done.refused:
         said = [line for problem in done.problems for line in _said(problem)]
         return ToolResult(False, "\n".join(said), done.code, done.problems)
-    return ToolResult(False, "\n".join(done.tail()), done.code)
+    return ToolResult(False, "\n".join(_without_traceback(done.tail())), done.code)
+
+
+def _without_traceback(lines: list[str]) -> list[str]:
+    """A crashed tool's last lines without Python's traceback frames: what it said, and the error itself."""
+    return [line for line in lines if not line.startswith(("Traceback ", " ", "\t"))]
 
 
 def _said(problem: Problem) -> list[str]:
@@ -175,7 +184,7 @@ def run_from_form(make_argv: Callable[..., list[str]], lang: str, *values: Any) 
     try:
         argv = make_argv(*values)
     except MissingField as missing:
-        return t(lang, "tools_missing", field=t(lang, missing.field)), gr.skip()
+        return t(lang, missing.text, field=t(lang, missing.field)), gr.skip()
     result = run_tool(argv)
     return result_message(result, lang), transcript(argv, result)
 
@@ -239,8 +248,8 @@ def _info(section: _Section) -> None:
 def _resize(section: _Section) -> None:
     file = section.path("file")
     with gr.Row():
-        rank = section.field(gr.Number, "rank", value=32, minimum=1, precision=0)
-        conv_rank = section.field(gr.Number, "conv-rank", value=None, minimum=1, precision=0)
+        rank = section.field(gr.Number, "rank", value=32, precision=0)  # no minimum: _whole names the field
+        conv_rank = section.field(gr.Number, "conv-rank", value=None, precision=0)
         precision = section.field(gr.Dropdown, "precision", named_choices=_precision_choices, value="")
     with gr.Row():
         method = section.field(gr.Dropdown, "method", choices=[NO_METHOD, *DYNAMIC_METHODS], value=NO_METHOD)

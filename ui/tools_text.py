@@ -13,11 +13,12 @@ TOOLS_TEXT: dict[str, dict[str, str]] = {
         "is lost by accident).",
         "tools_same_precision": "(same as the file)",
         "tools_missing": "Fill in “{field}” first.",
+        "tools_whole": "“{field}” must be a whole number of 1 or more.",
         "tools_done": "Done.",
         "tools_refused": "The tool refused:",
         "tools_hint": "Hint:",
-        "tools_failed": "The tool stopped with an unexpected error (exit code {code}). Its last lines are shown "
-        "below.",
+        "tools_failed": "The tool stopped with an unexpected error (exit code {code}). What it said last is "
+        "shown below.",
 
         "tools_info_title": "Info: what is in a LoRA file",
         "tools_info_about": "Shows the model family (SD1.5, SDXL, Flux.1…), the network type, rank (dim), alpha, "
@@ -89,6 +90,7 @@ TOOLS_TEXT: dict[str, dict[str, str]] = {
         "tools_overwrite_help": "输出文件已存在时直接替换（不勾选则工具会拒绝执行，避免误删文件）。",
         "tools_same_precision": "（与原文件相同）",
         "tools_missing": "请先填写“{field}”。",
+        "tools_whole": "“{field}”必须是不小于 1 的整数。",
         "tools_done": "完成。",
         "tools_refused": "工具拒绝执行：",
         "tools_hint": "建议：",

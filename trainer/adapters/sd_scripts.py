@@ -26,6 +26,9 @@ ARG_RENAMES = {"dropout": "network_dropout"}  # LyCORIS's name for kohya's netwo
 
 def parse_network_args(args: list[str] | str) -> dict[str, str]:
     """sd-scripts' network_args ["conv_dim=4", "algo=loha"] (or one space-separated string) -> a dict."""
+    if not isinstance(args, (str, list, tuple)):  # a number or a mapping: the shape is wrong, not an item
+        raise RuleError(f"network_args: {str(args)[:80]!r} is not a list of key=value entries (e.g. "
+                        '["conv_dim=4", "conv_alpha=1"])', "network_args")
     items = args.split() if isinstance(args, str) else list(args)
     parsed = {}
     for item in items:

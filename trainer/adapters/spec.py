@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import torch
 
+MAX_RANK = 1024  # the largest rank a factorised layer takes (network_dim, conv_dim)
 Rename = Callable[[str], str]  # a module path as loaded -> the path kohya's names are made from
 
 
@@ -66,6 +67,11 @@ class NetworkType(ABC):
     kernel_key: str = ""  # with file_keys: the tensor whose shape shows the layer's kernel (a 3x3 conv: LoCon)
     rank_pairs: int = 1  # (down, up) factor pairs per adapted layer, for the memory estimate: LoHa 2; LoKr at
     # most 1 (its Kronecker factors are smaller than a LoRA's pair)
+    full_matrix_rank: int | None = None  # a rank from which the layers train full matrices (LoKr: as LyCORIS)
+
+    def takes_rank(self, rank: int) -> bool:
+        """A rank this type trains: up to MAX_RANK, or from its full_matrix_rank on."""
+        return rank <= MAX_RANK or (self.full_matrix_rank is not None and rank >= self.full_matrix_rank)
 
     kohya_keys: ClassVar[bool] = True  # saved as kohya's lora_down/lora_up/alpha (else LyCORIS's keys)
     own_lr_habits: ClassVar[bool] = False  # trains at learning rates of its own: no generic "LR too high" advice

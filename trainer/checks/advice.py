@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from trainer.adapters.types import NETWORK_TYPES
 from trainer.checks.lr_curve import group_lrs
@@ -44,6 +45,18 @@ def gpu_facts() -> tuple[bool, bool]:
 
     cuda = torch.cuda.is_available()
     return cuda, cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def gpu_list() -> list[dict[str, Any]]:
+    """This machine's CUDA GPUs: [{"index", "name", "gib"}], empty without CUDA (the GUI's launch line). Imports
+    torch."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [{"index": index, "name": torch.cuda.get_device_name(index),
+             "gib": round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1)}
+            for index in range(torch.cuda.device_count())]
 
 
 def gpu_memory_gib() -> float | None:
@@ -244,12 +257,13 @@ def _bf16_unsupported(c: Context) -> Iterator[Advice]:
 
 # --- memory ------------------------------------------------------------------------------------------------
 def _fp8_without_checkpointing(c: Context) -> Iterator[Advice]:
-    if c.config.fp8_base and not c.config.gradient_checkpointing:
-        yield Advice(("fp8_base", "gradient_checkpointing"), "fp8_without_checkpointing",
-                     "fp8_base halves the frozen weights, but without gradient_checkpointing the activations "
+    if c.config.fp8_denoiser and not c.config.gradient_checkpointing:
+        key = "fp8_base" if c.config.fp8_base else "fp8_base_unet"
+        yield Advice((key, "gradient_checkpointing"), "fp8_without_checkpointing",
+                     f"{key} halves the frozen weights, but without gradient_checkpointing the activations "
                      "kept for the backward pass take most of the memory, so it saves little; turn on "
                      "gradient_checkpointing too",
-                     "fp8_base 只把冻结的底模权重减半；不开 gradient_checkpointing 时，反向传播要保存的激活值才是显存"
+                     f"{key} 只把冻结的底模权重减半；不开 gradient_checkpointing 时，反向传播要保存的激活值才是显存"
                      "大头，省不了多少显存。请同时打开 gradient_checkpointing。")
 
 

@@ -36,7 +36,7 @@ def _text_encoders(config: TrainConfig, family: str) -> int:
     spec = FAMILIES.get(family)
     if spec is None:
         return len(config.text_encoder_lr) if isinstance(config.text_encoder_lr, list) else 1
-    return sum(1 for encoder in spec.text_encoders if encoder.opt_in is None or getattr(config, encoder.opt_in))
+    return len(config.trained_text_encoders(family))  # called when the text encoder trains
 
 
 def lr_curve(config: TrainConfig, total_steps: int, max_points: int = 200,
@@ -45,7 +45,8 @@ def lr_curve(config: TrainConfig, total_steps: int, max_points: int = 200,
     training builds (optim.make_scheduler) stepped on a dummy optimizer.
 
     At most max_points steps per group, evenly spread, always with the first and the last. AdaFactor's
-    relative step gives {}: its learning rate follows the gradients, so there is no curve to draw in advance.
+    relative step gives {}: its learning rate follows the gradients, so there is no curve to draw in advance; so
+    does a scheduler class path whose module is not loaded (importing it would run the config author's code).
     A scheduler the config names wrongly raises the ConfigError the training would raise.
     """
     if total_steps < 1:
@@ -54,7 +55,10 @@ def lr_curve(config: TrainConfig, total_steps: int, max_points: int = 200,
         return {}
     import torch  # lazily: the GUI's advice imports this module for group_lrs
 
-    from trainer.training.optim import make_scheduler
+    from trainer.training.optim import loaded, make_scheduler
+
+    if "lr_scheduler_type" in config.class_paths and not loaded(config.lr_scheduler_type):
+        return {}
 
     lrs = group_lrs(config, family)
     optimizer = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in lrs.values()],

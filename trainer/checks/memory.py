@@ -8,11 +8,13 @@ The model, part by part (docs/training.md, "What fits on your card"):
 - Load order (trainer/training/loop.py): latents are cached with the VAE alone on the GPU, text-encoder outputs
   with the encoders alone, and what was cached leaves the GPU before the denoiser is placed. The peak is the
   larger of that caching phase and the training steps.
-- Base weights in the training precision; fp8_base keeps every Linear weight in fp8, quantize_base in int8 or
-  nf4; the VAE stays float32. blocks_to_swap takes the swapped blocks' share of the parameters (sizes.json
-  "blocks") off _denoiser's part, less the two of them on the GPU at a time (the running one, the next one).
+- Base weights in the training precision; fp8_base keeps every Linear weight in fp8 (the frozen text encoders'
+  too, unless fp8_base_unet), quantize_base in int8 or nf4; the VAE stays float32. blocks_to_swap takes the
+  swapped blocks' share of the parameters (sizes.json "blocks") off _denoiser's part, less the two of them on the
+  GPU at a time (the running one, the next one).
 - Trained weights, their gradients and the optimizer's state (OptimizerSpec.state_bytes) per LoRA parameter.
-- Activations: Family.activation_gib per megapixel of the batch, uncalibrated until a GPU run measures them.
+- Activations: Family.activation_gib per megapixel of the batch (without, with gradient checkpointing, and with
+  cpu_offload_checkpointing), uncalibrated until a GPU run measures them.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ PRECISION_NAMES = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 COMPACT_BYTES = {"fp8": 1.0, "int8": 1.0, "nf4": 0.5625}  # nf4: 4 bits + an fp32 absmax per 64 weights
 DEFAULT_STATE_BYTES = 8.0  # an optimizer named by class path: assume Adam's two fp32 states
 MIN_SIDE = 512  # the smallest resolution side the advice suggests
-COMPACT_KEYS = {"fp8_base", "quantize_base"}  # ways to store the base compactly: one at a time
 
 
 @dataclass(frozen=True)
@@ -111,24 +112,37 @@ def estimate(config: TrainConfig, family: str | None = None) -> Estimate | None:
     return Estimate(steps, _caching_gib(config, name, sizes))
 
 
-def remedies(config: TrainConfig, family: str | None = None) -> list[Remedy]:
-    """The single changes that lower the estimate, lowest first, then all of them together."""
+def remedies(config: TrainConfig, family: str | None = None, vram_gib: float | None = None) -> list[Remedy]:
+    """The single changes that lower the estimate, lowest first, then as many of them together as the schema's
+    rules allow (fp8_base or quantize_base, say, not both). vram_gib: blocks_to_swap as few blocks as fit it."""
     current = estimate(config, family)
     if current is None:
         return []
+    name = family or config.model_family
     found = []
-    for changes in _candidates(config):
+    for changes in _candidates(config, name, vram_gib):
         changed = estimate(config.model_copy(update=changes), family)
-        if changed.peak_gib < current.peak_gib - 0.05:
+        if changed.peak_gib < current.peak_gib - 0.05 and _allowed(config, changes):
             found.append(Remedy(changes, changed))
     found.sort(key=lambda remedy: remedy.estimate.peak_gib)
     together: dict[str, Any] = {}
-    for remedy in found:  # lowest first: of the ways to store the base compactly, only the smallest
-        if not (COMPACT_KEYS & set(together) and COMPACT_KEYS & set(remedy.changes)):
+    combined = 0
+    for remedy in found:  # lowest first
+        if _allowed(config, {**together, **remedy.changes}):
             together.update(remedy.changes)
-    if len(found) > 1:
+            combined += 1
+    if combined > 1:
         found.append(Remedy(together, estimate(config.model_copy(update=together), family)))
     return found
+
+
+def _allowed(config: TrainConfig, changes: dict[str, Any]) -> bool:
+    """Whether the config with these changes passes the schema's rules."""
+    try:
+        type(config).model_validate({**config.model_dump(), **changes})
+    except ValueError:
+        return False
+    return True
 
 
 def fit_report(config: TrainConfig, vram_gib: float | None, family: str | None = None, lang: str = "en") -> str:
@@ -146,8 +160,11 @@ def fit_report(config: TrainConfig, vram_gib: float | None, family: str | None =
         lines.append(f"可以放进 {vram_gib:g} GB 显存" if zh else f"fits in {vram_gib:g} GB of GPU memory")
     else:
         lines.append(f"超出 {vram_gib:g} GB 显存；以下改动可降低估计（✓ 即可放下）：" if zh else
-                     f"does not fit in {vram_gib:g} GB of GPU memory; these changes lower the estimate (✓: then it fits):")
-        lines += [f"  {'✓' if fix.estimate.fits(vram_gib) else '✗'} {fix.text()}" for fix in remedies(config, family)]
+                     f"does not fit in {vram_gib:g} GB of GPU memory; these changes lower the estimate "
+                     "(✓: then it fits):")
+        fixes = remedies(config, family, vram_gib)
+        lines += [f"  {'✓' if fix.estimate.fits(vram_gib) else '✗'} {fix.text()}" for fix in fixes] or [
+            "  没有能进一步降低估计的单项设置" if zh else "  no single setting here lowers it further"]
     return "\n".join(lines)
 
 
@@ -155,7 +172,7 @@ def fit_report(config: TrainConfig, vram_gib: float | None, family: str | None =
 def _denoiser(config: TrainConfig, family: str, sizes: dict[str, int]) -> Part:
     params, linear = sizes["params"], sizes["linear_weights"]
     compute, precision = COMPUTE_BYTES[config.mixed_precision], PRECISION_NAMES[config.mixed_precision]
-    compact = "fp8" if config.fp8_base else None if config.quantize_base == "none" else config.quantize_base
+    compact = "fp8" if config.fp8_denoiser else None if config.quantize_base == "none" else config.quantize_base
     label = FAMILIES[family].denoiser.replace("unet", "UNet")
     if compact is None:
         stored, how = params * compute, precision
@@ -184,10 +201,26 @@ def _text_encoders(config: TrainConfig, family: str, sizes: dict[str, Any]) -> P
         return Part("text_encoders", f"text encoders ({names}): outputs cached, off the GPU",
                     f"文本编码器（{names}）：输出已缓存，不在显卡上", 0.0)
     params = sum(sizes[encoder.component]["params"] for encoder in FAMILIES[family].text_encoders)
+    how = _encoders_precision(config, family)
+    return Part("text_encoders", f"text encoders ({names}): {_count(params)} parameters in {how}",
+                f"文本编码器（{names}）：{_count(params)} 参数，{how}", _encoders_bytes(config, family, sizes) / GIB)
+
+
+def _encoders_bytes(config: TrainConfig, family: str, sizes: dict[str, Any]) -> float:
+    """The text encoders' weights: fp8_base stores the frozen ones' Linear weights in fp8 (fp8_text_encoders)."""
+    compute, total = COMPUTE_BYTES[config.mixed_precision], 0.0
+    trained = config.trained_text_encoders(family)
+    for encoder in FAMILIES[family].text_encoders:
+        params, linear = sizes[encoder.component]["params"], sizes[encoder.component]["linear_weights"]
+        compact = config.fp8_text_encoders and encoder.component not in trained
+        total += linear * COMPACT_BYTES["fp8"] + (params - linear) * compute if compact else params * compute
+    return total
+
+
+def _encoders_precision(config: TrainConfig, family: str) -> str:
     precision = PRECISION_NAMES[config.mixed_precision]
-    return Part("text_encoders", f"text encoders ({names}): {_count(params)} parameters in {precision}",
-                f"文本编码器（{names}）：{_count(params)} 参数，{precision}",
-                params * COMPUTE_BYTES[config.mixed_precision] / GIB)
+    return f"fp8 + {precision}" if config.fp8_text_encoders and len(config.trained_text_encoders(family)) < len(
+        FAMILIES[family].text_encoders) else precision
 
 
 def _vae(config: TrainConfig, sizes: dict[str, int]) -> Part:
@@ -202,17 +235,21 @@ def trained_parameters(config: TrainConfig, family: str) -> int:
     """The LoRA's parameter count: rank x (in + out features) over the trained parts' targeted layers."""
     spec, sizes = FAMILIES[family], model_sizes(family)
     kind = NETWORK_TYPES[config.network_type]
-    parts = [spec.denoiser] if config.train_unet else []
-    if config.train_text_encoder:
-        parts += [e.component for e in spec.text_encoders if e.opt_in is None or getattr(config, e.opt_in)]
+    parts = ([spec.denoiser] if config.train_unet else []) + config.trained_text_encoders(family)
+    dim, conv_dim = _rank(kind, config.network_dim), _rank(kind, config.conv_dim_value)
     total = 0
     for part in parts:
         groups = sizes[part]["lora"]
-        total += config.network_dim * groups["attention"]["per_rank"]
+        total += dim * groups["attention"]["per_rank"]
         if kind.convs and "conv" in groups:
-            total += config.network_dim * groups["resnet"]["per_rank"] + config.conv_dim_value * groups["conv"][
-                "per_rank"]
+            total += dim * groups["resnet"]["per_rank"] + conv_dim * groups["conv"]["per_rank"]
     return total * kind.rank_pairs
+
+
+def _rank(kind, dim: int) -> int:
+    """The rank the estimate counts: a full-matrix LoKr's two Kronecker factors (about sqrt(out) x sqrt(in) each,
+    for factors near the square root) hold about what a rank-1 pair does."""
+    return 1 if kind.full_matrix_rank is not None and dim >= kind.full_matrix_rank else dim
 
 
 def _network(config: TrainConfig, family: str) -> Part:
@@ -229,11 +266,13 @@ def _network(config: TrainConfig, family: str) -> Part:
 
 def _activations(config: TrainConfig, family: str) -> Part:
     width, height = config.resolution_wh
-    without, with_checkpointing = FAMILIES[family].activation_gib
-    per_mp = with_checkpointing if config.gradient_checkpointing else without
+    without, checkpointed, offloaded = FAMILIES[family].activation_gib
+    per_mp = (offloaded if config.cpu_offload_checkpointing else checkpointed) if config.gradient_checkpointing \
+        else without
     gib = per_mp * width * height / 2**20 * config.train_batch_size * COMPUTE_BYTES[config.mixed_precision] / 2
-    checkpointing = ", gradient checkpointing" if config.gradient_checkpointing else ""
-    checkpointing_zh = "，梯度检查点" if config.gradient_checkpointing else ""
+    offload, offload_zh = (" offloaded to the CPU", "（卸载到内存）") if config.cpu_offload_checkpointing else ("", "")
+    checkpointing = f", gradient checkpointing{offload}" if config.gradient_checkpointing else ""
+    checkpointing_zh = f"，梯度检查点{offload_zh}" if config.gradient_checkpointing else ""
     return Part("activations", f"activations: batch {config.train_batch_size} at {width}x{height}{checkpointing} "
                 "(uncalibrated)", f"激活值：批大小 {config.train_batch_size}，{width}x{height}{checkpointing_zh}"
                 "（未经实测校准）", gib)
@@ -243,20 +282,23 @@ def _caching_gib(config: TrainConfig, family: str, sizes: dict[str, Any]) -> flo
     """The caching phase: the VAE alone, then the text encoders alone, each beside the CUDA context."""
     phases = [sizes["vae"]["params"] * 4] if config.cache_latents else []
     if config.text_encoder_outputs_cached:
-        phases.append(sum(sizes[e.component]["params"] for e in FAMILIES[family].text_encoders)
-                      * COMPUTE_BYTES[config.mixed_precision])
+        phases.append(_encoders_bytes(config, family, sizes))
     return max(phases) / GIB + CUDA_CONTEXT_GIB if phases else 0.0
 
 
 # --- what would make it fit ----------------------------------------------------------------------------------
-def _candidates(config: TrainConfig) -> list[dict[str, Any]]:
+def _candidates(config: TrainConfig, family: str, vram_gib: float | None) -> list[dict[str, Any]]:
     """Single changes that save memory, where the config does not have them yet."""
     found: list[dict[str, Any]] = []
     for key in ("gradient_checkpointing", "cache_latents", "cache_text_encoder_outputs"):
         if not getattr(config, key):
             found.append({key: True})
-    if not config.fp8_base and config.quantize_base == "none":
+    if not config.fp8_denoiser and config.quantize_base == "none":
         found += [{"fp8_base": True}, {"quantize_base": "int8"}, {"quantize_base": "nf4"}]
+    if config.gradient_checkpointing and not config.cpu_offload_checkpointing:
+        found.append({"cpu_offload_checkpointing": True})
+    if FAMILIES[family].swappable_blocks and _blocks_to_swap(config, family, vram_gib) > (config.blocks_to_swap or 0):
+        found.append({"blocks_to_swap": _blocks_to_swap(config, family, vram_gib)})
     spec = config.optimizer_spec
     if (spec.state_bytes if spec else DEFAULT_STATE_BYTES) > 2:
         found.append({"optimizer_type": "AdamW8bit"})
@@ -268,6 +310,18 @@ def _candidates(config: TrainConfig) -> list[dict[str, Any]]:
     if smaller != [width, height]:
         found.append({"resolution": f"{smaller[0]},{smaller[1]}"})
     return found
+
+
+def _blocks_to_swap(config: TrainConfig, family: str, vram_gib: float | None) -> int:
+    """The fewest blocks whose swapping makes the config fit vram_gib (each one swapped costs speed); all that
+    can swap when none does or no card is known."""
+    lists = model_sizes(family)[FAMILIES[family].denoiser]["blocks"]
+    largest = FAMILIES[family].max_blocks_to_swap(tuple(lists[name]["count"] for name in lists))
+    if vram_gib is None:
+        return largest
+    fitting = (blocks for blocks in range(1, largest)
+               if estimate(config.model_copy(update={"blocks_to_swap": blocks}), family).fits(vram_gib))
+    return next(fitting, largest)
 
 
 def _count(params: int) -> str:

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.checks.advice import config_advice, gpu_facts
-from trainer.common.errors import ConfigError, Problem
+from trainer.common.errors import ConfigError, Problem, UserError
+from trainer.common.places import folder_place_problems
 from trainer.config import TrainConfig
 from trainer.dataset.buckets import assign_bucket
 from trainer.dataset.plan import Entry, StepPlan, build_entries, make_plan
 from trainer.dataset.scan import DatasetScan, scan_dataset
 
 MachineCheck = Callable[[TrainConfig, bool], list[Problem]]  # (config, cuda) -> what this machine cannot do for it
+SAVE_BYTES = {"float": 4, "fp16": 2, "bf16": 2}  # per LoRA parameter: export.SAVE_DTYPES' sizes, without torch
+LATENT_BYTES_PER_PIXEL = 1.0  # a cached latent at most: 16 float32 channels per 8x8 pixels (Flux; SD has 4)
 
 
 @dataclass
@@ -37,12 +40,31 @@ def run_preflight(config: TrainConfig, num_processes: int = 1, gpu: tuple[bool, 
     problems += dataset_problems(config, scan)
     if problems or plan is None:  # no plan: no train_data_dir (readiness names it) or scan errors
         raise ConfigError(problems)
+    problems += place_problems(config, entries)
     problems += overwrite_problems(config, plan)
     if problems:
         raise ConfigError(problems)
     warnings = [str(p) for p in scan.problems if p.level != "error"]
     warnings += [advice.en for advice in config_advice(config, cuda=cuda, bf16_supported=bf16_supported)]
-    return Preflight(scan, entries, plan, warnings)
+    return Preflight(scan, entries, plan, warnings + class_path_notes(config) + leftover_notes(config))
+
+
+def leftover_notes(config: TrainConfig) -> list[str]:
+    from trainer.training.checkpoints import leftovers
+
+    found = leftovers(config)
+    if not found:
+        return []
+    names = ", ".join(path.name for path in found[:3]) + (" ..." if len(found) > 3 else "")
+    return [f"output_dir: {names} in {found[0].parent}: left by a run killed while saving; the next training of "
+            "this config removes them"]
+
+
+def class_path_notes(config: TrainConfig) -> list[str]:
+    """The class paths the training will import (config.class_paths): named, since importing runs their code."""
+    return [f"{key}: {path} is a class path: the training imports it, and so runs its module's code; nothing "
+            "checked it. Train only if you trust where this config came from" for key, path in
+            config.class_paths.items()]
 
 
 def scan_and_plan(config: TrainConfig, num_processes: int = 1) -> tuple[DatasetScan, list[Entry], StepPlan | None]:
@@ -84,22 +106,53 @@ def readiness_problems(config: TrainConfig, cuda: bool | None = None,
         value = getattr(config, key)
         if value and not Path(value).expanduser().exists():
             problems.append(Problem((key,), f"'{value}' does not exist", "check the path"))
+        elif value:
+            problems += input_file_problems(key, Path(value).expanduser())
+    problems += prompt_problems(config)
     if not config.train_data_dir:
         problems.append(Problem(("train_data_dir",), "empty", "pick the folder that holds the N_name image folders"))
     return problems + (machine or machine_problems)(config, gpu_facts()[0] if cuda is None else cuda)
 
 
+def input_file_problems(key: str, path: Path) -> list[Problem]:
+    """A file (or resume state folder) the run will load, read as far as its headers: cut short, pickled code,
+    not a model file, a broken state."""
+    from trainer.families.detect import file_damage
+    from trainer.training.checkpoints import state_problems
+
+    if path.is_dir():
+        return state_problems(path) if key == "resume" else []
+    damage = file_damage(path)
+    return [Problem((key,), f"'{path}' is {damage}")] if damage else []
+
+
+def prompt_problems(config: TrainConfig) -> list[Problem]:
+    """The preview prompts as the training will read them: the file, its encoding, each line's options."""
+    from trainer.training.sampling import load_prompts
+
+    try:
+        load_prompts(config.sample_prompts, config.resolution_wh)
+    except UserError as exc:
+        return exc.problems
+    return []
+
+
 def machine_problems(config: TrainConfig, cuda: bool) -> list[Problem]:
-    """What this machine cannot do for the config: fp16 without CUDA, the quantization, importing the optimizer.
-    Imports torch (the GUI asks its worker process: trainer/checks/service.py)."""
+    """What this machine cannot do for the config: fp16 without CUDA, the quantization, importing the optimizer,
+    launching the processes on its GPUs. Imports torch (the GUI asks its worker process: trainer/checks/service.py)."""
+    import torch
+
+    from trainer.run.launch import launch_problems
     from trainer.training.optim import optimizer_problems
     from trainer.training.quantize import quantize_problems
 
     return (_device_problems(config.mixed_precision, cuda) + quantize_problems(config.quantize_base)
-            + optimizer_problems(config))
+            + optimizer_problems(config) + launch_problems(config, torch.cuda.device_count() if cuda else 0))
 
 
 def model_source_problems(config: TrainConfig) -> list[Problem]:
+    from trainer.families.detect import cut_short, detect_family
+
     key, source = "pretrained_model_name_or_path", config.pretrained_model_name_or_path
     if not source:
         return [Problem((key,), "empty", "pick the base model: a .safetensors checkpoint, a diffusers folder or a "
@@ -111,16 +164,27 @@ def model_source_problems(config: TrainConfig) -> list[Problem]:
     if not path.is_dir() and not looks_like_repo_id:
         return [Problem((key,), f"'{source}' does not exist", "pick a .safetensors checkpoint or a diffusers model "
                         "folder, or give a Hugging Face repo id like owner/name")]
+    damaged = [(part, cut_short(part)) for part in sorted(path.glob("*/*.safetensors"))] if path.is_dir() else []
+    for part, damage in damaged:
+        if damage:  # a part of a diffusers folder, e.g. unet/diffusion_pytorch_model.safetensors, cut short
+            return [Problem((key,), f"'{part}' is {damage}")]
+    if path.is_dir() and not (path / "model_index.json").is_file() and detect_family(str(path)) is None:
+        return [Problem((key,), f"cannot load '{source}': a folder without a diffusers model in it (no "
+                        "model_index.json, unet/ or transformer/)", "pick the model's folder itself, or its "
+                        ".safetensors checkpoint")]
     return []
 
 
 def _model_file_problems(config: TrainConfig, path: Path) -> list[Problem]:
     """A single file must be a full model (or Flux's transformer with its split files) of the chosen family;
     read from the file's header only, so `check` stays fast."""
-    from trainer.families.detect import base_model_advice, describe_checkpoint
+    from trainer.families.detect import base_model_advice, cut_short, describe_checkpoint
     from trainer.families.table import FAMILIES
 
-    key, found = "pretrained_model_name_or_path", describe_checkpoint(path)
+    key, damage = "pretrained_model_name_or_path", cut_short(path)
+    if damage:
+        return [Problem((key,), f"'{path}' is {damage}")]
+    found = describe_checkpoint(path)
     if found.kind not in ("model", "transformer") or found.family is None:
         return [Problem((key,), f"'{path}' {base_model_advice(path)}")]
     family = FAMILIES[found.family]
@@ -143,6 +207,40 @@ def _device_problems(mixed_precision: str, cuda: bool) -> list[Problem]:
         return [Problem(("mixed_precision",), "'fp16' needs an NVIDIA GPU (CUDA), and none was found",
                         "use 'no' on the CPU")]
     return []
+
+
+def place_problems(config: TrainConfig, entries: list[Entry]) -> list[Problem]:
+    """Where the run writes, before any model loads: output_dir (its LoRA files and run folders), and the dataset
+    folders when caches go next to the images; each a folder it can write, with room for one LoRA file and the
+    latent caches."""
+    problems = folder_place_problems(Path(config.output_dir), "output_dir", _lora_bytes(config))
+    key = "cache_latents_to_disk" if config.cache_latents_to_disk else \
+        "cache_text_encoder_outputs_to_disk" if config.cache_text_encoder_outputs_to_disk else None
+    if key is None:
+        return problems
+    images = {(entry.item.path, entry.bucket) for entry in entries}
+    variants = 2 if config.flip_aug else 1
+    for folder in sorted({path.parent for path, _ in images}):
+        pixels = sum(w * h for path, (w, h) in images if path.parent == folder) if config.cache_latents_to_disk else 0
+        found = folder_place_problems(folder, key, int(pixels * variants * LATENT_BYTES_PER_PIXEL))
+        if found:  # the first folder that cannot hold its caches stands for the others
+            return problems + found
+    return problems
+
+
+def _lora_bytes(config: TrainConfig) -> int:
+    """One LoRA file's size from the family's layer counts (checks/memory.py); 0 when the family is not known."""
+    from trainer.checks.memory import trained_parameters
+    from trainer.families.detect import detect_family
+    from trainer.families.table import FAMILIES
+
+    family = config.model_family
+    if family not in FAMILIES:
+        try:
+            family = detect_family(str(Path(config.pretrained_model_name_or_path).expanduser()))
+        except (OSError, ValueError):
+            return 0
+    return trained_parameters(config, family) * SAVE_BYTES[config.save_precision] if family in FAMILIES else 0
 
 
 def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[Problem]:

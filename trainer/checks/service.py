@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from trainer.checks.advice import gpu_facts, gpu_memory_gib
+from trainer.checks.advice import gpu_facts, gpu_list, gpu_memory_gib
 from trainer.checks.lr_curve import lr_curve
 from trainer.checks.preflight import machine_problems
 from trainer.common.errors import UserError
@@ -54,7 +54,7 @@ def _pickle_names(path: str, zipped: bool) -> dict[str, Any]:
         return {"unreadable": str(exc)}
 
 
-OPS: dict[str, Callable[..., Any]] = {"gpu_facts": _gpu_facts, "gpu_memory_gib": gpu_memory_gib,
+OPS: dict[str, Callable[..., Any]] = {"gpu_facts": _gpu_facts, "gpu_memory_gib": gpu_memory_gib, "gpu_list": gpu_list,
                                       "lr_curve": _lr_curve, "machine_problems": _machine_problems,
                                       "pickle_names": _pickle_names}
 

@@ -9,16 +9,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+MAX_TEXT = 1000  # characters of one message or hint: a value quoted in it (a huge list, a long string) is cut
+MAX_PROBLEMS = 40  # problems one ConfigError lists; the rest are counted
+
+
+def capped(text: str, limit: int = MAX_TEXT) -> str:
+    """text, cut to about limit characters with the length it had, so no input makes a message of megabytes."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters in all)"
+
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a config. str() is the line users read: "key: message; hint"."""
+    """One thing wrong with a config. str() is the line users read: "key: message; hint". Message and hint are
+    capped (MAX_TEXT)."""
 
     keys: tuple[str, ...]  # the config keys it is about, the one to change first; () when it names none
     message: str  # what is wrong (and, unless hint says it, what to do)
     hint: str = ""  # what to do
     named: bool = False  # the message names its keys itself (a rule between keys): the line does not repeat them
     where: str = ""  # the file or sweep run it belongs to, written first: "bad.yaml: ", "[network_dim=8] "
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", capped(self.message))
+        object.__setattr__(self, "hint", capped(self.hint))
 
     @property
     def detail(self) -> str:
@@ -40,18 +55,24 @@ class UserError(Exception):
     every UserError is reported alike (the GUI, a child process's JSON)."""
 
     def __init__(self, message: str, hint: str = "", key: str | None = None):
-        self.message = f"{key}: {message}" if key else message
+        problem = Problem((key,) if key else (), message, hint)
+        self.message = f"{key}: {problem.message}" if key else problem.message
         super().__init__(self.message)
-        self.hint = hint
-        self.problems = [Problem((key,) if key else (), message, hint)]
+        self.hint = problem.hint
+        self.problems = [problem]
 
 
 class ConfigError(UserError):
-    """Every problem found in a config, each naming its keys, the bad value and what is allowed."""
+    """Every problem found in a config, each naming its keys, the bad value and what is allowed; beyond
+    MAX_PROBLEMS, a last line counts the rest."""
 
     def __init__(self, problems: list[Problem]):
-        super().__init__("\n".join(map(str, problems)))
-        self.problems = list(problems)
+        problems = list(problems)
+        if len(problems) > MAX_PROBLEMS:
+            rest = len(problems) - MAX_PROBLEMS + 1
+            problems = problems[:MAX_PROBLEMS - 1] + [Problem((), f"... and {rest} more problems")]
+        self.message, self.hint, self.problems = "\n".join(map(str, problems)), "", problems
+        Exception.__init__(self, self.message)  # each problem is capped already, not their lines together
 
 
 class RuleError(ValueError):

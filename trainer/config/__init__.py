@@ -14,6 +14,7 @@ from trainer.common.errors import RuleError
 from trainer.config.schema.base import parse_resolution
 from trainer.config.schema.data import DataFields
 from trainer.config.schema.flux import FluxFields
+from trainer.config.schema.launch import LaunchFields
 from trainer.config.schema.loss import LossFields
 from trainer.config.schema.network import NetworkFields
 from trainer.config.schema.optimizer import OptimizerFields
@@ -27,8 +28,8 @@ __all__ = ["SAMPLERS", "TrainConfig", "field_info", "parse_resolution"]
 
 
 # pydantic lists the fields of the last base first: this order is the order of the form and the docs.
-class TrainConfig(FluxFields, SampleFields, DataFields, TextFields, LossFields, OptimizerFields, NetworkFields, StepsFields,
-                  PathsFields):
+class TrainConfig(LaunchFields, FluxFields, SampleFields, DataFields, TextFields, LossFields, OptimizerFields,
+                  NetworkFields, StepsFields, PathsFields):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.network_train_unet_only and self.network_train_text_encoder_only:
@@ -59,6 +60,23 @@ class TrainConfig(FluxFields, SampleFields, DataFields, TextFields, LossFields, 
             family = FAMILIES.get(self.model_family)
             return (family is None or family.trains_text_encoder) and not self.text_encoder_outputs_cached
         return not self.network_train_unet_only
+
+    def trained_text_encoders(self, family: str) -> list[str]:
+        """The components of the family's text encoders that get a LoRA: none without train_text_encoder, and only
+        those whose opt_in flag is on (Flux's T5 trains only with train_t5xxl)."""
+        spec = FAMILIES[family]
+        return [encoder.component for encoder in spec.text_encoders
+                if self.train_text_encoder and (encoder.opt_in is None or getattr(self, encoder.opt_in))]
+
+    @property
+    def fp8_denoiser(self) -> bool:
+        """The UNet/transformer's Linear and conv weights stored in float8 (fp8_base or fp8_base_unet)."""
+        return self.fp8_base or self.fp8_base_unet
+
+    @property
+    def fp8_text_encoders(self) -> bool:
+        """The frozen text encoders stored in float8 too: fp8_base without fp8_base_unet, as in sd-scripts."""
+        return self.fp8_base and not self.fp8_base_unet
 
     @property
     def effective_unet_lr(self) -> float:

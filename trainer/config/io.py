@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import reprlib
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from trainer.common.errors import ConfigError, Problem, RuleError
+from trainer.common.errors import ConfigError, Problem, RuleError, UserError
+from trainer.common.text import read_user_text
 from trainer.config import TrainConfig
 from trainer.config.migrations import migrate, split_version, versioned
 
@@ -28,6 +30,37 @@ NOT_NEEDED = {
     "logging_dir": "TensorBoard logs go to the run folder (output_dir/runs/<time>/tb)",
     "log_with": "TensorBoard logs go to the run folder (output_dir/runs/<time>/tb)",
 }
+MAX_YAML_NODES = 100_000  # values in a YAML file with its aliases expanded: a config has hundreds
+_VALUE = reprlib.Repr()  # a bad value as a message quotes it: long strings and lists shortened
+_VALUE.maxstring, _VALUE.maxother, _VALUE.maxlist, _VALUE.maxdict, _VALUE.maxlevel = 120, 120, 8, 8, 3
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a document whose aliases expand beyond MAX_YAML_NODES values (a few hundred
+    bytes of nested aliases can stand for gigabytes) or refer to themselves."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node, {})
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values node stands for once every alias in it is expanded; sizes: per node seen (-1: counting)."""
+    known = sizes.get(id(node))
+    if known == -1:
+        raise yaml.YAMLError("an alias refers to a value that contains it")
+    if known is not None:
+        return known
+    sizes[id(node)] = -1
+    children = node.value if isinstance(node, yaml.SequenceNode) else \
+        [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else []
+    size = 1 + sum(_expanded_size(child, sizes) for child in children)
+    if size > MAX_YAML_NODES:
+        raise yaml.YAMLError(f"its aliases (*name) expand to more than {MAX_YAML_NODES} values")
+    sizes[id(node)] = size
+    return size
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -39,9 +72,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def parse_config_file(path: Path) -> dict[str, Any]:
     """Parse a YAML, JSON or TOML file into a mapping as written (TOML sections are flattened as sd-scripts
     does), version key included."""
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError([Problem((), f"{path}: config file not found")])
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = read_user_text(path)
+    except UserError as exc:
+        raise ConfigError([Problem((), exc.message, exc.hint)]) from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
@@ -49,10 +85,12 @@ def parse_config_file(path: Path) -> dict[str, Any]:
         elif suffix == ".json":
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_BoundedLoader)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         kind = suffix.lstrip(".").upper() or "YAML"
         raise ConfigError([Problem((), f"{path}: not valid {kind}: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([Problem((), f"{path}: values nested too deeply to read")]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -123,7 +161,7 @@ def _problem(error: dict[str, Any], data: dict[str, Any]) -> Problem:
         return Problem(cause.keys if isinstance(cause, RuleError) else (), message, named=True)
     key = str(error["loc"][0])
     value = data.get(key, error.get("input"))
-    return Problem((key,), f"{value!r} is not valid: {message}")
+    return Problem((key,), f"{_VALUE.repr(value)} is not valid: {message}")
 
 
 def config_to_yaml(config: TrainConfig | Mapping[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """VAE latents of the training images, cached in memory and optionally on disk next to each image.
 
-A disk entry is reused only when the image bytes, its bucket and the VAE are the ones it was made from, and
-when it holds every variant the run needs: with flip_aug the latents of the mirrored image are cached too
-(encoded from mirrored pixels: a mirrored latent is not the latent of the mirrored image).
+A disk entry is reused only when the image bytes, its bucket and the VAE are the ones it was made from, when it
+holds every variant the run needs (with flip_aug the latents of the mirrored image are cached too, encoded from
+mirrored pixels: a mirrored latent is not the latent of the mirrored image), and when its tensors are what this
+VAE makes for the bucket: float32, the latent shape, finite. Any other entry is rebuilt.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from diffusers import AutoencoderKL
 
 from trainer.dataset.images import load_image_rgb, resize_and_crop, to_tensor
 from trainer.dataset.plan import Entry
+from trainer.dataset.share import ALONE, Share
 from trainer.training.export import atomic_save_safetensors
 
 CACHE_SUFFIX = ".latents.safetensors"
@@ -49,10 +51,13 @@ class LatentCache:
         self.to_disk = to_disk
         self.variants = (False, True) if with_flipped else (False,)
         self.vae_id = vae_fingerprint(vae)
+        self.channels = vae.config.latent_channels
+        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)  # pixels per latent, each way
         self._memory: dict[tuple[Path, tuple[int, int], bool], torch.Tensor] = {}
 
-    def fill(self, entries: Iterable[Entry], batch_size: int = 4, progress=None) -> int:
-        """Encode every (image, bucket) not cached yet; returns how many were encoded."""
+    def fill(self, entries: Iterable[Entry], batch_size: int = 4, progress=None, share: Share = ALONE) -> list[int]:
+        """Encode every (image, bucket) not cached yet, this process its share of them, and receive the others'
+        shares; returns how many each process encoded."""
         todo: dict[Key, Entry] = {}
         for entry in entries:
             key = (entry.item.path, entry.bucket)
@@ -63,12 +68,16 @@ class LatentCache:
                 self._remember(key, loaded)
             else:
                 todo[key] = entry
-        keys = list(todo)
+        keys = share.mine(list(todo))
+        encoded: dict[Key, dict[bool, torch.Tensor]] = {}
         for start in range(0, len(keys), batch_size):
-            self._encode_group(keys[start:start + batch_size])
+            encoded |= self._encode_group(keys[start:start + batch_size])
             if progress is not None:
                 progress(min(start + batch_size, len(keys)), len(keys))
-        return len(keys)
+        everyone, counts = share.merge(encoded)
+        for key, latents in everyone.items():
+            self._remember(key, latents)
+        return counts
 
     def get(self, entry: Entry, flipped: bool = False) -> torch.Tensor:
         return self._memory[(entry.item.path, entry.bucket, flipped)]
@@ -77,7 +86,9 @@ class LatentCache:
         for flipped, latent in latents.items():
             self._memory[(*key, flipped)] = latent
 
-    def _encode_group(self, keys: list[Key]) -> None:
+    def _encode_group(self, keys: list[Key]) -> dict[Key, dict[bool, torch.Tensor]]:
+        """Encode the keys (writing their disk entries when asked); returns their latents."""
+        done: dict[Key, dict[bool, torch.Tensor]] = {}
         by_bucket: dict[tuple[int, int], list[Path]] = {}
         for path, bucket in keys:
             by_bucket.setdefault(bucket, []).append(path)
@@ -86,10 +97,11 @@ class LatentCache:
             encoded = {flipped: encode_pixels(self.vae, torch.flip(pixels, [3]) if flipped else pixels)
                        for flipped in self.variants}
             for i, path in enumerate(paths):
-                latents = {flipped: batch[i].float().cpu() for flipped, batch in encoded.items()}
-                self._remember((path, bucket), latents)
+                latents = {flipped: batch[i].float().cpu().clone() for flipped, batch in encoded.items()}
+                done[(path, bucket)] = latents
                 if self.to_disk:
                     self._save_to_disk(path, bucket, latents)
+        return done
 
     def _stamp(self, image: Path, bucket: tuple[int, int]) -> dict[str, str]:
         return {"version": CACHE_VERSION, "vae": self.vae_id, "bucket": f"{bucket[0]}x{bucket[1]}",
@@ -105,9 +117,15 @@ class LatentCache:
                 if handle.metadata() != self._stamp(image, bucket) or any(
                         TENSOR_NAMES[flipped] not in names for flipped in self.variants):
                     return None  # made from other inputs, or without the mirrored latents this run needs
-                return {flipped: handle.get_tensor(TENSOR_NAMES[flipped]) for flipped in self.variants}
+                latents = {flipped: handle.get_tensor(TENSOR_NAMES[flipped]) for flipped in self.variants}
         except (OSError, safetensors.SafetensorError):
             return None  # a damaged cache file is simply rebuilt
+        return latents if all(self._sound(latent, bucket) for latent in latents.values()) else None
+
+    def _sound(self, latent: torch.Tensor, bucket: tuple[int, int]) -> bool:
+        """What this VAE makes for the bucket (w, h): float32 (C, h/f, w/f), every value finite."""
+        shape = (self.channels, -(-bucket[1] // self.factor), -(-bucket[0] // self.factor))  # each halving rounds up
+        return latent.dtype == torch.float32 and tuple(latent.shape) == shape and bool(torch.isfinite(latent).all())
 
     def _save_to_disk(self, image: Path, bucket: tuple[int, int], latents: dict[bool, torch.Tensor]) -> None:
         tensors = {TENSOR_NAMES[flipped]: latent.contiguous() for flipped, latent in latents.items()}

@@ -13,12 +13,19 @@ from pathlib import Path
 
 from PIL import Image
 
+from trainer.common.errors import UserError
+from trainer.common.text import decode_user_text
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Files that legitimately sit next to images (captions, metadata, sd-scripts/Danlu caches).
 _SIDECAR_SUFFIXES = (".txt", ".caption", ".json", ".npz")
 _CACHE_SUFFIXES = (".latents.safetensors", ".te.safetensors")  # trainer/latents.py, trainer/te_cache.py
 _EXIF_ORIENTATION = 0x0112
 _FOLDER_NAME = re.compile(r"^([0-9]+)(?:_(.*))?$", re.DOTALL)
+MAX_REPEATS = 10_000  # per folder: sd-scripts sets no bound, but 100000000_x only ever meant a typo
+MAX_ENTRIES = 10_000_000  # images x repeats of one epoch: the plan holds each entry in memory
+SKIPPED = "folder name has no repeat count"  # the starts of warnings the "no training images" error sums up
+UNREADABLE = "cannot be read as an image"
 
 
 @dataclass(frozen=True)
@@ -111,10 +118,15 @@ def _read_caption(image: Path, caption_extension: str, class_tokens: str) -> tup
     if not caption_path.is_file():
         return class_tokens, False, None
     try:
-        text = caption_path.read_text(encoding="utf-8-sig")  # -sig: a BOM written by Windows editors is fine
-    except UnicodeDecodeError as exc:
-        reason = f"caption is not UTF-8 text ({exc.reason}); re-save it as UTF-8. Using the folder's class tokens."
-        return class_tokens, False, _warn(caption_path, reason)
+        data = caption_path.read_bytes()
+    except OSError as exc:  # a caption the training cannot read would silently become the class tokens
+        return class_tokens, False, _error(caption_path, f"caption cannot be read ({exc.strerror or exc}); "
+                                                         "make it readable or remove it.")
+    try:
+        text = decode_user_text(data, caption_path)  # UTF-8 (a BOM is fine), UTF-16 with a BOM, GBK
+    except UserError as exc:
+        return class_tokens, False, _warn(caption_path, f"caption {exc.message.split(' is ', 1)[-1]}; {exc.hint}. "
+                                                        "Using the folder's class tokens.")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return class_tokens, False, _warn(caption_path, "caption file is empty; using the folder's class tokens.")
@@ -126,20 +138,25 @@ def _read_item(path: Path, caption_extension: str, class_tokens: str) -> tuple[I
         width, height = _read_size(path)
     # PIL signals bad files with OSError, SyntaxError, ValueError or DecompressionBombError depending on format.
     except Exception as exc:  # noqa: BLE001
-        return None, [_warn(path, f"cannot be read as an image: {exc}; re-export or remove it. Skipped.")]
+        return None, [_warn(path, f"{UNREADABLE}: {exc}; re-export or remove it. Skipped")]
     caption, has_file, problem = _read_caption(path, caption_extension, class_tokens)
     item = ImageItem(path=path, caption=caption, has_caption_file=has_file, width=width, height=height)
     return item, [problem] if problem else []
 
 
-def _visible_children(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+def _visible_children(folder: Path, problems: list[Problem]) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        problems.append(_error(folder, f"folder cannot be read ({exc.strerror or exc}); make it readable or move "
+                                       "it out of the dataset."))
+        return []
 
 
 def _scan_subset(folder: Path, repeats: int, class_tokens: str, caption_extension: str, is_reg: bool,
                  problems: list[Problem]) -> Subset:
     images: list[Path] = []
-    for child in _visible_children(folder):
+    for child in _visible_children(folder, problems):
         if child.is_dir():
             problems.append(_warn(child, "sub-folders inside a dataset folder are not scanned; move its images "
                                          "up or into its own folder named like 10_name next to this one."))
@@ -159,7 +176,7 @@ def _scan_subset(folder: Path, repeats: int, class_tokens: str, caption_extensio
 
 def _scan_root(root: Path, caption_extension: str, is_reg: bool, problems: list[Problem]) -> list[Subset]:
     subsets = []
-    for child in _visible_children(root):
+    for child in _visible_children(root, problems):
         if child.is_file():
             if is_image_file(child):
                 problems.append(_warn(child, f"images directly in {root} are ignored; put them in a sub-folder "
@@ -167,11 +184,40 @@ def _scan_root(root: Path, caption_extension: str, is_reg: bool, problems: list[
             continue
         parsed = parse_folder_name(child.name)
         if parsed is None:
-            problems.append(_warn(child, f"folder name has no repeat count; rename it like 10_{child.name} "
-                                         f"(10 = repeats, at least 1). Skipped."))
-            continue
-        subsets.append(_scan_subset(child, *parsed, caption_extension, is_reg, problems))
+            problems.append(_warn(child, f"{SKIPPED}; rename it like {renamed(child.name)} (10 = repeats, at "
+                                         "least 1). Skipped."))
+        elif parsed[0] > MAX_REPEATS:  # refused before its images are read or its entries planned
+            problems.append(_error(child, f"{parsed[0]} repeats is more than {MAX_REPEATS}; rename it like "
+                                          f"{renamed(child.name)} (10 = repeats)."))
+        else:
+            subsets.append(_scan_subset(child, *parsed, caption_extension, is_reg, problems))
     return subsets
+
+
+
+
+def renamed(name: str) -> str:
+    """The folder name with 10 repeats: `zkz cat` -> `10_zkz cat`, `0_zkz` and `100000000_x` -> `10_zkz`."""
+    match = _FOLDER_NAME.match(name)
+    return f"10_{match.group(2) or 'name'}" if match else f"10_{name}"
+
+
+def _no_images(root: Path, problems: list[Problem]) -> Problem:
+    """The error when no training image was found, naming the folders skipped for their names."""
+    skipped = [p.path.name for p in problems if p.reason.startswith(SKIPPED) and p.path.parent == root]
+    names = ", ".join(f"'{name}' (rename it like '{renamed(name)}')" for name in skipped[:5])
+    unreadable = [p for p in problems if p.reason.startswith(UNREADABLE)]
+    return _error(root, "no training images found; put images in a sub-folder named like 10_name (10 = repeats)"
+                  + (f". Skipped, their names have no repeat count of 1 or more: {names}" if skipped else "")
+                  + (f". {len(unreadable)} image(s) skipped, e.g. {unreadable[0]}" if unreadable else "") + ".")
+
+
+def _entry_problems(root: Path, subsets: list[Subset]) -> list[Problem]:
+    entries = sum(len(s.images) * s.repeats for s in subsets)
+    if entries <= MAX_ENTRIES:
+        return []
+    return [_error(root, f"images x repeats come to {entries} entries an epoch, more than {MAX_ENTRIES}; lower the "
+                         "repeats in the folder names (the N of N_name).")]
 
 
 def _check_root(root: Path, problems: list[Problem]) -> bool:
@@ -189,11 +235,12 @@ def scan_dataset(train_data_dir: Path, reg_data_dir: Path | None, caption_extens
     scan = DatasetScan()
     if _check_root(train_data_dir, scan.problems):
         scan.subsets += _scan_root(train_data_dir, ext, False, scan.problems)
-        if not any(s.images for s in scan.train_subsets):
-            scan.problems.append(_error(train_data_dir, "no training images found; put images in a sub-folder "
-                                                        "named like 10_name (10 = repeats)."))
+        scan.problems += _entry_problems(train_data_dir, scan.subsets)
+        if not any(s.images for s in scan.train_subsets) and not scan.errors:
+            scan.problems.append(_no_images(train_data_dir, scan.problems))
     if reg_data_dir is not None and _check_root(Path(reg_data_dir), scan.problems):
         scan.subsets += _scan_root(Path(reg_data_dir), ext, True, scan.problems)
+        scan.problems += _entry_problems(Path(reg_data_dir), scan.reg_subsets)
         if not any(s.images for s in scan.reg_subsets):
             scan.problems.append(_warn(Path(reg_data_dir), "no regularization images found; training runs without "
                                                            "them. Put them in a sub-folder named like 1_person."))

@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from trainer.config import TrainConfig
 from trainer.dataset.captions import CaptionOptions, process_caption
 from trainer.dataset.plan import Entry
+from trainer.dataset.share import ALONE, Share, shares_text
 from trainer.families.base import Conditioning, ModelFamily
 from trainer.training.export import atomic_save_safetensors
 
@@ -60,15 +61,20 @@ class TextEncoderCache:
         self.to_disk = to_disk
         self._memory: dict[str, Conditioning] = {}
 
-    def fill(self, items: Iterable[tuple[Path, str]], batch_size: int = ENCODE_BATCH) -> int:
-        """Cache the caption of every (image, caption); returns how many captions the text encoder encoded."""
+    def fill(self, items: Iterable[tuple[Path, str]], batch_size: int = ENCODE_BATCH,
+             share: Share = ALONE) -> list[int]:
+        """Cache the caption of every (image, caption), this process its share of the images (writing their disk
+        entries), then receive the others'; returns how many captions each process encoded."""
         images = dict(items)  # an image repeated in several entries is one item
         current = {image for image, caption in images.items() if self.to_disk and self._load(image, caption)}
-        encoded = self.fill_texts(images.values(), batch_size)
+        mine = share.mine([image for image in images if image not in current])
+        encoded = self.fill_texts((images[image] for image in mine), batch_size)
         if self.to_disk:
-            for image in images.keys() - current:
+            for image in mine:
                 self._save(image, images[image])
-        return encoded
+        everyone, _ = share.merge({images[image]: self._memory[images[image]] for image in mine})
+        self._memory |= everyone
+        return share.gather(encoded)
 
     def fill_texts(self, texts: Iterable[str], batch_size: int = ENCODE_BATCH) -> int:
         """Encode the texts not cached yet (in memory only); returns how many were encoded."""
@@ -112,7 +118,8 @@ class TextEncoderCache:
 
 
 def build_text_encoder_cache(config: TrainConfig, family: ModelFamily, entries: list[Entry], prompts: list[str],
-                             accelerator: Accelerator, log: Callable[[str], None]) -> TextEncoderCache | None:
+                             accelerator: Accelerator, log: Callable[[str], None],
+                             share: Share = ALONE) -> TextEncoderCache | None:
     """The filled cache (captions and sample prompts) when the config asks for one. The caller places the text
     encoders on the accelerator for this, alone, and back on the CPU after (training.loop.Trainer._visiting):
     previews read their prompts from the cache too. Half precision stays: T5-XXL in fp32 would need 19 GB of RAM."""
@@ -128,8 +135,8 @@ def build_text_encoder_cache(config: TrainConfig, family: ModelFamily, entries: 
     cache = TextEncoderCache(encode, stamp, config.cache_text_encoder_outputs_to_disk)
     options = CaptionOptions.from_config(config)
     started = time.time()
-    with accelerator.main_process_first():  # the main process writes disk entries that the others then read
-        encoded = cache.fill((entry.item.path, fixed_caption(entry.item.caption, options)) for entry in entries)
+    encoded = cache.fill(((entry.item.path, fixed_caption(entry.item.caption, options)) for entry in entries),
+                         share=share)
     cache.fill_texts(prompts)
-    log(f"text-encoder outputs cached: {encoded} captions encoded in {time.time() - started:.1f}s")
+    log(f"text-encoder outputs cached: {shares_text(encoded)} captions encoded in {time.time() - started:.1f}s")
     return cache

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from trainer.common.errors import ConfigError, Problem
+from trainer.common.text import read_user_text
 from trainer.config import TrainConfig
 from trainer.config.io import _unknown_key_problems, read_config_file, validate_config
 
@@ -155,7 +156,7 @@ def _same_previews(base: dict[str, Any]) -> dict[str, Any]:
         if not path.is_file():
             raise ConfigError([Problem(("sample_prompts",), f"file '{prompts}' does not exist",
                                        "give a text file with one prompt a line, or a list of prompts")])
-        prompts = path.read_text(encoding="utf-8-sig").splitlines()
+        prompts = read_user_text(path, "sample_prompts").splitlines()  # UTF-8, UTF-16 with a BOM or GBK
     seed = base.get("seed", TrainConfig.model_fields["seed"].default)
     lines = [str(line).strip() for line in prompts if str(line).strip() and not str(line).lstrip().startswith("#")]
     return {**base, "sample_prompts": [line if _HAS_SEED.search(line) else f"{line} --d {seed}" for line in lines]}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -151,8 +151,10 @@ class ModelFamily(ABC):
         else:
             self.denoiser.set_attn_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
 
-    def enable_gradient_checkpointing(self) -> None:
-        self.denoiser.enable_gradient_checkpointing()
+    def enable_gradient_checkpointing(self, denoiser_checkpoint: Callable | None = None) -> None:
+        """Checkpointing in the denoiser (with denoiser_checkpoint instead of torch's plain checkpoint, for
+        cpu_offload_checkpointing) and the text encoders."""
+        self.denoiser.enable_gradient_checkpointing(denoiser_checkpoint)
         for encoder in self.text_encoders:
             encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
@@ -186,6 +188,13 @@ class ModelFamily(ABC):
     @abstractmethod
     def assemble(cls, components: dict[str, Any]):
         """The diffusers pipeline of a model's components (previews; `lora merge` saves it as a model folder)."""
+
+    def pipeline_components(self, scheduler, text_encoders: bool) -> dict[str, Any]:
+        """The components of a pipeline with the sampler's scheduler. Previews pass the text encoders' outputs,
+        so they leave the encoders out (text_encoders=False): the pipelines would cast those outputs to an
+        encoder's dtype, float8 when fp8_base stores it so."""
+        return {**self.components, **({} if text_encoders else dict.fromkeys(self.text_encoder_names)),
+                "scheduler": scheduler}
 
     default_guidance = 7.0  # a sample prompt's scale (--l) when it gives none
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,41 @@ def _safetensors_header(handle, head: bytes, size: int) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
+def cut_short(path: Path) -> str | None:
+    """Why a safetensors file is incomplete (a cut download or copy keeps its header: the tensors' data offsets
+    say how long the file must be); None for a complete one or another kind of file. Reads the header only."""
+    try:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            header = _safetensors_header(handle, head, size)
+    except OSError:  # describe_checkpoint and file_damage say why it cannot be read
+        return None
+    if header is None:
+        return None
+    ends = [info["data_offsets"][1] for info in header.values() if isinstance(info, dict)
+            and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2]
+    needed = 8 + struct.unpack("<Q", head)[0] + max((end for end in ends if isinstance(end, int)), default=0)
+    if size >= needed:
+        return None
+    return (f"cut short: its header describes {needed} bytes and the file holds {size} (an interrupted download "
+            "or copy); download or copy it again")
+
+
+def file_damage(path: Path) -> str | None:
+    """Why a model, LoRA or part file cannot be loaded (cut short, pickled code, not a model file); None when it
+    reads. Torch pickles are loaded with weights_only."""
+    try:
+        damage = cut_short(path)
+        if damage is None:
+            tensor_names(path)
+        return damage
+    except UnreadableFile as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"not readable ({exc.strerror or exc})"
+
+
 def read_pickle_names(path: Path, zipped: bool) -> Names:
     """Tensor names of a torch pickle (.ckpt/.pt), loaded with weights_only: no pickled code runs."""
     import pickle
@@ -72,7 +108,9 @@ def read_pickle_names(path: Path, zipped: bool) -> Names:
     import torch  # only here: detection of safetensors files must stay fast and torch-free
 
     try:  # legacy (pre-zip) files cannot be memory-mapped
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+        with warnings.catch_warnings():  # torch's notes on foreign pickle protocols: the refusal below says it
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated or foreign files
         # weights_only names the class or function it refused to import (a GLOBAL); the rest is plain damage
         if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):

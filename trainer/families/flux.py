@@ -39,6 +39,9 @@ SD_ONLY = "does not apply to Flux.1 (flow matching has no DDPM noise schedule)"
 class FluxFamily(ModelFamily):
     name = "flux"
     default_guidance = 3.5
+
+    def guidance(self, spec) -> float:
+        return super().guidance(spec) if spec.guidance is None else spec.guidance
     unsupported = {
         "v2": "Flux.1 is not an SD2.x model", "v_parameterization": "Flux.1 predicts a velocity by design",
         "clip_skip": "Flux.1 reads CLIP-L's pooled output, which clip_skip does not change",
@@ -202,15 +205,16 @@ class FluxFamily(ModelFamily):
     def assemble(cls, components: dict[str, Any]) -> FluxPipeline:
         return FluxPipeline(**components)
 
-    def pipeline(self, sampler: str) -> FluxPipeline:
+    def pipeline(self, sampler: str, text_encoders: bool = True) -> FluxPipeline:
         """Flux.1 has one sampler, the flow-matching Euler of its own scheduler config."""
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.components["scheduler"].config)
-        return self.assemble({**self.components, "scheduler": scheduler})
+        return self.assemble(self.pipeline_components(scheduler, text_encoders))
 
     @torch.no_grad()
     def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:
-        """Flux.1 previews: the distilled guidance (--l, default 3.5) for dev; schnell has none; no negative."""
-        pipe = self.pipeline(sampler)
+        """Flux.1 previews: the distilled guidance (--g as in sd-scripts, else --l, default 3.5) for dev; schnell
+        has none; no negative."""
+        pipe = self.pipeline(sampler, text_encoders=False)
         pipe.set_progress_bar_config(disable=True)
         device = self.denoiser.device
         width, height = max(16, spec.width // 16 * 16), max(16, spec.height // 16 * 16)

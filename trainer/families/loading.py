@@ -37,9 +37,10 @@ class ModelSources:
 
 
 def load_components(sources: ModelSources, family: str, dtype: torch.dtype,
-                    fp8_denoiser: bool = False) -> dict[str, Any]:
-    """Every component of the family (table.Family.components); weights in `dtype`, the VAE in float32. With
-    fp8_denoiser (fp8_base) a single-file denoiser's float8 weights stay float8 instead of being upcast."""
+                    keep_fp8: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Every component of the family (table.Family.components); weights in `dtype`, the VAE in float32. The
+    components named in keep_fp8 (those fp8_base stores in float8) keep a single file's float8 weights instead of
+    upcasting them."""
     single = Path(sources.model).is_file()
     if single:
         _check_model_file(Path(sources.model), family)
@@ -53,8 +54,7 @@ def load_components(sources: ModelSources, family: str, dtype: torch.dtype,
             components[name] = load_scheduler(config_dir, family, "base_model_config" if single else
                                               "pretrained_model_name_or_path")
         elif single or _override(sources, family, name):
-            keep_fp8 = fp8_denoiser and name == FAMILIES[family].denoiser
-            components[name] = _load_from_file(sources, family, name, config_dir, dtype, keep_fp8)
+            components[name] = _load_from_file(sources, family, name, config_dir, dtype, name in keep_fp8)
         else:
             components[name] = _load_from_folder(sources.model, name, family, _component_dtype(name, dtype))
     return components

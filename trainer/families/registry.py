@@ -41,12 +41,21 @@ def resolve_family(config: TrainConfig) -> str:
     return chosen
 
 
+def fp8_components(config: TrainConfig, family: str) -> frozenset[str]:
+    """The components fp8_base stores in float8: the denoiser, and with fp8_text_encoders the frozen encoders."""
+    spec = FAMILIES[family]
+    names = {spec.denoiser} if config.fp8_denoiser else set()
+    if config.fp8_text_encoders:
+        names |= {e.component for e in spec.text_encoders} - set(config.trained_text_encoders(family))
+    return frozenset(names)
+
+
 def load_family(config: TrainConfig, dtype: torch.dtype) -> ModelFamily:
     name = resolve_family(config)
     files = {SOURCE_FIELDS[component]: getattr(config, key)  # e.g. Flux's vae is the config's ae
              for component, key in FAMILIES[name].separate_files.items()}
     sources = ModelSources(config.pretrained_model_name_or_path, base_model_config=config.base_model_config, **files)
     config = config.model_copy(update={"model_family": name})
-    family = family_class(name)(config, load_components(sources, name, dtype, fp8_denoiser=config.fp8_base))
+    family = family_class(name)(config, load_components(sources, name, dtype, fp8_components(config, name)))
     family.check_options()
     return family

@@ -124,12 +124,13 @@ class SDFamily(ModelFamily):
         return StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
 
-    def pipeline(self, sampler: str):
-        return self.assemble({**self.components, "scheduler": make_sampler(sampler, self.noise_scheduler.config)})
+    def pipeline(self, sampler: str, text_encoders: bool = True):
+        return self.assemble(self.pipeline_components(make_sampler(sampler, self.noise_scheduler.config),
+                                                      text_encoders))
 
     @torch.no_grad()
     def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:
-        pipe = self.pipeline(sampler)
+        pipe = self.pipeline(sampler, text_encoders=False)
         pipe.set_progress_bar_config(disable=True)
         device = self.denoiser.device
         generator = torch.Generator("cpu").manual_seed(seed)

@@ -239,7 +239,7 @@ def _materialize(model, state: dict, dtype: torch.dtype, key: str, path: str, na
 
 
 def _fp8_weight_names(model) -> set[str]:
-    """The weights fp8_base stores in float8 (training.loop.store_in_fp8): those of every Linear and conv."""
+    """The weights fp8_base stores in float8 (training.fp8.store_in_fp8): those of every Linear and conv."""
     layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     return {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, layers)}
 

@@ -57,9 +57,10 @@ class Family:
     alpha_keys: bool = False  # diffusers-layout LoRAs carry alphas as .alpha keys, not in the metadata header
     fp16_overflows: bool = False  # made in bf16: its activations overflow fp16
     # --- memory estimate (trainer/checks/memory.py) ------------------------------------------------------------
-    # GiB of activations per megapixel of a batch in 16-bit compute, (without, with) gradient checkpointing.
-    # Uncalibrated: set from published sd-scripts figures until a GPU run (bench/gpu_memory.py) measures them.
-    activation_gib: tuple[float, float] = (0.0, 0.0)
+    # GiB of activations per megapixel of a batch in 16-bit compute: without gradient checkpointing, with it, and
+    # with cpu_offload_checkpointing (the checkpointed blocks' inputs in system RAM). Uncalibrated: set from
+    # published sd-scripts figures until a GPU run (bench/gpu_memory.py) measures them.
+    activation_gib: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # The denoiser's block lists blocks_to_swap may keep on the CPU, in the order they run (trainer/training/
     # block_swap.py); empty: the family has no block swap.
     swappable_blocks: tuple[str, ...] = ()
@@ -98,13 +99,15 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
            text_encoders=(TextEncoder("text_encoder", "CLIP-L", "lora_te", "cond_stage_model.transformer.",
                                       CLIP_L_TOKENIZER),),
            context_dims=(768,), ldm_hint=r"^cond_stage_model\.transformer\.", embedding_width=768,
-           shipped_configs=("sd1",), single_file_parts=("unet", "vae", "text_encoder"), activation_gib=(9.0, 2.0)),
+           shipped_configs=("sd1",), single_file_parts=("unet", "vae", "text_encoder"),
+           activation_gib=(9.0, 2.0, 1.5)),
     Family("sd2", "SD2.x", "trainer.families.sd:SDFamily", **_SD, base_model_version="sd_v2",
            text_encoders=(TextEncoder("text_encoder", "OpenCLIP-H", "lora_te", "cond_stage_model.model.",
                                       CLIP_L_TOKENIZER, openclip=True),),
            context_dims=(1024,), ldm_hint=r"^cond_stage_model\.model\.", embedding_width=1024,
            folder_rule=("text_encoder/config.json", "hidden_act", "gelu"),  # CLIP-L uses quick_gelu
-           shipped_configs=("sd2",), single_file_parts=("unet", "vae", "text_encoder"), activation_gib=(9.0, 2.0)),
+           shipped_configs=("sd2",), single_file_parts=("unet", "vae", "text_encoder"),
+           activation_gib=(9.0, 2.0, 1.5)),
     Family("sdxl", "SDXL", "trainer.families.sdxl:SDXLFamily", **_SD, base_model_version="sdxl_base_v1-0",
            text_encoders=(TextEncoder("text_encoder", "CLIP-L", "lora_te1", "conditioner.embedders.0.transformer.",
                                       CLIP_L_TOKENIZER),
@@ -115,7 +118,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
            lora_hint=r"lora_te[12]_|text_encoder_2|_input_blocks_|_output_blocks_|add_embedding",
            folder_rule=("unet/config.json", "addition_embed_type", "text_time"),
            shipped_configs=("sdxl",), single_file_parts=("unet", "vae", "text_encoder", "text_encoder_2"),
-           activation_gib=(16.0, 3.0)),
+           activation_gib=(16.0, 3.0, 2.2)),
     Family("flux", "Flux.1", "trainer.families.flux:FluxFamily", denoiser="transformer", denoiser_prefix="lora_unet",
            text_encoders=(TextEncoder("text_encoder", "CLIP-L", "lora_te1", "text_encoders.clip_l.transformer.",
                                       CLIP_L_TOKENIZER),
@@ -126,7 +129,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
            shipped_configs=("flux-dev", "flux-schnell"),
            separate_files={"vae": "ae", "text_encoder": "clip_l", "text_encoder_2": "t5xxl"},
            single_file_parts=("transformer",), lora_layouts=("kohya", "diffusers"), fused_qkv=True,
-           alpha_keys=True, fp16_overflows=True, activation_gib=(35.0, 6.0),
+           alpha_keys=True, fp16_overflows=True, activation_gib=(35.0, 6.0, 4.4),
            swappable_blocks=("transformer_blocks", "single_transformer_blocks")),
 )}
 FAMILY_LABELS = {name: family.label for name, family in FAMILIES.items()}

@@ -17,7 +17,7 @@ import torch
 from trainer.adapters.spec import FileFacts, NetworkType
 from trainer.adapters.types import layout_of, recognise
 from trainer.common.errors import UserError
-from trainer.families.detect import describe_checkpoint
+from trainer.families.detect import cut_short, describe_checkpoint
 from trainer.families.table import FAMILIES, FAMILY_LABELS
 from trainer.training.export import load_lora
 
@@ -124,6 +124,9 @@ def read_lora(path: Path) -> LoraFile:
     if not path.is_file():
         raise UserError(f"'{path}' does not exist" if not path.exists() else f"'{path}' is a folder, not a LoRA file",
                         "give the path of a LoRA file (.safetensors, .ckpt, .pt)")
+    damage = cut_short(path)
+    if damage:
+        raise UserError(f"'{path}' is {damage}")
     found = describe_checkpoint(path)
     if found.kind != "lora":
         raise UserError(f"'{path}' is not a LoRA file: it is {found.detail}",

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from trainer.common.errors import UserError
+from trainer.common.errors import ConfigError, UserError
+from trainer.common.places import MODEL_MARKER, is_danlu_model_folder, model_folder_problems
 from trainer.families.detect import detect_family
 from trainer.families.loading import ModelSources, load_components
 from trainer.families.original_layout import original_file
@@ -107,7 +108,7 @@ def save_merged(family: str, components: dict[str, Any], base: str, out: Path, f
                 changed: Counter) -> None:
     """`changed`: layers changed per component, over all merged files."""
     if fmt == "diffusers":
-        _save_folder(family, components, base, out)
+        _save_folder(family, components, base, out, note)
         return
     spec = FAMILIES[family]
     lost = sorted(name for name in changed if name not in spec.single_file_parts)
@@ -118,8 +119,9 @@ def save_merged(family: str, components: dict[str, Any], base: str, out: Path, f
     _save_file(family, components, out, note)
 
 
-def _save_folder(family: str, components: dict[str, Any], base: str, out: Path) -> None:
-    """A diffusers model folder, written next to `out` and renamed into place (a killed run leaves no half folder)."""
+def _save_folder(family: str, components: dict[str, Any], base: str, out: Path, note: dict) -> None:
+    """A diffusers model folder, written next to `out` and renamed into place (a killed run leaves no half folder).
+    MODEL_MARKER (the merge's note) marks it as Danlu's: the one kind of folder a later --overwrite replaces."""
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     family_class(family).assemble(components).save_pretrained(tmp, safe_serialization=True)
@@ -127,8 +129,15 @@ def _save_folder(family: str, components: dict[str, Any], base: str, out: Path) 
     if scheduler.is_dir():  # keep the base model's sampler, not the training schedule the loader builds
         shutil.rmtree(tmp / "scheduler")
         shutil.copytree(scheduler, tmp / "scheduler")
+    (tmp / MODEL_MARKER).write_text(json.dumps(note, ensure_ascii=False, indent=2), encoding="utf-8")
+    problems = model_folder_problems(out, "-o", overwrite=True)  # again: out may have changed while merging
+    if problems:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConfigError(problems)
     old = out.with_name(f".{out.name}.old")
     if out.exists():
+        if is_danlu_model_folder(old):  # left by a merge killed between the two renames below
+            shutil.rmtree(old)
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)

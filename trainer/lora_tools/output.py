@@ -1,4 +1,5 @@
-"""Where the tools write: never over an existing file without --overwrite, always atomically."""
+"""Where the tools write: never over an existing file without --overwrite, never over anything Danlu did not write
+(trainer/common/places.py), always atomically."""
 
 from __future__ import annotations
 
@@ -6,19 +7,22 @@ from pathlib import Path
 
 import torch
 
-from trainer.common.errors import UserError
+from trainer.common.errors import ConfigError, UserError
 from trainer.common.files import atomic_write
+from trainer.common.places import file_place_problems, model_folder_problems
 from trainer.training.export import atomic_save_safetensors, model_hashes
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 
 
 def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] | None = LORA_SUFFIXES) -> Path:
+    """A file ending in one of suffixes, or with suffixes None a model folder (`lora merge --format diffusers`)."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"-o: '{path}' already exists", "give another name, or add --overwrite to replace it")
     if suffixes and path.suffix.lower() not in suffixes:
         raise UserError(f"-o: '{path}' must end in {' or '.join(suffixes)}", f"e.g. -o {path.with_suffix('.safetensors')}")
+    problems = file_place_problems(path, "-o", overwrite) if suffixes else model_folder_problems(path, "-o", overwrite)
+    if problems:
+        raise ConfigError(problems)
     return path
 
 

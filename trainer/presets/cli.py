@@ -63,10 +63,8 @@ def _import(args: argparse.Namespace) -> int:
     preset = Preset(args.output.stem, settings, title, description, author=str(meta.get("author") or ""))
     write_preset(preset, args.output, args.overwrite)
     print(f"{args.file.name} ({result.format}): {len(settings)} settings -> {args.output}")
-    if meta.get("sd_scripts_defaults"):
-        print("sd-scripts' defaults taken for keys the file leaves out: " + ", ".join(meta["sd_scripts_defaults"]))
-    for item in result.unmapped:
-        print(f"not imported: {item.key} = {item.value!r}: {item.reason}")
+    for line in result.report():
+        print(line)
     return EXIT_OK
 
 

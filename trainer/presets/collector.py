@@ -5,6 +5,7 @@ every foreign field not taken with its reason. The import_* modules fill a Colle
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,13 @@ from trainer.adapters.sd_scripts import ARG_RENAMES
 from trainer.common.errors import ConfigError, Problem
 from trainer.config import TrainConfig
 from trainer.config.io import validate_config
+
+# The report's lines by kind; fields: key and value (the file's), setting and new (what Danlu trains with), reason.
+REPORT_TEXT = {"changed": "changed: {key} = {value!r} -> {setting} = {new!r}: {reason}",
+               "default": "sd-scripts' default (the file leaves it out): {setting} = {new!r}",
+               "unmapped": "not imported: {key} = {value!r}: {reason}"}
+COMPANIONS = {"network_dim": "network_alpha", "network_alpha": "network_dim", "conv_dim": "conv_alpha",
+              "conv_alpha": "conv_dim"}  # a rank and the alpha that scales it: imported or refused together
 
 
 @dataclass
@@ -23,12 +31,32 @@ class Unmapped:
 
 
 @dataclass
+class Changed:
+    key: str  # the foreign field
+    value: Any  # its value in the file
+    setting: str  # the Danlu key it became
+    new: Any  # the value Danlu trains with
+    reason: str  # one line: why the value differs
+
+
+@dataclass
 class ImportResult:
     format: str  # a key of importers.IMPORTERS
     settings: dict[str, Any]  # Danlu config keys -> values; TrainConfig accepts them together
     unmapped: list[Unmapped]
     metadata: dict[str, Any]  # lora-scripts preset [metadata] (name, version, author, train_type, ...) etc.
     mapped: list[str] = field(default_factory=list)  # the foreign fields taken (with `unmapped`: all of them)
+    changed: list[Changed] = field(default_factory=list)  # the foreign fields taken with another value
+
+    def report(self, text: Mapping[str, str] = REPORT_TEXT) -> list[str]:
+        """Every source value the import changed, filled in, dropped or could not map: one line each, in `text`'s
+        wording (REPORT_TEXT for the CLI's `preset import`; the GUI's preset tab passes its language's)."""
+        lines = [text["changed"].format(key=c.key, value=c.value, setting=c.setting, new=c.new, reason=c.reason)
+                 for c in self.changed]
+        lines += [text["default"].format(setting=key, new=value)
+                  for key, value in (self.metadata.get("sd_scripts_defaults") or {}).items()]
+        return lines + [text["unmapped"].format(key=item.key, value=item.value, reason=item.reason)
+                        for item in self.unmapped]
 
 
 def is_off(value: Any) -> bool:
@@ -70,13 +98,23 @@ class Collector:
         self.mapped: list[str] = []
         self.unmapped: list[Unmapped] = []
         self.metadata: dict[str, Any] = {}
+        self.notes: dict[str, str] = {}  # foreign field -> why its value was changed
+        self.refused: dict[str, str] = {}  # foreign field -> the Danlu key a refused value was for
+        self.defaulted: list[Changed] = []  # foreign values left out, so that Danlu's default (another value) applies
 
-    def set(self, key: str, value: Any, *sources: str) -> None:
-        """Danlu's `key` = value, taken from the foreign fields `sources`."""
+    def set(self, key: str, value: Any, *sources: str, why: str = "") -> None:
+        """Danlu's `key` = value, taken from the foreign fields `sources`; `why`: the value differs from theirs."""
         self.settings[key] = value
         self.origins[key] = list(sources)
         for source in sources:
             self.keep(source)
+            if why:
+                self.notes[source] = why
+
+    def changed_to_default(self, source: str, key: str, default: Any, why: str) -> None:
+        """The foreign field is left out, and Danlu's default, another value than the file's, applies."""
+        self.keep(source)
+        self.defaulted.append(Changed(source, self.raw.get(source), key, default, why))
 
     def keep(self, source: str) -> None:
         """The foreign field is understood and needs no setting (Danlu does the same by default, or another field
@@ -92,8 +130,26 @@ class Collector:
     def result(self, fmt: str, path: Path) -> ImportResult:
         self._xformers_to_sdpa()
         self._drop_refused(path)
+        self._say_what_is_used()
         ordered = {key: self.settings[key] for key in TrainConfig.model_fields if key in self.settings}
-        return ImportResult(fmt, ordered, self.unmapped, self.metadata, self.mapped)
+        changed = [item for item in map(self._changed, ordered) if item]
+        changed += [item for item in self.defaulted if item.setting not in ordered]
+        return ImportResult(fmt, ordered, self.unmapped, self.metadata, self.mapped, changed)
+
+    def _changed(self, key: str) -> Changed | None:
+        """The setting's change, under the first foreign field with a note: one line, also where several fields
+        went into the value (lora-scripts' preview form into one prompt line)."""
+        source = next((source for source in self.origins.get(key, []) if source in self.notes), None)
+        return None if source is None else Changed(source, self.raw.get(source), key, self.settings[key],
+                                                   self.notes[source])
+
+    def _say_what_is_used(self) -> None:
+        """Each refused value's line ends with the value Danlu trains with instead."""
+        config = validate_config(self.settings)
+        for item in self.unmapped:
+            key = self.refused.get(item.key)
+            if key in TrainConfig.model_fields:
+                item.reason += f"; Danlu uses {key} = {getattr(config, key)!r} instead"
 
     def _xformers_to_sdpa(self) -> None:
         """xformers is not part of Danlu's install: a config that used it trains with sdpa, so it works on the
@@ -115,6 +171,7 @@ class Collector:
                 raise ConfigError([Problem((), f"{path}: the imported settings are refused: {refused['']}")])
             if not refused:
                 return
+            self._with_companions(refused)
             for key, reason in sorted(refused.items(), key=lambda item: _entry_index(item[0]), reverse=True):
                 if _entry_index(key) >= 0:  # network_args[2] goes before [1], whose place it would shift
                     self._drop_network_arg(_entry_index(key), reason)
@@ -122,14 +179,26 @@ class Collector:
                 self.settings.pop(key)
                 for source in dict.fromkeys(self.origins.pop(key, [])):
                     self.skip(source, self.raw.get(source), f"Danlu refuses it: {reason}")
+                    self.refused[source] = key
         raise ConfigError([Problem((), f"{path}: the imported settings do not validate together")])  # pragma: no cover
+
+    def _with_companions(self, refused: dict[str, str]) -> None:
+        """A refused rank takes its alpha with it and the other way round: one without the other trains at a scale
+        nobody chose."""
+        for setting in list(refused):
+            key = _danlu_key(self.settings, setting)
+            companion = _setting(self.settings, COMPANIONS.get(key, ""))
+            if companion and companion not in refused:
+                refused[companion] = f"it goes with {key}, which is refused ({refused[setting]})"
 
     def _drop_network_arg(self, index: int, reason: str) -> None:
         """One refused network_args entry goes; the others (the algo above all) stay."""
         entries, sources = self.settings["network_args"], self.origins["network_args"]
         entry, source = entries.pop(index), sources.pop(index)
-        label = f"{source}.{entry.partition('=')[0]}" if source.endswith("network_args") else source
+        name = entry.partition("=")[0].strip()
+        label = f"{source}.{name}" if source.endswith("network_args") else source
         self.skip(label, entry, f"Danlu refuses it: {reason}")
+        self.refused[label] = ARG_RENAMES.get(name, name)
         if not entries:
             self.settings.pop("network_args")
 
@@ -149,6 +218,14 @@ def refused_settings(settings: dict[str, Any]) -> dict[str, str]:
             setting, key = named[0]
             refused.setdefault(setting, problem.detail if setting == key else str(problem))
     return refused or {"": str(problems[0])}
+
+
+def _danlu_key(settings: dict[str, Any], setting: str) -> str:
+    """The config key a setting ("network_args[i]" or a key) gives a value to."""
+    if _entry_index(setting) < 0:
+        return setting
+    name = _arg_names(settings)[_entry_index(setting)]
+    return ARG_RENAMES.get(name, name)
 
 
 def _entry_index(key: str) -> int:

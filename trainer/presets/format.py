@@ -26,9 +26,11 @@ import yaml
 from trainer.adapters.sd_scripts import map_network_config
 from trainer.common.errors import ConfigError, Problem
 from trainer.common.files import atomic_write_text
+from trainer.common.places import file_place_problems
 from trainer.config import TrainConfig, field_info
 from trainer.config.io import parse_config_file, validate_config
 from trainer.config.migrations import OLD_VERSION_KEY, VERSION_KEY, migrate, split_version, versioned
+from trainer.config.schema.steps import length_defaults
 
 LANG_TEXT_KEYS = ("title", "description")  # {en, zh} mappings
 META_KEYS = (VERSION_KEY, "name", *LANG_TEXT_KEYS, "model_family", "vram_gb", "author", "settings")
@@ -76,7 +78,7 @@ def apply_preset(preset: Preset, current: dict[str, Any]) -> tuple[dict[str, Any
     settings = preset.settings
     if "network_module" in settings or "network_args" in settings:  # sd-scripts' spelling: as network_type etc.,
         settings = map_network_config(settings)  # else the default network_type would contradict it
-    config.update(settings)
+    config.update({**settings, **length_defaults(settings)})  # steps without epochs: the steps decide
     config.update({key: current[key] for key in machine_keys() if current.get(key) not in (None, "")})
     changed = [key for key in config if config[key] != current.get(key, TrainConfig.model_fields[key].default)]
     return config, changed
@@ -133,9 +135,10 @@ def preset_text(preset: Preset, suffix: str = ".yaml") -> str:
 
 
 def write_preset(preset: Preset, path: Path, overwrite: bool = False) -> Path:
-    """Write YAML (or JSON for a .json path) atomically; an existing file is kept unless overwrite."""
-    if path.exists() and not overwrite:
-        raise ConfigError([Problem((), f"{path}: already exists", "choose another name, or overwrite it on purpose")])
+    """Write YAML (or JSON for a .json path) atomically; an existing file is kept unless overwrite, a folder always."""
+    problems = file_place_problems(path, "-o", overwrite)
+    if problems:
+        raise ConfigError(problems)
     atomic_write_text(path, preset_text(preset, path.suffix))
     return path
 

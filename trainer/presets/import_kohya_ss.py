@@ -13,6 +13,7 @@ from trainer.presets.collector import Collector, coerce, number
 from trainer.presets.import_sd_scripts import (
     ALWAYS_LIKE_DANLU,
     NO_EQUIVALENT,
+    SD_SCRIPTS_DEFAULTS,
     as_entries,
     map_sd_scripts_keys,
     skip_unless_off,
@@ -20,10 +21,12 @@ from trainer.presets.import_sd_scripts import (
 
 GUI_ONLY_REASON = "kohya_ss GUI setting, no effect on training"
 GUI_ONLY = ("model_list", "training_preset", "save_as", "save_as_bool", "file_path", "headless", "print_only")
-LAUNCH = ("num_cpu_threads_per_process", "num_processes", "num_machines", "multi_gpu", "gpu_ids",
-          "main_process_port", "dynamo_backend", "dynamo_mode", "dynamo_use_fullgraph", "dynamo_use_dynamic",
-          "extra_accelerate_launch_args")
-LAUNCH_REASON = NO_EQUIVALENT["gpu_ids"]
+# accelerate launch options Danlu does not take (num_processes, num_machines, gpu_ids, main_process_port are its
+# own keys and import as they are).
+LAUNCH = ("num_cpu_threads_per_process", "multi_gpu", "dynamo_backend", "dynamo_mode", "dynamo_use_fullgraph",
+          "dynamo_use_dynamic", "extra_accelerate_launch_args")
+LAUNCH_REASON = ("an accelerate launch option: Danlu launches the processes itself (num_processes, gpu_ids; "
+                 "torch_compile for dynamo)")
 KOHYA_NO_EQUIVALENT = {
     **NO_EQUIVALENT,
     "use_wandb": NO_EQUIVALENT["wandb_api_key"],
@@ -47,7 +50,8 @@ LYCORIS_SWITCHES = (*_LOCON_SWITCHES, "use_cp", "decompose_both", "constrain", "
 FLUX_ONLY = (*FluxFields.model_fields, "ae", "clip_l", "t5xxl")  # kohya_ss passes them only with flux1_checkbox
 NOISE_FIELDS = {"Original": ("noise_offset", "adaptive_noise_scale", "noise_offset_random_strength"),
                 "Multires": ("multires_noise_iterations", "multires_noise_discount")}
-ZERO_IS_UNSET = ("clip_skip", "vae_batch_size")  # kohya_ss passes None for 0: sd-scripts' default
+DROPPED_ZERO = "kohya_ss leaves 0 out of sd-scripts' arguments, so sd-scripts' default applies"
+KEEPS_ZERO = ("max_data_loader_n_workers",)  # train_model passes it after dropping the empty values
 RENAMES = {"max_resolution": "resolution", "optimizer": "optimizer_type", "lora_network_weights": "network_weights"}
 
 
@@ -78,13 +82,20 @@ def _field(out: Collector, key: str, value: Any) -> None:
 
 
 def set_kohya(out: Collector, key: str, value: Any, source: str) -> None:
-    """A Danlu key from a kohya_ss field: "" is unset, and so is 0 / false where Danlu's empty means "off"."""
-    default = TrainConfig.model_fields[key].default
-    zero = value is False or number(value) == 0
-    if value in (None, "") or (zero and (default is None or key in ZERO_IS_UNSET)):
-        out.keep(source)
-    else:
+    """A Danlu key from a kohya_ss field. kohya_ss's train_model leaves every "", None, False and 0 out of
+    sd-scripts' arguments (`value not in ["", False, None]`, and 0 == False), so the key has sd-scripts' default:
+    0 for max_grad_norm trains with clipping at 1.0, as kohya_ss does."""
+    danlu = TrainConfig.model_fields[key].default
+    if key in KEEPS_ZERO or not (value in (None, "") or value is False or number(value) == 0):
         out.set(key, coerce(key, value), source)
+    elif value is False and danlu is True:
+        out.set(key, False, source)  # a store_true flag left off: sd-scripts' default
+    elif key in SD_SCRIPTS_DEFAULTS:
+        out.set(key, SD_SCRIPTS_DEFAULTS[key], source, why=DROPPED_ZERO)
+    else:
+        out.keep(source)  # Danlu's default is sd-scripts'
+        if number(value) == 0 and value is not False and number(danlu) not in (None, 0):  # 0 == False: not `in`
+            out.changed_to_default(source, key, danlu, DROPPED_ZERO)
 
 
 def _network(out: Collector, data: dict[str, Any]) -> None:
@@ -139,7 +150,9 @@ def _length(out: Collector, data: dict[str, Any]) -> None:
         out.set("max_train_epochs", None, "max_train_steps")
         out.set("max_train_steps", int(steps), "max_train_steps")
     elif epoch:
-        out.set("max_train_epochs", int(epoch), "epoch")
+        out.set("max_train_epochs", int(epoch), "epoch", why="kohya_ss passes max_train_steps = ceil(images × "
+                "repeats / batch / accumulation × epoch), whole epochs when each bucket fills its last batch and a "
+                "few steps fewer otherwise; Danlu trains the whole epochs")
     for key in ("max_train_epochs", "max_train_steps", "epoch"):
         if key in data:
             out.keep(key)  # empty, or outweighed by the one above
@@ -164,13 +177,15 @@ def _warmup(out: Collector, data: dict[str, Any]) -> None:
         out.skip("lr_warmup", data["lr_warmup"], "a warm-up over the whole run cannot be written as a fraction "
                                                  "below 1; set lr_warmup_steps to the number of steps")
     elif percent:
-        out.set("lr_warmup_steps", percent / 100, "lr_warmup")
+        out.set("lr_warmup_steps", percent / 100, "lr_warmup", why="kohya_ss gives the warm-up in percent of the "
+                "steps; Danlu's lr_warmup_steps below 1 is that fraction")
     elif "lr_warmup" in data:
         out.keep("lr_warmup")
     cycles = data.get("lr_scheduler_num_cycles")
     epoch = number(data.get("epoch"))
     if cycles == "" and epoch and data.get("lr_scheduler") == "cosine_with_restarts":
-        out.set("lr_scheduler_num_cycles", int(epoch), "lr_scheduler_num_cycles")  # kohya_ss: empty = epoch
+        out.set("lr_scheduler_num_cycles", int(epoch), "lr_scheduler_num_cycles",
+                why="kohya_ss passes epoch for an empty lr_scheduler_num_cycles")
     elif "lr_scheduler_num_cycles" in data:
         set_kohya(out, "lr_scheduler_num_cycles", cycles, "lr_scheduler_num_cycles")
 

@@ -32,6 +32,8 @@ PRODIGY_FORM = {"prodigy_d0": "d0", "prodigy_d_coef": "d_coef"}  # -> optimizer_
 PREVIEW_DEFAULTS = {"negative_prompts": "", "sample_width": 512, "sample_height": 512, "sample_cfg": 7,
                     "sample_steps": 24, "sample_seed": 2333}
 PREVIEW_FIELDS = ("positive_prompts", *PREVIEW_DEFAULTS, "randomly_choice_prompt", "prompt_file")
+PREVIEW_CHANGED = ("lora-scripts' preview form, written as the one prompt line it passes to sd-scripts (--n negative, "
+                   "--w/--h size, --l CFG, --s steps, --d seed; lora-scripts' values for the fields left out)")
 # A form switch and the fields it shows: with the switch off they are not sent to sd-scripts.
 SWITCHED = {"enable_base_weight": ("base_weights", "base_weights_multiplier"),
             "enable_block_weights": ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold")}
@@ -132,7 +134,8 @@ def _preview(out: Collector, flat: dict[str, Any]) -> None:
         prompt = (f"{' '.join(str(values['positive_prompts']).split())}{negative} --w {values['sample_width']} "
                   f"--h {values['sample_height']} --l {values['sample_cfg']} --s {values['sample_steps']} "
                   f"--d {values['sample_seed']}")
-        out.set("sample_prompts", [prompt], *(key for key in form if key != "randomly_choice_prompt"))
+        out.set("sample_prompts", [prompt], *(key for key in form if key != "randomly_choice_prompt"),
+                why=PREVIEW_CHANGED)
     if form.get("randomly_choice_prompt"):
         out.skip("randomly_choice_prompt", True, "Danlu does not pick a random caption as the preview prompt; "
                                                  "it uses positive_prompts")

@@ -7,7 +7,6 @@ key means something different in sd-scripts than in Danlu (SD_SCRIPTS_DEFAULTS).
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Any
 
 from trainer.adapters.sd_scripts import ARG_KEYS, LYCORIS_ALGOS, NETWORK_MODULES
@@ -15,9 +14,10 @@ from trainer.config import TrainConfig
 from trainer.config.io import NOT_NEEDED
 from trainer.dataset.scan import parse_folder_name
 from trainer.presets.collector import Collector, coerce, is_off
+from trainer.presets.paths import name_of, parent_of, with_name
 
 _LOGS = NOT_NEEDED["log_with"]
-_LAUNCH = "a launch setting: Danlu starts the training process itself (the GPU count is chosen when you start it)"
+_DEEPSPEED = "DeepSpeed is not supported: Danlu trains with DDP (num_processes)"
 _GROUPS: dict[str, tuple[str, ...]] = {
     _LOGS: ("logging_dir", "log_with", "log_prefix", "log_tracker_name", "log_tracker_config", "log_config",
             "wandb_api_key", "wandb_run_name"),
@@ -26,8 +26,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "huggingface_repo_id", "huggingface_repo_type", "huggingface_path_in_repo", "huggingface_token",
         "huggingface_repo_visibility", "save_state_to_huggingface", "resume_from_huggingface", "async_upload"),
     "Danlu places the models in memory itself": ("lowram", "highvram", "lowvram"),
-    _LAUNCH: ("ddp_timeout", "ddp_gradient_as_bucket_view", "ddp_static_graph", "gpu_ids", "dynamo_backend",
-              "torch_compile", "deepspeed", "zero_stage"),
+    _DEEPSPEED: ("deepspeed", "zero_stage"),
     "weighted captions ((word:1.2)) are not supported": ("weighted_captions",),
     "token warm-up is not supported": ("token_warmup_min", "token_warmup_step"),
     "face crop augmentation is not supported": ("face_crop_aug_range",),
@@ -51,8 +50,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     "Danlu resumes from a saved state folder (resume)": ("initial_epoch", "initial_step", "skip_until_initial_step"),
     "validation loss is not supported": ("validation_split", "validation_seed", "validate_every_n_steps",
                                          "validate_every_n_epochs", "max_validation_steps"),
-    "a Flux.1 memory option Danlu does not have": ("fp8_base_unet", "blocks_to_swap", "cpu_offload_checkpointing",
-                                                   "split_mode", "mem_eff_save"),
+    "a Flux.1 memory option Danlu does not have": ("split_mode", "mem_eff_save"),
     "Danlu checks its caches by their content": ("skip_cache_check", "cache_info"),
     "Danlu loads images with its own resizing": ("resize_interpolation",),
 }
@@ -275,7 +273,7 @@ def _folders(out: Collector, subsets: list[tuple[str, dict[str, Any]]], target: 
     N = num_repeats, since Danlu reads the repeats and class tokens from the folder name."""
     if not subsets:
         return
-    parents = {str(PurePath(options["image_dir"]).parent) for _, options in subsets if "image_dir" in options}
+    parents = {parent_of(str(options["image_dir"])) for _, options in subsets if "image_dir" in options}
     clash = target == "reg_data_dir" and parents == {out.settings.get("train_data_dir")}
     for prefix, options in subsets:
         sources = [f"{prefix}{key}" for key in SUBSET_FOLDER_KEYS if f"{prefix}{key}" in out.raw]
@@ -297,13 +295,13 @@ def _folders(out: Collector, subsets: list[tuple[str, dict[str, Any]]], target: 
 
 def _folder_name(out: Collector, prefix: str, options: dict[str, Any]) -> None:
     """List the subset's num_repeats / class_tokens when its folder name says something else."""
-    folder = PurePath(options.get("image_dir", ""))
+    folder = str(options.get("image_dir", ""))
     repeats, tokens = options.get("num_repeats", 1), options.get("class_tokens")
-    parsed = parse_folder_name(folder.name)
-    wanted = f"{repeats}_{tokens if tokens is not None else (parsed[1] if parsed else folder.name)}"
-    rename = f"rename {folder} to {folder.with_name(wanted)}"
+    parsed = parse_folder_name(name_of(folder))
+    wanted = f"{repeats}_{tokens if tokens is not None else (parsed[1] if parsed else name_of(folder))}"
+    rename = f"rename {folder} to {with_name(folder, wanted)}"
     if parsed is None:
-        out.skip(f"{prefix}image_dir", str(folder), f"Danlu reads the repeat count from the folder name "
+        out.skip(f"{prefix}image_dir", folder, f"Danlu reads the repeat count from the folder name "
                                                      f"(N_name), and this one has none: {rename}")
     elif parsed[0] != repeats:
         out.skip(f"{prefix}num_repeats", repeats, f"Danlu reads the repeat count from the folder name, which "

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer.common.errors import ConfigError, Problem
+from trainer.common.errors import ConfigError, Problem, UserError
+from trainer.common.text import read_user_text
 from trainer.presets.collector import ImportResult
 from trainer.presets.import_kohya_ss import import_kohya_ss
 from trainer.presets.import_lora_scripts import import_lora_scripts
@@ -42,11 +43,10 @@ def read_foreign(path: Path) -> dict[str, Any]:
         kinds = "a kohya_ss .json or sd-scripts/lora-scripts .toml file"
         raise ConfigError([Problem((), f"{path}: not {kinds} (a Danlu YAML config needs no import)")])
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_user_text(path)  # UTF-8, UTF-16 with a BOM or GBK (trainer/common/text.py)
         data = json.loads(text) if suffix == ".json" else tomllib.loads(text)
-    except UnicodeDecodeError:
-        expected = f"expected UTF-8 {suffix.lstrip('.').upper()}"
-        raise ConfigError([Problem((), f"{path}: not a text file ({expected})")]) from None
+    except UserError as exc:
+        raise ConfigError([Problem((), exc.message, exc.hint)]) from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError([Problem((), f"{path}: not valid {suffix.lstrip('.').upper()}: {exc}")]) from None
     if not isinstance(data, dict):

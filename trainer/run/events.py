@@ -2,13 +2,19 @@
 
 events.jsonl gets one JSON object a line, flushed per event; train.log the human-readable log;
 tb/ TensorBoard scalars and images. Only the main process writes (`enabled`).
+
+SIGTERM (the OS, a process manager, a forced stop's first signal) is a stop request like the STOP file: the loop
+saves and writes `finished: stopped`. A second SIGTERM, or TERM_GRACE_S without an end, ends the process at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,8 @@ from typing import Any
 import numpy as np
 
 STOP_FILE = "STOP"
+TERM_GRACE_S = 60.0  # after SIGTERM, how long a run has to save and end before it ends at once
+TERMINATED = 128 + signal.SIGTERM  # the exit status of a run ended at once, as a shell reports a SIGTERM
 
 
 def new_run_dir(output_dir: Path, kind: str = "runs") -> Path:
@@ -42,8 +50,13 @@ class RunLog:
         self._logger = _make_logger(run_dir / "train.log" if enabled else None)
         self._events = None
         self._tb = None
+        self._terminated = False
+        self._grace: threading.Timer | None = None
+        self._catching = False
+        self._previous_term = None
         if enabled:
             self._events = open(run_dir / "events.jsonl", "a", encoding="utf-8")
+            self._catch_term()
 
     def event(self, type: str, **fields: Any) -> None:
         if self._events is None:
@@ -84,9 +97,41 @@ class RunLog:
             writer.flush()
 
     def stop_requested(self) -> bool:
-        return (self.run_dir / STOP_FILE).exists()
+        return self._terminated or (self.run_dir / STOP_FILE).exists()
+
+    def _catch_term(self) -> None:
+        """Signal handlers can only be set from the main thread: a run in another thread keeps the default."""
+        if threading.current_thread() is threading.main_thread():
+            self._pid = os.getpid()
+            self._previous_term = signal.signal(signal.SIGTERM, self._on_term)
+            self._catching = True
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._pid:  # a forked data loader worker inherited the handler: end as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if self._terminated:
+            self._end_at_once("a second SIGTERM")
+        self._terminated = True
+        self.info(f"SIGTERM: stopping after this step, saving first (a second SIGTERM, or {TERM_GRACE_S:g}s without "
+                  "an end, ends the run at once)")
+        self._grace = threading.Timer(TERM_GRACE_S, self._end_at_once, (f"no end {TERM_GRACE_S:g}s after SIGTERM",))
+        self._grace.daemon = True
+        self._grace.start()
+
+    def _end_at_once(self, why: str) -> None:
+        """The files saved so far stay (every save is atomic); this point is not saved."""
+        self.warning(f"{why}: the run ends at once, without saving")
+        self.event("finished", status="stopped", forced=True)
+        os._exit(TERMINATED)
 
     def close(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._catching:  # None: the handler before was not set from Python
+            signal.signal(signal.SIGTERM, self._previous_term if self._previous_term is not None else signal.SIG_DFL)
+            self._catching = False
         if self._tb is not None:
             self._tb.close()
         if self._events is not None:

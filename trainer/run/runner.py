@@ -29,6 +29,7 @@ from trainer.config import TrainConfig
 from trainer.config.io import config_to_yaml
 from trainer.run.child import PROCESS_FILE, start_detached
 from trainer.run.events import STOP_FILE, new_run_dir
+from trainer.run.lock import check_free, live_holder
 from trainer.run.state import CONSOLE_LOG, EVENTS_FILE, tail_lines
 
 CONFIG_FILE = "config.yaml"
@@ -53,12 +54,13 @@ class RunHandle:
     pid: int
     started_at: float
     popen: subprocess.Popen | None = field(default=None, repr=False)
+    named: bool = True  # its command line names run_dir (started as a child); False: found by output_dir's lock
 
     @property
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
-        return _is_our_process(self.pid, self.run_dir, self.started_at)
+        return _is_our_process(self.pid, self.run_dir if self.named else None, self.started_at)
 
     @property
     def exit_code(self) -> int | None:
@@ -125,8 +127,9 @@ def start(config: TrainConfig, output_dir: Path | str | None = None) -> RunHandl
     out = Path(config.output_dir).expanduser().resolve()
     running = _active if _active is not None and _active.alive else find_running([out])
     if running is not None:
-        raise AlreadyRunning(f"a training is already running in {running.run_dir}",
+        raise AlreadyRunning(f"a training is already running in {running.run_dir} (PID {running.pid})",
                              "stop it, or wait for it to finish, before starting another")
+    check_free(out)  # a training on another computer writing a shared folder
     run_dir = new_run_dir(out)
     config_file = run_dir / CONFIG_FILE
     config_file.write_text(config_to_yaml(config), encoding="utf-8")
@@ -139,16 +142,31 @@ def find_running(output_dirs: list[Path]) -> RunHandle | None:
     """The live training among output_dir/runs/*, newest first, or None. A run counts when its process.json pid
     is alive, is the process that was started for it (its command line names the run folder and it is not
     younger than process.json says: a reused pid is not mistaken for it), and events.jsonl has no `finished`
-    event. A found run becomes this GUI's active run, so `start` refuses while it lives."""
+    event; or when output_dir's lock names a live process of this computer (a training started from the command
+    line, trainer/run/lock.py). A found run becomes this GUI's active run, so `start` refuses while it lives."""
     global _active
     for output_dir in output_dirs:
-        runs = Path(output_dir).expanduser().resolve() / "runs"
-        for record in sorted(runs.glob(f"*/{PROCESS_FILE}"), reverse=True):
-            handle = _reattach(record)
-            if handle is not None:
-                _active = handle
-                return handle
+        folder = Path(output_dir).expanduser().resolve()
+        handle = _reattach_recorded(folder / "runs") or _reattach_locked(folder)
+        if handle is not None:
+            _active = handle
+            return handle
     return None
+
+
+def _reattach_recorded(runs: Path) -> RunHandle | None:
+    for record in sorted(runs.glob(f"*/{PROCESS_FILE}"), reverse=True):
+        handle = _reattach(record)
+        if handle is not None:
+            return handle
+    return None
+
+
+def _reattach_locked(output_dir: Path) -> RunHandle | None:
+    holder = live_holder(output_dir)
+    if holder is None or not holder.here or holder.run_dir is None or _has_finished(holder.run_dir):
+        return None
+    return RunHandle(holder.run_dir, holder.pid, holder.started_at, named=False)
 
 
 def active() -> RunHandle | None:
@@ -179,12 +197,15 @@ def _has_finished(run_dir: Path) -> bool:
     return False
 
 
-def _is_our_process(pid: int, run_dir: Path, started_at: float) -> bool:
-    """pid runs, is no zombie, and is the trainer of run_dir (not a later process that got the same pid)."""
+def _is_our_process(pid: int, run_dir: Path | None, started_at: float) -> bool:
+    """pid runs, is no zombie, and is the trainer of run_dir (not a later process that got the same pid); with
+    run_dir None (a lock's process) its start time alone tells."""
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE or process.create_time() > started_at + PID_START_SLACK_S:
             return False
+        if run_dir is None:
+            return True
         try:
             return str(run_dir) in process.cmdline()
         except psutil.AccessDenied:  # another user's process on some systems: the start time must do
@@ -194,8 +215,18 @@ def _is_our_process(pid: int, run_dir: Path, started_at: float) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """A started child leads its own process group; a training started from a terminal may not."""
     try:
         os.killpg(pid, sig)
+    except ProcessLookupError:
+        _signal_process(pid, sig)
+    except PermissionError:
+        pass
+
+
+def _signal_process(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass  # already gone
 

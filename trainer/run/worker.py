@@ -48,6 +48,7 @@ class Worker:
         self._answers: queue.Queue[str | None] = queue.Queue()
         self._gpu: tuple[bool, bool] | None = None
         self._gpu_memory: float | None = NOT_ASKED
+        self._gpus: list[dict[str, Any]] | None = None
 
     def start(self) -> None:
         """Start the worker unless it runs; returns at once."""
@@ -79,6 +80,12 @@ class Worker:
         if self._gpu_memory == NOT_ASKED:
             self._gpu_memory = self.ask("gpu_memory_gib")
         return self._gpu_memory
+
+    def gpu_list(self) -> list[dict[str, Any]]:
+        """trainer.checks.advice.gpu_list(): this machine's GPUs, asked once."""
+        if self._gpus is None:
+            self._gpus = self.ask("gpu_list")
+        return self._gpus
 
     def lr_curve(self, config: TrainConfig, total_steps: int,
                  family: str | None = None) -> dict[str, list[tuple[int, float]]]:

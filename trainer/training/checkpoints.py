@@ -1,6 +1,7 @@
 """Names of the files a run writes (sd-scripts' scheme), pruning of old ones, and resumable training state.
 
-  <name>.safetensors              final LoRA            <name>-state/            state at the end
+  <name>.safetensors              final LoRA            <name>-state/            state at the end (save_state or
+                                                                                   save_state_on_train_end)
   <name>-000004.safetensors       every n epochs        <name>-000004-state/     with save_state
   <name>-step00000500.safetensors every n steps         <name>-step00000500-state/
 """
@@ -8,18 +9,22 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.common.errors import UserError
+from trainer.common.errors import Problem, UserError
 from trainer.config import TrainConfig
 
 if TYPE_CHECKING:  # for annotations only: the file names are torch-free, the GUI's overwrite check uses them
     from accelerate import Accelerator
 
 TRAIN_STATE_FILE = "train_state.json"
+_STATE_HINT = "resume from another state folder (an earlier one), or train without resume"
+_SAVE_SUFFIX = r"(-\d{6}|-step\d{8})?"  # what epoch_file and step_file add to output_name
 
 
 def final_file(config: TrainConfig) -> Path:
@@ -47,9 +52,27 @@ def planned_outputs(config: TrainConfig, epochs: int, total_steps: int) -> list[
         files += [step_file(config, s) for s in range(config.save_every_n_steps, total_steps,
                                                        config.save_every_n_steps)]
     states = [state_dir(f) for f in files[1:]] if config.save_state else []
-    if config.save_state_on_train_end:
+    if ends_with_state(config):
         states.append(state_dir(files[0]))
     return files + states
+
+
+def ends_with_state(config: TrainConfig) -> bool:
+    """sd-scripts saves <name>-state at the end with save_state or save_state_on_train_end."""
+    return config.save_state or config.save_state_on_train_end
+
+
+def leftovers(config: TrainConfig) -> list[Path]:
+    """What a run of this config killed during a save left in output_dir: LoRA files' temporary files
+    (common.files.atomic_write) and `-state.partial` folders. The next training removes them (start.py); `check`
+    names them."""
+    name, suffix = re.escape(config.output_name), re.escape(config.save_model_as)
+    pattern = re.compile(rf"\.{name}{_SAVE_SUFFIX}\.{suffix}\.\d+-\d+\.partial|{name}{_SAVE_SUFFIX}-state\.partial")
+    try:
+        entries = list(final_file(config).parent.iterdir())
+    except OSError:  # no output_dir yet
+        return []
+    return sorted(path for path in entries if pattern.fullmatch(path.name))
 
 
 def outdated_epoch(config: TrainConfig, epoch: int, keep: int | None) -> int | None:
@@ -98,15 +121,53 @@ def save_train_state(accelerator: Accelerator, folder: Path, step: int, epoch: i
     accelerator.wait_for_everyone()
 
 
-def load_train_state(accelerator: Accelerator, folder: Path) -> tuple[int, int]:
-    """Restore a state saved by save_train_state; returns (step, epoch) it was saved at."""
+def state_problems(folder: Path) -> list[Problem]:
+    """What keeps a resume state folder from loading, read without torch: the position file missing or broken,
+    a tensor file cut short, a torch file whose zip is incomplete. Pickled code shows only when loading refuses it
+    (load_train_state)."""
+    from trainer.families.detect import file_damage
+
+    try:
+        _position(folder)
+    except UserError as exc:
+        return exc.problems
+    for path in sorted(folder.iterdir()):
+        damage = file_damage(path) if path.suffix == ".safetensors" else \
+            "not a complete torch file (cut short?)" if path.suffix == ".bin" and not zipfile.is_zipfile(path) else None
+        if damage:
+            return [Problem(("resume",), f"'{path}' is {damage}", _STATE_HINT)]
+    return []
+
+
+def _position(folder: Path) -> tuple[int, int]:
+    """(step, epoch) from the state's TRAIN_STATE_FILE, or a UserError of resume saying what is wrong with it."""
     position = folder / TRAIN_STATE_FILE
     if not position.is_file():
-        raise UserError(f"resume: '{folder}' is not a Danlu/sd-scripts state folder ({TRAIN_STATE_FILE} missing)",
-                        "pick a folder named like <output_name>-000004-state")
-    accelerator.load_state(str(folder), strict=False)
-    saved = json.loads(position.read_text())
-    return int(saved["current_step"]), int(saved["current_epoch"])
+        raise UserError(f"'{folder}' is not a Danlu/sd-scripts state folder ({TRAIN_STATE_FILE} missing)",
+                        "pick a folder named like <output_name>-000004-state", "resume")
+    try:
+        saved = json.loads(position.read_text(encoding="utf-8"))
+        return int(saved["current_step"]), int(saved["current_epoch"])
+    except (OSError, ValueError, KeyError, TypeError):  # ValueError: broken JSON, text or numbers
+        raise UserError(f"'{position}' is damaged (not JSON with current_step and current_epoch)", _STATE_HINT,
+                        "resume") from None
+
+
+def load_train_state(accelerator: Accelerator, folder: Path) -> tuple[int, int]:
+    """Restore a state saved by save_train_state; returns (step, epoch) it was saved at."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    position = _position(folder)
+    try:
+        accelerator.load_state(str(folder), strict=False)
+    except pickle.UnpicklingError:  # torch's weights_only refused a pickled class or function: never run it
+        raise UserError(f"'{folder}' holds pickled code, which Danlu never loads", _STATE_HINT, "resume") from None
+    except (SafetensorError, EOFError, RuntimeError, OSError) as exc:
+        raise UserError(f"'{folder}' cannot be loaded: {exc}", _STATE_HINT,
+                        "resume") from None
+    return position
 
 
 class Saver:
@@ -136,7 +197,7 @@ class Saver:
 
     def final(self, step: int, epoch: int) -> None:
         self.write_lora(final_file(self.config), epoch)
-        if self.config.save_state_on_train_end:
+        if ends_with_state(self.config):
             save_train_state(self.accelerator, state_dir(final_file(self.config)), step, epoch)
 
     def _checkpoint(self, path: Path, step: int, epoch: int) -> None:

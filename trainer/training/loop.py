@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
-from diffusers.hooks import apply_layerwise_casting
 from PIL import Image
 
 from trainer.adapters.layers import add_network, apply_max_norm, lora_layers
@@ -27,23 +26,37 @@ from trainer.common.errors import UserError
 from trainer.config import TrainConfig
 from trainer.config.io import config_to_yaml
 from trainer.dataset.latents import LatentCache, encode_pixels
+from trainer.dataset.prefetch import ahead
+from trainer.dataset.share import shares_text
 from trainer.dataset.stream import BatchDataset, MicroBatch, make_loader, schedule
 from trainer.dataset.te_cache import build_text_encoder_cache
 from trainer.families.base import Conditioning
-from trainer.families.registry import load_family
+from trainer.families.registry import fp8_components, load_family
 from trainer.run.events import RunLog
 from trainer.training.block_swap import BlockSwap, swapped_modules
 from trainer.training.checkpoints import Saver, keep_only_lora_weights, load_train_state
+from trainer.training.distributed import ddp_options, process_group_options, share_of
 from trainer.training.export import load_lora, save_lora
-from trainer.training.health import Diverged, HealthMonitor, corrupt_weights_event, sample_event
+from trainer.training.fp8 import store_in_fp8
+from trainer.training.health import (
+    Diverged,
+    HealthMonitor,
+    corrupt_weights_event,
+    sample_event,
+)
 from trainer.training.metadata import build_metadata, for_save
-from trainer.training.optim import make_optimizer, make_scheduler, optimizer_name, step_lrs
+from trainer.training.offload_checkpointing import offloading_checkpoint
+from trainer.training.optim import (
+    make_optimizer,
+    make_scheduler,
+    optimizer_name,
+    step_lrs,
+)
 from trainer.training.quantize import quantize_linear_layers
 from trainer.training.sampling import load_prompts
+from trainer.training.speed import speed_up_denoiser, use_cpu_threads
 
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
-# Real normalisation layers, which fp8_base leaves in the compute precision (their weights are tiny).
-NORM_LAYERS = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm, torch.nn.modules.batchnorm._NormBase)
 
 
 class Trainer:
@@ -77,13 +90,16 @@ class Trainer:
         # VAE while latents are cached, the text encoders while their outputs are), and the denoiser comes last.
         self.model.set_attention(config.sdpa, config.xformers)
         if config.gradient_checkpointing:
-            self.model.enable_gradient_checkpointing()
-        if config.fp8_base:
-            self.log.info(store_in_fp8(self.model.denoiser, HALF[config.mixed_precision]))
+            self.model.enable_gradient_checkpointing(offloading_checkpoint if config.cpu_offload_checkpointing
+                                                     else None)
+        for name in sorted(fp8_components(config, self.model.name)):  # fp8_base, fp8_base_unet
+            self.log.info(f"{name}: {store_in_fp8(self.model.components[name], HALF[config.mixed_precision])}")
         if config.quantize_base != "none":  # before LoRA, so peft wraps the quantized layers
             self.log.info(quantize_linear_layers(self.model.denoiser, config.quantize_base,
                                                  HALF.get(config.mixed_precision, torch.float32)))
         groups = self._inject_lora()
+        for line in speed_up_denoiser(self.model.denoiser, config, self.accelerator.device):
+            self.log.info(line)
         self.swap = self._block_swap()
         self.resident = self._resident()
         with self._visiting(["vae"]):
@@ -91,7 +107,7 @@ class Trainer:
         texts = [text for spec in self.prompts for text in (spec.prompt, spec.negative)]
         with self._visiting(list(self.model.text_encoder_names)):
             self.te_cache = build_text_encoder_cache(config, self.model, self.pre.entries, texts, self.accelerator,
-                                                     self.log.info)
+                                                     self.log.info, share_of(self.accelerator))
         self._place(self.resident, on_device=True)
         self.batches = schedule(self.pre.entries, config.train_batch_size, config.gradient_accumulation_steps,
                                 config.seed, plan.total_steps, self.accelerator.process_index,
@@ -206,8 +222,9 @@ class Trainer:
         # flip_aug picks the plain or the mirrored image's latents per sample, so both are cached.
         cache = LatentCache(self.model.vae, self.config.cache_latents_to_disk, with_flipped=self.config.flip_aug)
         started = time.time()
-        encoded = cache.fill(self.pre.entries, batch_size=self.config.vae_batch_size)
-        self.log.info(f"latents cached: {encoded} encoded in {time.time() - started:.1f}s")
+        encoded = cache.fill(self.pre.entries, batch_size=self.config.vae_batch_size,
+                             share=share_of(self.accelerator))
+        self.log.info(f"latents cached: {shares_text(encoded)} encoded in {time.time() - started:.1f}s")
         return cache
 
     # --- training -----------------------------------------------------------------------------------
@@ -217,16 +234,16 @@ class Trainer:
         status = "completed"
         first = self._resume() if self.config.resume else 0
         self.step_times.append(time.time())
-        micro_losses: list[float] = []
+        micro_losses: list[torch.Tensor] = []  # on the device until the step's one host sync
         for index, data in self._stream(first):
             batch = self.batches[index]
             micro_losses.append(self._forward_backward(data, batch))
             if not batch.last_of_step:
                 continue
-            self._optimizer_step(float(np.mean(micro_losses)), batch)
+            stop = self._optimizer_step(torch.stack(micro_losses).mean(), batch)
             micro_losses.clear()
             epoch_ends = index + 1 == len(self.batches) or self.batches[index + 1].epoch != batch.epoch
-            if self._stop_requested():
+            if stop:
                 status = "stopped"
                 break
             self._after_step(batch, epoch_ends)
@@ -236,14 +253,24 @@ class Trainer:
         return status
 
     def _stream(self, first: int) -> Iterator[tuple[int, dict]]:
-        """(index, data) of the micro-batches from `first` on: one loader for the run, or a fresh one (and fresh
-        workers) each epoch when persistent_data_loader_workers is off, as in sd-scripts."""
+        """(index, data) of the micro-batches from `first` on, built ahead on a thread while the device computes
+        (prefetch.py): one loader for the run, or a fresh one (and fresh workers) each epoch when
+        persistent_data_loader_workers is off, as in sd-scripts."""
         indices = range(first, len(self.batches))
         spans = [indices] if self.config.persistent_data_loader_workers else [
             list(group) for _, group in itertools.groupby(indices, key=lambda i: self.batches[i].epoch)]
         for span in spans:
             loader = make_loader(self.dataset, span, self.config.max_data_loader_n_workers, self.config.seed)
-            yield from zip(span, loader)
+            with contextlib.closing(ahead(map(self._with_text, loader))) as batches:
+                yield from zip(span, batches)
+
+    def _with_text(self, data: dict) -> dict:
+        """A micro-batch with its cached text-encoder outputs (looked up on the prefetching thread, pinned for an
+        asynchronous copy to the GPU)."""
+        if self.te_cache is not None:
+            cached = self.te_cache.get(data["captions"])
+            data["conditioning"] = {name: _pinned(tensor) for name, tensor in cached.items()}
+        return data
 
     def _resume(self) -> int:
         """Restore a saved state; returns the index of the first micro-batch still to train."""
@@ -257,17 +284,17 @@ class Trainer:
         self.log.info(f"resumed from {self.config.resume} at step {step}, epoch {epoch}")
         return next(i for i, batch in enumerate(self.batches) if batch.step > step)
 
-    def _forward_backward(self, data: dict, batch: MicroBatch) -> float:
+    def _forward_backward(self, data: dict, batch: MicroBatch) -> torch.Tensor:
+        """One micro-batch's forward and backward pass; returns its loss, still on the device."""
         model, accelerator = self.model, self.accelerator
-        if "latents" in data:
-            latents = data["latents"].to(accelerator.device)
-        else:
-            latents = encode_pixels(model.vae, data["pixels"])
+        data = _on_device(data, accelerator.device)
+        latents = data["latents"] if "latents" in data else encode_pixels(model.vae, data["pixels"])
+        cond = data["conditioning"] if "conditioning" in data else model.encode_text(data["captions"])
         with accelerator.autocast():
-            loss = model.loss(latents, self._conditioning(data["captions"]), data)
+            loss = model.loss(latents, cond, data)
         with self._sync_only_on_last(batch):
             accelerator.backward(loss / batch.micro_batches)
-        return loss.item()
+        return loss.detach()
 
     def _conditioning(self, texts: list[str]) -> Conditioning:
         if self.te_cache is not None:  # the text encoders do not run in training steps
@@ -283,18 +310,31 @@ class Trainer:
                     stack.enter_context(self.accelerator.no_sync(runner))
         return stack
 
-    def _stop_requested(self) -> bool:
-        """The main process reads STOP; every process learns it in the same step, so none waits alone."""
-        if self.accelerator.is_main_process and self.log.stop_requested():
-            self.accelerator.set_trigger()
-        return self.accelerator.check_trigger()
-
-    def _optimizer_step(self, loss: float, batch: MicroBatch) -> None:
-        grad_norm = self._grad_norm()
+    def _optimizer_step(self, micro_loss: torch.Tensor, batch: MicroBatch) -> bool:
+        """Update the weights unless the loss or the gradients are non-finite; returns whether STOP was asked."""
+        loss, grad_norm, stop = self._step_values(micro_loss, self._grad_norm())
         if self._non_finite(loss, grad_norm):  # checked before the step: a NaN update never reaches the weights
             self._skip_update(loss, grad_norm, batch)
-            return
-        self.optimizer.step()
+        else:
+            self._update(loss, grad_norm, batch)
+        return stop
+
+    def _step_values(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> tuple[float, float, bool]:
+        """The step's loss, gradient norm and STOP request, read back in the step's one host sync (a readback
+        waits for the device to finish its queue, so one per micro-batch or value stalls a GPU step). With several
+        processes one all-reduce carries all three: the loss averaged, NaN anywhere NaN everywhere, so every
+        process decides alike; the main process reads STOP, and every process learns it in the same step."""
+        stop = self.accelerator.is_main_process and self.log.stop_requested()
+        values = torch.stack([loss.float(), grad_norm.to(loss.device, torch.float32), loss.new_full((), float(stop))])
+        if self.accelerator.num_processes > 1:
+            values = self.accelerator.reduce(values, "mean")
+        loss_value, norm, stop_share = values.tolist()
+        return loss_value, norm, stop_share > 0
+
+    def _update(self, loss: float, grad_norm: float, batch: MicroBatch) -> None:
+        """A finite step: the optimizer and the schedule move on, the step is logged and shown to the monitor."""
+        # accelerate's wrapper only adds fp16's scaler step (and looks up an optional package every step)
+        (self.optimizer if self.accelerator.scaler is not None else self.optimizer.optimizer).step()
         # The LRs this step used (and d·lr for D-Adaptation/Prodigy), read before the scheduler moves on.
         lrs, lr_effective = step_lrs(self.optimizer.optimizer, self.group_names)
         self.scheduler.step()
@@ -308,22 +348,21 @@ class Trainer:
         for event in self.health.observe(self.step, loss, finite_norm):
             self.log.health(**event.fields())
 
-    def _grad_norm(self) -> float:
-        """The total gradient norm, unscaled (fp16) and before clipping; clips to max_grad_norm when set."""
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        if self.config.max_grad_norm > 0:
-            return float(self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm))
+    def _grad_norm(self) -> torch.Tensor:
+        """The total gradient norm, unscaled (fp16) and before clipping, on the device; clips to max_grad_norm when
+        set. Computed without clipping too: it is the non-finite check of the gradients (one pass over the LoRA's
+        gradients) and the health monitor's zero-gradient signal."""
         self.accelerator.unscale_gradients()
-        return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if self.config.max_grad_norm > 0:  # torch's clip_grad_norm_ in two parts (accelerate's adds a DTensor pass)
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.max_grad_norm, norm)
+        return norm
 
     def _non_finite(self, loss: float, grad_norm: float) -> bool:
-        """Whether the loss or the gradients are NaN/inf on any process (all of them decide alike). Under fp16's
+        """Whether the loss or the gradients are NaN/inf (on any process: _step_values reduced them). Under fp16's
         loss scaler overflowing gradients are routine: the scaler skips that step and lowers its scale itself."""
-        bad = not math.isfinite(loss) or (self.accelerator.scaler is None and not math.isfinite(grad_norm))
-        if self.accelerator.num_processes == 1:
-            return bad
-        flag = torch.tensor(float(bad), device=self.accelerator.device)
-        return bool(self.accelerator.reduce(flag, "sum").item())
+        return not math.isfinite(loss) or (self.accelerator.scaler is None and not math.isfinite(grad_norm))
 
     def _skip_update(self, loss: float, grad_norm: float, batch: MicroBatch) -> None:
         """Drop a non-finite step's update. on_nan stop ends the run (Diverged); warn goes on, the schedule
@@ -425,12 +464,13 @@ def train(config: TrainConfig, run_dir: Path) -> str:
     # cpu=True without CUDA: several CPU processes (torchrun) then sync through gloo instead of running apart.
     # PartialState is a singleton, so the first call decides for the Accelerator below too.
     cpu = not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
+    state = PartialState(cpu=cpu, **process_group_options(config))
     log = RunLog(run_dir, enabled=state.is_main_process)
+    log.info(use_cpu_threads())
     try:
         # Preflight comes before Accelerator, which rejects fp16 on a CPU with a bare traceback.
         pre = run_preflight(config, state.num_processes)
-        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, kwargs_handlers=ddp_options(config))
         trainer = Trainer(config, pre, log, accelerator)
         trainer.setup()
         return trainer.run()
@@ -451,16 +491,20 @@ def train(config: TrainConfig, run_dir: Path) -> str:
         log.close()
 
 
-def store_in_fp8(denoiser: torch.nn.Module, compute_dtype: torch.dtype) -> str:
-    """fp8_base: every Linear and conv weight of the frozen denoiser stored in float8 and cast per layer to the
-    compute precision (diffusers' layerwise casting); done before LoRA so the LoRA layers stay in full precision.
-    Normalisation layers are left out by type: diffusers' default skips every module named "*norm*", which
-    keeps Flux's modulation linears (norm1.linear, ...), a quarter of its weights, in bf16. Returns a log line."""
-    apply_layerwise_casting(denoiser, torch.float8_e4m3fn, compute_dtype, skip_modules_pattern=None,
-                            skip_modules_classes=NORM_LAYERS)
-    stored = [p for p in denoiser.parameters() if p.dtype == torch.float8_e4m3fn]
-    size = sum(p.numel() for p in stored) / 2 ** 30
-    return f"fp8_base: {len(stored)} weight tensors ({size:.2f} G values) stored in float8"
+def _pinned(tensor: torch.Tensor) -> torch.Tensor:
+    """Page-locked for an asynchronous copy to the GPU (the loader pins its own tensors the same way)."""
+    return tensor.pin_memory() if torch.cuda.is_available() else tensor
+
+
+def _on_device(data: dict, device: torch.device) -> dict:
+    """A micro-batch's tensors (and its cached text-encoder outputs) on the device. The copies from pinned memory
+    do not wait: the step's kernels queue behind them."""
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=True)
+        return {name: move(tensor) for name, tensor in value.items()} if isinstance(value, dict) else value
+
+    return {key: move(value) for key, value in data.items()}
 
 
 def _network_shape(config: TrainConfig, file_shape: tuple[int, float] | None) -> tuple[int, float]:

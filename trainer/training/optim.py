@@ -1,12 +1,15 @@
 """Optimizers and learning-rate schedules, with sd-scripts' names and semantics (library/train_util.py).
 
 The names come from trainer.config.schema.optimizer.OPTIMIZERS; a class path ("package.module.Class") works too.
-Classes are imported only when a run builds its optimizer, so a missing package is a clear error then.
+Classes are imported only when a run builds its optimizer, so a missing package is a clear error then. A class
+path's module is the config author's code: checks look it up only in modules already loaded (`loaded`), so
+checking a config never runs it.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import torch
@@ -16,6 +19,8 @@ from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION, AdafactorSched
 from trainer.common.errors import ConfigError, Problem
 from trainer.config import TrainConfig
 
+SCHEDULER_MODULE = "torch.optim.lr_scheduler"  # where a bare lr_scheduler_type name is looked up
+
 
 def optimizer_class(config: TrainConfig) -> type:
     """Import the optimizer class, or raise ConfigError naming optimizer_type and what to install."""
@@ -24,7 +29,10 @@ def optimizer_class(config: TrainConfig) -> type:
 
 
 def optimizer_problems(config: TrainConfig) -> list[Problem]:
-    """For `check`: the optimizer cannot be imported on this machine."""
+    """For `check`: the optimizer cannot be imported on this machine. A class path (config.class_paths) is looked
+    at only when its module is loaded already: importing it would run its code."""
+    if "optimizer_type" in config.class_paths and not loaded(config.optimizer_type):
+        return []
     try:
         optimizer_class(config)
     except ConfigError as exc:
@@ -74,12 +82,17 @@ def warmup_steps(config: TrainConfig, total_steps: int) -> int:
     return int(value * total_steps) if value < 1 else int(value)
 
 
+def loaded(path: str, default_module: str | None = None) -> bool:
+    """The module of a class path is imported in this process already: resolving the path runs no code."""
+    return (path.rpartition(".")[0] or default_module) in sys.modules
+
+
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> LRScheduler:
     """sd-scripts' get_scheduler_fix; the scheduler steps once per optimizer step."""
     kwargs = config.lr_scheduler_kwargs
     key = "lr_scheduler_args" if kwargs else "lr_scheduler"
     if config.lr_scheduler_type:
-        cls = _import(config.lr_scheduler_type, "lr_scheduler_type", None, default_module="torch.optim.lr_scheduler")
+        cls = _import(config.lr_scheduler_type, "lr_scheduler_type", None, default_module=SCHEDULER_MODULE)
         return _construct(cls, key, optimizer, **kwargs)
     if config.adafactor_relative_step:
         return AdafactorSchedule(optimizer, config.learning_rate)

@@ -1,7 +1,8 @@
 """Preview images during training, from sd-scripts-style prompt lines.
 
 A line is a prompt followed by options: --n negative prompt, --w width, --h height, --s steps,
---l guidance scale, --d seed. Lines starting with # are comments.
+--l guidance scale, --d seed. Lines starting with # are comments. Torch-free but for make_sampler, so `check`
+parses the prompts a training will use.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import diffusers
-
 from trainer.common.errors import UserError
+from trainer.common.text import read_user_text
 from trainer.config import SAMPLERS
 
 
@@ -25,34 +25,59 @@ class SamplePrompt:
     steps: int = 20
     scale: float | None = None  # None: the family's usual value (7 for SD's CFG, 3.5 for Flux.1 dev's guidance)
     seed: int | None = None
+    guidance: float | None = None  # --g: sd-scripts' distilled guidance (Flux.1 dev), before --l for Flux
+
+
+# option letter -> (SamplePrompt field, type, lowest, highest value)
+OPTIONS: dict[str, tuple[str, type, float, float]] = {
+    "n": ("negative", str, 0, 0), "w": ("width", int, 64, 8192), "h": ("height", int, 64, 8192),
+    "s": ("steps", int, 1, 1000), "l": ("scale", float, 0, 100), "d": ("seed", int, 0, 2**32 - 1),
+    "g": ("guidance", float, 0, 100)}
+# sd-scripts' options Danlu's previews do not use (per-prompt sampler, ControlNet image, CFG truncation and
+# renormalisation, flow shift): accepted without effect, so that sd-scripts' prompt files work as they are.
+IGNORED_OPTIONS = ("ss", "cn", "i", "ctr", "rcfg", "fs")
+_OPTION = re.compile(r"\s--(?=[A-Za-z]+(?:\s|$))")
 
 
 def parse_prompt_line(line: str, default_size: tuple[int, int]) -> SamplePrompt:
-    parts = re.split(r"\s--(?=[a-z]\s)", " " + line.strip())
+    """One prompt line as a SamplePrompt; a UserError of sample_prompts names an unknown option or a bad value."""
+    parts = _OPTION.split(" " + line.strip())
     spec = SamplePrompt(parts[0].strip(), width=default_size[0], height=default_size[1])
-    setters = {"n": ("negative", str), "w": ("width", int), "h": ("height", int), "s": ("steps", int),
-               "l": ("scale", float), "d": ("seed", int)}
     for part in parts[1:]:
         flag, _, value = part.partition(" ")
-        name, convert = setters[flag]
-        try:
-            setattr(spec, name, convert(value.strip()))
-        except ValueError:
-            raise UserError(f"sample_prompts: '--{flag} {value.strip()}' in '{line.strip()}' is not a "
-                            f"valid {name}") from None
-    spec.width, spec.height = (max(64, spec.width // 8 * 8), max(64, spec.height // 8 * 8))
+        if flag not in IGNORED_OPTIONS:
+            setattr(spec, *_option_value(flag, value.strip(), line.strip()))
+    spec.width, spec.height = spec.width // 8 * 8, spec.height // 8 * 8
     return spec
 
 
+def _option_value(flag: str, value: str, line: str) -> tuple[str, object]:
+    if flag not in OPTIONS:
+        raise UserError(f"'--{flag}' in '{line}' is not a prompt option", "the options are " + ", ".join(
+            f"--{letter} ({name})" for letter, (name, *_) in OPTIONS.items()), "sample_prompts")
+    name, convert, low, high = OPTIONS[flag]
+    if convert is str:
+        return name, value
+    try:
+        number = convert(value)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:  # also NaN
+        raise UserError(f"'--{flag} {value}' in '{line}' is not a valid {name}",
+                        f"give a number from {convert(low)} to {convert(high)}", "sample_prompts")
+    return name, number
+
+
 def load_prompts(value: str | list[str] | None, default_size: tuple[int, int]) -> list[SamplePrompt]:
+    """The prompts of a sample_prompts value: a file's lines (read as trainer/common/text.py reads) or a list."""
     if value is None:
         return []
     if isinstance(value, str):
         path = Path(value).expanduser()
-        if not path.is_file():
-            raise UserError(f"sample_prompts: file '{value}' does not exist",
-                            "give a text file with one prompt a line, or a list of prompts")
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        if not path.exists():
+            raise UserError(f"file '{value}' does not exist", "give a text file with one prompt a line, or a list "
+                            "of prompts", "sample_prompts")
+        lines = read_user_text(path, "sample_prompts").splitlines()
     else:
         lines = value
     lines = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
@@ -60,5 +85,7 @@ def load_prompts(value: str | list[str] | None, default_size: tuple[int, int]) -
 
 
 def make_sampler(name: str, training_scheduler_config) -> object:
+    import diffusers  # here, so `check` and the GUI read prompts without it
+
     class_name, kwargs = SAMPLERS[name]
     return getattr(diffusers, class_name).from_config(training_scheduler_config, **kwargs)

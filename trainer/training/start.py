@@ -3,6 +3,7 @@ an exit status with a one-line message for a crash (its details stay in the run'
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,13 +13,34 @@ from trainer.common.libraries import hide_unused, quiet_libraries
 from trainer.config import TrainConfig
 from trainer.config.schema.steps import QUANTIZE_PACKAGES
 from trainer.run.events import new_run_dir
+from trainer.run.launch import LAUNCHED_ENV, launch, launched
+from trainer.run.lock import OutputLock
+from trainer.training.checkpoints import leftovers, remove_output
 
 
 def run_training(config: TrainConfig, run_dir: Path | None) -> int:
+    """Holds output_dir's lock while it trains (trainer/run/lock.py): a second training there is refused. What a
+    killed run of this config left there (checkpoints.leftovers) is removed first, now that none writes it. With
+    num_processes > 1 this process launches the training processes (trainer/run/launch.py) and waits for them."""
+    output_dir = Path(config.output_dir).expanduser()
+    # Several processes: their launcher holds the lock; of several machines the main one (the others write nothing).
+    take = LAUNCHED_ENV not in os.environ and config.machine_rank == 0
+    with OutputLock(output_dir, take) as lock:
+        if lock.held:
+            for path in leftovers(config):
+                remove_output(path)
+                print(f"removed {path} (left by a run killed while saving)")
+        run_dir = run_dir or new_run_dir(output_dir)
+        lock.record_run(run_dir)
+        if config.distributed and not launched():
+            return launch(config, run_dir)
+        return _train_in(config, run_dir)
+
+
+def _train_in(config: TrainConfig, run_dir: Path) -> int:
     from trainer.training.loop import train
 
     quiet_libraries()
-    run_dir = run_dir or new_run_dir(Path(config.output_dir).expanduser())
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run folder: {run_dir}")
     try:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from trainer.adapters.sd_scripts import NetworkModule, map_network_config
-from trainer.adapters.spec import set_keys
+from trainer.adapters.spec import MAX_RANK, set_keys
 from trainer.adapters.types import NETWORK_TYPES
 from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field
@@ -47,7 +47,7 @@ class NetworkFields(SchemaPart):
         "LoRA rank. Higher keeps more detail but also more noise, and the file grows; 8-32 for a character, "
         "32-128 for a style.",
         "LoRA 的秩（维度）。越大能记住的细节越多，但也更容易学到无关内容，文件也更大；角色常用 8-32，画风 32-128。",
-        ge=1, le=1024)
+        ge=1)
     network_alpha: float = field(
         32.0, "effect", "network",
         "Scales the LoRA by alpha/dim while training. Equal to dim: no scaling; smaller: weaker updates, so "
@@ -59,7 +59,7 @@ class NetworkFields(SchemaPart):
         "Rank of the convolution layers (locon, loha, lokr). Empty = network_dim. Smaller than network_dim is "
         "common (4-16): the conv layers are many and large.",
         "卷积层的秩（locon、loha、lokr 使用）。留空则等于 network_dim。常比 network_dim 小（4-16），因为卷积层多且大。",
-        metadata=False, ge=1, le=1024)
+        metadata=False, ge=1)
     conv_alpha: float | None = field(
         None, "effect", "network",
         "Alpha of the convolution layers, scaling them by conv_alpha/conv_dim like network_alpha. Empty = "
@@ -142,6 +142,12 @@ class NetworkFields(SchemaPart):
             *others, last = [other.name for other in NETWORK_TYPES.values() if other.convs]
             raise RuleError(f"conv_dim / conv_alpha: network_type {kind.name} has no conv layers; use "
                             f"{', '.join(others)} or {last}", *set_keys(self, "conv_dim", "conv_alpha"), "network_type")
+        for key in ("network_dim", "conv_dim"):
+            rank = getattr(self, key)
+            if rank is not None and not kind.takes_rank(rank):
+                full = [f"network_type {other.name} takes {other.full_matrix_rank} or more as its full matrices"
+                        for other in NETWORK_TYPES.values() if other.full_matrix_rank]
+                raise RuleError(f"{key} {rank}: ranks go up to {MAX_RANK} ({'; '.join(full)})", key, "network_type")
         kind.check(self)
         return self
 

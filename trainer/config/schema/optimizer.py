@@ -228,6 +228,15 @@ class OptimizerFields(SchemaPart):
         return OPTIMIZERS.get(self.optimizer_type)
 
     @property
+    def class_paths(self) -> dict[str, str]:
+        """key -> the class path it names that no list of Danlu's holds: code from the config's author, imported
+        by the training process only (never to check a config), after `check` and the GUI's review named it."""
+        paths = {"optimizer_type": self.optimizer_type} if self.optimizer_spec is None else {}
+        if "." in self.lr_scheduler_type:  # a bare name is looked up in torch.optim.lr_scheduler
+            paths["lr_scheduler_type"] = self.lr_scheduler_type
+        return paths
+
+    @property
     def optimizer_kwargs(self) -> dict[str, Any]:
         """optimizer_args parsed, with the defaults sd-scripts adds (these appear in ss_optimizer)."""
         kwargs = parse_key_values(self.optimizer_args)

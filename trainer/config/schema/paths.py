@@ -101,6 +101,8 @@ class PathsFields(SchemaPart):
         value = value.strip()
         if not value:
             raise ValueError("must not be empty, e.g. .txt")
+        if any(c in value for c in '/\\') or value.strip(".") == "":
+            raise ValueError("must be a file name ending without a folder, e.g. .txt")
         return value if value.startswith(".") else "." + value
 
     @field_validator("output_name")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
@@ -43,12 +44,14 @@ class StepsFields(SchemaPart):
         "每步同时训练的图片数。越大每轮越快，但更吃显存、总步数变少，需要相应提高学习率或轮数。", ge=1, le=256)
     max_train_epochs: int | None = field(
         10, "steps", "steps",
-        "Epochs: one epoch shows every image its folder's repeat count times. 10-20 is typical.",
-        "训练轮数：每轮每张图按其文件夹的重复次数各训练一次。常用 10-20。", ge=1)
+        "Epochs: one epoch shows every image its folder's repeat count times. 10-20 is typical. A config that "
+        "gives max_train_steps and leaves this out trains those steps.",
+        "训练轮数：每轮每张图按其文件夹的重复次数各训练一次。常用 10-20。配置只写了 max_train_steps 而没写本项时，"
+        "按步数训练。", ge=1)
     max_train_steps: int | None = field(
-        None, "steps", "steps", "Optimizer steps to train; used only when max_train_epochs is empty (as in "
-        "sd-scripts, epochs take precedence).", "训练总步数；仅在 max_train_epochs 留空时生效（与 sd-scripts 一致，"
-        "轮数优先）。", ge=1)
+        None, "steps", "steps", "Optimizer steps to train. As in sd-scripts, max_train_epochs wins when both are "
+        "set; a config that names only max_train_steps trains those steps.", "训练总步数。与 sd-scripts 一致，"
+        "两者都设置时以 max_train_epochs 为准；配置只写了 max_train_steps 时按步数训练。", ge=1)
     gradient_accumulation_steps: int = field(
         1, "steps", "steps",
         "Add up the gradients of this many batches before each optimizer step: a larger effective batch without "
@@ -98,9 +101,10 @@ class StepsFields(SchemaPart):
         "dataset tags).", "不在 LoRA 文件中写入 ss_* 训练元数据（隐藏训练参数和数据集标签）。", advanced=True)
     save_state: bool = field(
         False, "steps", "saving",
-        "With each epoch or step file also save the training state (optimizer, scheduler, random state) in a "
-        "folder name-000004-state, so the run can be resumed.",
-        "每次保存 LoRA 时同时保存训练状态（优化器、调度器、随机数状态）到 name-000004-state 文件夹，以便断点续训。",
+        "With each epoch or step file, and at the end, also save the training state (optimizer, scheduler, random "
+        "state) in a folder name-000004-state (name-state at the end, as sd-scripts), so the run can be resumed.",
+        "每次保存 LoRA 时以及训练结束时，同时保存训练状态（优化器、调度器、随机数状态）到 name-000004-state 文件夹"
+        "（结束时为 name-state，与 sd-scripts 一致），以便断点续训。",
         advanced=True)
     save_state_on_train_end: bool = field(
         False, "steps", "saving", "Save the training state (name-state) when the run ends.",
@@ -134,6 +138,14 @@ class StepsFields(SchemaPart):
         "stays in full precision.",
         "把冻结的底模 UNet/transformer 权重以 float8 存放、计算时转为 bf16/fp16：底模权重显存约减半（Flux.1 dev "
         "可在 16GB 显卡上训练）。精度略降，LoRA 本身仍是全精度。")
+    fp8_base_unet: bool = field(
+        False, "steps", "speed",
+        "fp8 for the UNet/transformer only (sd-scripts' option): the text encoders keep bf16/fp16. Without it, "
+        "fp8_base also stores the frozen text encoders in float8 (T5-XXL: 8.9 → 4.7 GiB while it encodes the "
+        "captions), which changes their outputs slightly.",
+        "只对 UNet/transformer 使用 fp8（sd-scripts 的同名选项）：文本编码器保持 bf16/fp16。不开时，fp8_base 也会把"
+        "冻结的文本编码器以 float8 存放（T5-XXL 编码标注时从 8.9 GiB 降到 4.7 GiB），其输出会略有变化。",
+        advanced=True)
     quantize_base: Literal["none", "int8", "nf4"] = field(
         "none", "steps", "speed",
         "Store the frozen base model's UNet/transformer linear layers quantized; the LoRA trains in full "
@@ -157,6 +169,14 @@ class StepsFields(SchemaPart):
         "有 19 + 38 个块，所以最多 38（sd-scripts 最多 35）。`python -m trainer check` 会显示它省下的显存。"
         "交换的块越多越慢，且需要相应的空闲内存；LoRA 本身仍在显卡上。",
         advanced=True, metadata=False, ge=0)  # how memory is used, not what is trained
+    cpu_offload_checkpointing: bool = field(
+        False, "steps", "speed",
+        "With gradient_checkpointing (sd-scripts' option): the activations kept between checkpointed blocks wait "
+        "in system RAM instead of VRAM and come back for the backward pass. Saves about a quarter of the "
+        "activation memory at large resolutions, costs some speed; not with blocks_to_swap.",
+        "配合梯度检查点使用（sd-scripts 的同名选项）：检查点块之间保存的激活值放在内存而不是显存里，反向传播时再取回。"
+        "高分辨率下约省四分之一的激活显存，速度会慢一些；不能与 blocks_to_swap 同时使用。",
+        advanced=True, metadata=False)  # how memory is used, not what is trained
     mixed_precision: Literal["no", "fp16", "bf16"] = field(
         "fp16", "steps", "speed",
         "Compute precision. fp16 for most NVIDIA cards, bf16 on RTX 30xx and newer (fewer NaN problems); "
@@ -178,12 +198,28 @@ class StepsFields(SchemaPart):
     xformers: bool = field(
         False, "steps", "speed", "Use xformers attention (needs the xformers package and a GPU); it takes precedence "
         "over sdpa.", "使用 xformers 注意力（需要安装 xformers 和 GPU），开启时优先于 sdpa。", advanced=True)
+    torch_compile: bool = field(
+        False, "steps", "speed",
+        "Compile the UNet/transformer with torch.compile (sd-scripts' option): faster steps once compiled, but the "
+        "first steps wait for the compiler (minutes for a large model), and each new bucket size may compile again.",
+        "用 torch.compile 编译 UNet/transformer（sd-scripts 的同名选项）：编译后每步更快，但最初几步要等编译（大模型需"
+        "几分钟），每遇到新的分桶尺寸还可能重新编译。", advanced=True, metadata=False)  # how it runs, not what is trained
+    dynamo_backend: Literal["inductor", "eager", "aot_eager", "cudagraphs"] = field(
+        "inductor", "steps", "speed",
+        "torch_compile's backend (sd-scripts' option): inductor generates fast kernels; eager and aot_eager only "
+        "trace (for finding problems).", "torch_compile 使用的后端（sd-scripts 的同名选项）：inductor 生成高速内核；"
+        "eager 和 aot_eager 只做图捕获（用于排查问题）。", advanced=True, metadata=False)
     persistent_data_loader_workers: bool = field(
         True, "steps", "speed", "Keep image-loading workers alive between epochs instead of restarting them.",
         "各轮之间保留图片加载进程，不必每轮重启。", advanced=True)
     max_data_loader_n_workers: int = field(
         2, "steps", "speed", "Processes that load images in the background (0 = in the training process).",
         "后台加载图片的进程数（0 表示在训练进程内加载）。", advanced=True, ge=0, le=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_named_alone(cls, data: Any) -> Any:
+        return {**data, **length_defaults(data)} if isinstance(data, Mapping) else data
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -197,12 +233,13 @@ class StepsFields(SchemaPart):
             raise RuleError("full_fp16 needs mixed_precision: fp16", "full_fp16", "mixed_precision")
         if self.full_bf16 and self.mixed_precision != "bf16":
             raise RuleError("full_bf16 needs mixed_precision: bf16", "full_bf16", "mixed_precision")
-        if self.fp8_base and self.mixed_precision == "no":
-            raise RuleError("fp8_base computes in half precision: set mixed_precision to bf16 (or fp16)", "fp8_base",
+        fp8 = "fp8_base" if self.fp8_base else "fp8_base_unet" if self.fp8_base_unet else None
+        if fp8 and self.mixed_precision == "no":
+            raise RuleError(f"{fp8} computes in half precision: set mixed_precision to bf16 (or fp16)", fp8,
                             "mixed_precision")
-        if self.fp8_base and self.quantize_base != "none":
-            raise RuleError("fp8_base and quantize_base both shrink the base model's weights: use only one "
-                            "(quantize_base: int8 keeps more precision than fp8_base at the same size)", "fp8_base",
+        if fp8 and self.quantize_base != "none":
+            raise RuleError(f"{fp8} and quantize_base both shrink the base model's weights: use only one "
+                            f"(quantize_base: int8 keeps more precision than {fp8} at the same size)", fp8,
                             "quantize_base")
         return self
 
@@ -213,8 +250,23 @@ class StepsFields(SchemaPart):
             raise RuleError(f"blocks_to_swap swaps Flux.1's transformer blocks; {family.label} has none to swap "
                             "(its models fit with gradient_checkpointing, fp8_base or quantize_base)",
                             "blocks_to_swap", "model_family")
+        if self.cpu_offload_checkpointing and not self.gradient_checkpointing:
+            raise RuleError("cpu_offload_checkpointing offloads what gradient checkpointing keeps: turn on "
+                            "gradient_checkpointing too", "cpu_offload_checkpointing", "gradient_checkpointing")
+        if self.cpu_offload_checkpointing and self.blocks_to_swap:  # as sd-scripts: one way to use system RAM
+            raise RuleError("cpu_offload_checkpointing and blocks_to_swap both move memory to system RAM and cannot "
+                            "be combined (as in sd-scripts): keep blocks_to_swap, it saves more",
+                            "cpu_offload_checkpointing", "blocks_to_swap")
         if self.blocks_to_swap and self.quantize_base != "none":  # packed weights carry state a plain move loses
             raise RuleError("blocks_to_swap moves plain or fp8 weights, not quantize_base's packed ones: use fp8_base "
                             "with blocks_to_swap (as sd-scripts does), or one of them alone", "blocks_to_swap",
                             "quantize_base")
         return self
+
+
+def length_defaults(given: Mapping[str, Any]) -> dict[str, Any]:
+    """sd-scripts trains max_train_steps unless max_train_epochs is given: settings that name the steps and not the
+    epochs leave the default epochs out (presets and the GUI apply this too, over the defaults)."""
+    if given.get("max_train_steps") is not None and "max_train_epochs" not in given:
+        return {"max_train_epochs": None}
+    return {}

@@ -1,7 +1,8 @@
-"""blocks_to_swap (trainer/training/block_swap.py): on a CPU-only machine the swapping code runs with the CPU as the
-device, so a swapped run must give exactly the LoRA of an unswapped one; what stays on the CPU is observed by placing
-the denoiser on the meta device. The schema refuses it for families without blocks to swap; the memory estimate
-takes the swapped blocks off the denoiser's part."""
+"""What waits in system RAM: blocks_to_swap (trainer/training/block_swap.py) and cpu_offload_checkpointing
+(trainer/training/offload_checkpointing.py). On a CPU-only machine their code runs with the CPU as the device, so a
+swapped or offloaded run must give exactly the LoRA of a plain one; what stays on the CPU is observed by placing
+the denoiser on the meta device. The schema refuses blocks_to_swap for families without blocks to swap; the memory
+estimate takes the swapped blocks off the denoiser's part."""
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from trainer.common.errors import ConfigError, UserError
 from trainer.config.io import validate_config
 from trainer.families.registry import load_family
 from trainer.run.events import RunLog
+from trainer.training import offload_checkpointing
 from trainer.training.loop import Trainer
 
 BLOCKS_TO_SWAP = 2  # sd-scripts' split: 1 double block and 2 single ones, the last of each list
@@ -61,6 +63,32 @@ def test_a_swapped_run_trains_the_same_lora_and_keeps_the_swapped_weights_on_the
         if name.startswith(tuple(swapped_names)) and not param.requires_grad}
     assert any(".lora_" in name and name.startswith(tuple(swapped_names)) and device == "meta"
                for name, device in where.items())
+
+
+def test_an_offloaded_checkpointing_run_trains_the_same_lora(tmp_path, make_config, tiny_flux, monkeypatch):
+    plain = train(tmp_path, make_config, tiny_flux, "plain", gradient_checkpointing=True)
+    calls = []
+    checkpoint = offload_checkpointing.checkpoint
+    monkeypatch.setattr(offload_checkpointing, "checkpoint", lambda *args, **kwargs: (
+        calls.append([arg.device.type for arg in args[1:] if isinstance(arg, torch.Tensor)]),
+        checkpoint(*args, **kwargs))[1])
+    offloaded = train(tmp_path, make_config, tiny_flux, "offloaded", gradient_checkpointing=True,
+                      cpu_offload_checkpointing=True)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    expected, got = plain.model.export_tensors(plain.alpha), offloaded.model.export_tensors(offloaded.alpha)
+    assert [key for key in expected if not torch.allclose(got[key], expected[key], rtol=0, atol=1e-6)] == []
+    # 2 steps x (1 double + 1 single block): each checkpointed with its tensor inputs stored on the CPU
+    assert len(calls) == 4 and all(devices and set(devices) == {"cpu"} for devices in calls)
+
+
+@pytest.mark.parametrize(("other", "why"), [({"gradient_checkpointing": False}, "turn on gradient_checkpointing"),
+                                            ({"gradient_checkpointing": True, "blocks_to_swap": 4,
+                                              "model_family": "flux"}, "cannot be combined")])
+def test_cpu_offload_checkpointing_needs_checkpointing_and_no_swap(make_config, other, why):
+    with pytest.raises(ConfigError) as caught:
+        validate_config(make_config(cpu_offload_checkpointing=True, **other))
+    [problem] = caught.value.problems
+    assert problem.keys[0] == "cpu_offload_checkpointing" and why in str(problem)
 
 
 @pytest.mark.parametrize(("other", "why"), [({"model_family": "sd1"}, "SD1.x has none to swap"),
