@@ -4,6 +4,8 @@ docs/benchmarks-gpu.md records the figures.
 
     python bench/gpu_memory.py --out OUT [--presets flux-dev-12gb,sdxl-character-12gb] [--steps 12]
     python bench/gpu_memory.py --tiny --out OUT    # dry run: the tiny models on the CPU, a few steps
+    python bench/gpu_memory.py --out OUT --presets sdxl-character-24gb --set train_batch_size=4 --no-cap \
+        --label "sdxl b4" --steps 30              # one of bench/gpu_speed.sh's rows
 
 Each preset runs in a child process of its own (clean CUDA memory and peak counters). The model is the shipped
 configuration of its family (trainer/families/configs/) built on the GPU with random weights, then handed to the
@@ -11,6 +13,11 @@ training as if loaded from a folder (no weights file, no download); the tokenize
 ids are all the models need). The dataset is a few synthetic images at the preset's resolution. The GPU is capped
 with torch.cuda.set_per_process_memory_fraction at the preset's vram_gb; a preset that does not fit shows as
 out of memory. Needs diffusers (and bitsandbytes for 8-bit optimizers) besides torch/transformers/peft/accelerate.
+
+MFU: the denoiser's forward FLOPs are counted once (torch.utils.flop_counter on a repeat of one step's forward);
+a LoRA step's model FLOPs are taken as twice that (the forward, and the backward to the inputs: the frozen
+weights take no gradient; a checkpointed forward's recompute is not counted), over the median step time and the
+GPU's dense bf16 peak (PEAK_BF16 or --peak-tflops).
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # tests/: the tiny Flux builder
 
 WARMUP_STEPS = 3  # steps left out of the median (allocator warm-up, first compile of kernels)
 IMAGES = 4
+COUNTED_STEP = 2  # the step whose denoiser forward is repeated under the FLOP counter (excluded from the median)
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12,
+             "RTX 3090": 71e12}  # dense bf16 tensor-core FLOP/s by name fragment (vendor datasheets)
 
 
 def main() -> int:
@@ -39,10 +49,15 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=12, help="training steps per preset")
     parser.add_argument("--tiny", action="store_true", help="dry run on the CPU with the tiny models")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per preset")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config value over the preset's (YAML value), e.g. train_batch_size=4; repeatable")
+    parser.add_argument("--label", help="the row's name in the table (default: the preset)")
+    parser.add_argument("--no-cap", action="store_true", help="the whole GPU instead of the preset's card size")
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, when PEAK_BF16 lacks it")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child: run this preset, print one JSON line
     args = parser.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_one(args.one, args.steps, args.tiny)), flush=True)
+        print("RESULT " + json.dumps(run_one(args.one, args)), flush=True)
         return 0
     if args.out is None:
         parser.error("--out is required")
@@ -63,23 +78,27 @@ def preset_names(chosen: str | None) -> list[str]:
 
 
 def run_child(name: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), *(["--tiny"] if args.tiny else [])]
+    command = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), *(["--tiny"] if args.tiny else []),
+               *(["--no-cap"] if args.no_cap else []), *[f"--set={item}" for item in args.set],
+               *([f"--peak-tflops={args.peak_tflops}"] if args.peak_tflops else [])]
     started = time.time()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"preset": name, "status": f"timed out after {args.timeout} s"}
-    (args.out / f"{name}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    label = args.label or name
+    (args.out / f"{label.replace(' ', '_')}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"preset": name, "status": f"failed: {tail}", "wall_s": round(time.time() - started, 1)}
-    return {**json.loads(lines[-1][len("RESULT "):]), "wall_s": round(time.time() - started, 1)}
+        return {"preset": label, "status": f"failed: {tail}", "wall_s": round(time.time() - started, 1)}
+    return {**json.loads(lines[-1][len("RESULT "):]), "preset": label, "wall_s": round(time.time() - started, 1)}
 
 
 # --- one preset, in its own process ----------------------------------------------------------------------
-def run_one(name: str, steps: int, tiny: bool) -> dict:
+def run_one(name: str, args: argparse.Namespace) -> dict:
     import torch
+    import yaml
 
     from trainer.checks.memory import estimate
     from trainer.config.io import validate_config
@@ -87,28 +106,65 @@ def run_one(name: str, steps: int, tiny: bool) -> dict:
     from trainer.presets.library import SHIPPED_DIR
     from trainer.training.loop import train
 
+    steps, tiny = args.steps, args.tiny
     preset = read_preset(SHIPPED_DIR / f"{name}.yaml")
     cuda = torch.cuda.is_available() and not tiny
     root = Path(tempfile.mkdtemp(prefix=f"danlu-{name}-"))
     config, _ = apply_preset(preset, {"pretrained_model_name_or_path": str(model_folder(preset.model_family, root,
                                                                                           tiny)),
                                       "train_data_dir": str(root / "data"), "output_dir": str(root / "out")})
-    config = validate_config({**config, **run_settings(config, steps, tiny, cuda)})
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
+    config = validate_config({**config, **overrides, **run_settings({**config, **overrides}, steps, tiny, cuda)})
     write_images(root / "data" / "1_bench", config.resolution_wh, IMAGES)
     use_random_weights("cuda" if cuda else "cpu")
-    if cuda:
+    if cuda and not args.no_cap:
         torch.cuda.set_per_process_memory_fraction(min(1.0, preset.vram_gb * 2**30 /
                                                        torch.cuda.get_device_properties(0).total_memory))
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
+    flops = count_forward_flops()
     status = _train(train, config, root / "run")
     result = {"preset": name, "status": status, "family": preset.model_family, "card_gb": preset.vram_gb,
               "estimate_gib": round(estimate(config, preset.model_family).peak_gib, 2), **run_figures(root / "run")}
+    result["forward_flops"] = int(flops[0]) if flops else None
     if cuda:
         result |= {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                    "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
                    "gpu": torch.cuda.get_device_name(0)}
+        peak = args.peak_tflops * 1e12 if args.peak_tflops else next(
+            (value for key, value in PEAK_BF16.items() if key in result["gpu"]), None)
+        if flops and peak and result.get("s_per_it"):
+            result["mfu"] = round(2 * flops[0] / result["s_per_it"] / peak, 3)
     shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def count_forward_flops() -> list[float]:
+    """Repeat the denoiser's forward of step COUNTED_STEP under torch's FLOP counter (no gradients); the list
+    receives the count. The repeat costs that step time, which the median leaves out."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainer.training.loop import Trainer
+
+    counted: list[float] = []
+    original = Trainer._forward_backward
+
+    def forward_backward(self, data, batch):
+        if self.step == COUNTED_STEP and not counted:
+            denoiser = self.model.denoiser
+
+            def count(module, args, kwargs):
+                denoiser_hook.remove()
+                with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                    module(*args, **kwargs)
+                counted.append(float(counter.get_total_flops()))
+
+            denoiser_hook = denoiser.register_forward_pre_hook(count, with_kwargs=True)
+        return original(self, data, batch)
+
+    Trainer._forward_backward = forward_backward
+    return counted
 
 
 def _train(train, config, run_dir: Path) -> str:
@@ -208,11 +264,12 @@ def run_figures(run_dir: Path) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| preset | card | status | estimate GiB | peak allocated GiB | peak reserved GiB | s/it | losses finite | "
-            "preview |\n|---|---|---|---|---|---|---|---|---|\n")
-    rows = [f"| {r['preset']} | {r.get('card_gb', '')} GB | {r['status']} | {r.get('estimate_gib', '')} | "
-            f"{r.get('peak_allocated_gib', '-')} | {r.get('peak_reserved_gib', '-')} | {r.get('s_per_it', '')} | "
-            f"{r.get('losses_finite', '')} | {'black' if r.get('preview_black') else 'ok'} |" for r in results]
+    head = ("| run | card | status | estimate GiB | peak allocated GiB | peak reserved GiB | s/it | MFU | "
+            "losses finite | preview |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = [f"| {r['preset']} | {str(r['card_gb']) + ' GB' if r.get('card_gb') else '-'} | {r['status']} | "
+            f"{r.get('estimate_gib', '-')} | {r.get('peak_allocated_gib', '-')} | {r.get('peak_reserved_gib', '-')} | "
+            f"{r.get('s_per_it', '-')} | {r.get('mfu', '-')} | {r.get('losses_finite', '-')} | "
+            f"{'-' if r.get('preview_max') is None else 'black' if r['preview_black'] else 'ok'} |" for r in results]
     return head + "\n".join(rows) + "\n"
 
 
