@@ -297,8 +297,9 @@ def _candidates(config: TrainConfig, family: str, vram_gib: float | None) -> lis
         found += [{"fp8_base": True}, {"quantize_base": "int8"}, {"quantize_base": "nf4"}]
     if config.gradient_checkpointing and not config.cpu_offload_checkpointing:
         found.append({"cpu_offload_checkpointing": True})
-    if FAMILIES[family].swappable_blocks and _blocks_to_swap(config, family, vram_gib) > (config.blocks_to_swap or 0):
-        found.append({"blocks_to_swap": _blocks_to_swap(config, family, vram_gib)})
+    blocks = _blocks_to_swap(config, family, vram_gib) if FAMILIES[family].swappable_blocks else 0
+    if blocks > (config.blocks_to_swap or 0):
+        found.append({"blocks_to_swap": blocks})
     spec = config.optimizer_spec
     if (spec.state_bytes if spec else DEFAULT_STATE_BYTES) > 2:
         found.append({"optimizer_type": "AdamW8bit"})

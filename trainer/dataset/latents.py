@@ -74,10 +74,9 @@ class LatentCache:
             encoded |= self._encode_group(keys[start:start + batch_size])
             if progress is not None:
                 progress(min(start + batch_size, len(keys)), len(keys))
-        everyone, counts = share.merge(encoded)
-        for key, latents in everyone.items():
+        for key, latents in share.merge(encoded).items():
             self._remember(key, latents)
-        return counts
+        return share.gather(len(keys))
 
     def get(self, entry: Entry, flipped: bool = False) -> torch.Tensor:
         return self._memory[(entry.item.path, entry.bucket, flipped)]

@@ -21,10 +21,9 @@ class Share:
         """This process's part of items (the same list in every process)."""
         return items[self.index::self.count]
 
-    def merge(self, results: dict) -> tuple[dict, list[int]]:
-        """Every process's results in one dict, and how many each had."""
-        parts = self.gather(results)
-        return {key: value for part in parts for key, value in part.items()}, [len(part) for part in parts]
+    def merge(self, results: dict) -> dict:
+        """Every process's results in one dict."""
+        return {key: value for part in self.gather(results) for key, value in part.items()}
 
 
 ALONE = Share(0, 1, lambda obj: [obj])

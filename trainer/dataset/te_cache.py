@@ -72,8 +72,7 @@ class TextEncoderCache:
         if self.to_disk:
             for image in mine:
                 self._save(image, images[image])
-        everyone, _ = share.merge({images[image]: self._memory[images[image]] for image in mine})
-        self._memory |= everyone
+        self._memory |= share.merge({images[image]: self._memory[images[image]] for image in mine})
         return share.gather(encoded)
 
     def fill_texts(self, texts: Iterable[str], batch_size: int = ENCODE_BATCH) -> int:

@@ -28,7 +28,7 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
-def launch_argv(config: TrainConfig, config_file: Path, run_dir: Path, port: int) -> list[str]:
+def launch_argv(config: TrainConfig, config_file: Path, run_dir: Path, port: int | str) -> list[str]:
     """The launcher's command line: torchrun with this machine's share of the processes."""
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={config.processes_per_machine}",
             f"--nnodes={config.num_machines}", f"--node_rank={config.machine_rank}",
@@ -115,7 +115,7 @@ def describe_launch(config: TrainConfig, gpus: list[dict], lang: str = "en") -> 
     lines.append(f"本机 {count} 个训练进程，{where}" if zh else
                  f"{count} training process{'es' if count > 1 else ''} on this machine, {where}")
     if config.distributed:
-        command = launch_argv(config, Path("RUN") / LAUNCH_CONFIG, Path("RUN"), config.main_process_port or 0)
-        lines.append(("命令：" if zh else "command: ") + " ".join(["python", *command[1:]]).replace(
-            "--master_port=0", "--master_port=FREE"))
+        port = config.main_process_port or (DEFAULT_PORT if config.num_machines > 1 else "FREE")
+        command = launch_argv(config, Path("RUN") / LAUNCH_CONFIG, Path("RUN"), port)
+        lines.append(("命令：" if zh else "command: ") + " ".join(["python", *command[1:]]))
     return "\n".join(lines)

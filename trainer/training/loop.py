@@ -18,9 +18,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from PIL import Image
 
-from trainer.adapters.layers import add_network, apply_max_norm, lora_layers
-from trainer.adapters.spec import NetworkShape
-from trainer.adapters.types import NETWORK_TYPES
+from trainer.adapters.layers import apply_max_norm, lora_layers
 from trainer.checks.preflight import Preflight, run_preflight
 from trainer.common.errors import UserError
 from trainer.config import TrainConfig
@@ -36,7 +34,7 @@ from trainer.run.events import RunLog
 from trainer.training.block_swap import BlockSwap, swapped_modules
 from trainer.training.checkpoints import Saver, keep_only_lora_weights, load_train_state
 from trainer.training.distributed import ddp_options, process_group_options, share_of
-from trainer.training.export import load_lora, save_lora
+from trainer.training.export import save_lora
 from trainer.training.fp8 import store_in_fp8
 from trainer.training.health import (
     Diverged,
@@ -45,6 +43,7 @@ from trainer.training.health import (
     sample_event,
 )
 from trainer.training.metadata import build_metadata, for_save
+from trainer.training.network import inject_network
 from trainer.training.offload_checkpointing import offloading_checkpoint
 from trainer.training.optim import (
     make_optimizer,
@@ -97,7 +96,9 @@ class Trainer:
         if config.quantize_base != "none":  # before LoRA, so peft wraps the quantized layers
             self.log.info(quantize_linear_layers(self.model.denoiser, config.quantize_base,
                                                  HALF.get(config.mixed_precision, torch.float32)))
-        groups = self._inject_lora()
+        trained_dtype = HALF[config.mixed_precision] if config.full_fp16 or config.full_bf16 else torch.float32
+        network = inject_network(config, self.model, trained_dtype, self.log)
+        self.parts, self.alpha, groups = network.parts, network.alpha, network.groups
         for line in speed_up_denoiser(self.model.denoiser, config, self.accelerator.device):
             self.log.info(line)
         self.swap = self._block_swap()
@@ -169,52 +170,6 @@ class Trainer:
             self._place(visitors, on_device=False)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-
-    def _inject_lora(self) -> list[dict]:
-        config, model = self.config, self.model
-        for part in [model.denoiser, *model.text_encoders]:
-            part.requires_grad_(False).eval()
-        weights = load_lora(Path(config.network_weights).expanduser())[0] if config.network_weights else None
-        file_shape = model.network_file_shape(weights) if weights is not None else None
-        dim, self.alpha = _network_shape(config, file_shape)
-        self.parts = model.trained_parts()
-        kind = NETWORK_TYPES[config.network_type]
-        shape = NetworkShape(kind, dim, self.alpha, config.conv_dim_value, config.conv_alpha_value,
-                             kind.peft_options(config))
-        groups = [{"name": part.name, "lr": part.lr,
-                   "params": add_network(part.module, shape, part.targets, part.conv_targets)} for part in self.parts]
-        for part in self.parts:  # the type's hooks: kohya's dropouts on LoRA layers, DyLoRA's rank draw
-            kind.after_injection(part.module, config)
-        # Trained weights stay fp32 under a half-precision, fp8 or quantized base, unless full_fp16/full_bf16 asks
-        # otherwise; cast before a file is loaded into them, or its values would pass through the base's dtype.
-        dtype = HALF[config.mixed_precision] if config.full_fp16 or config.full_bf16 else torch.float32
-        for group in groups:
-            for param in group["params"]:
-                param.data = param.data.to(dtype)
-        if weights is not None:
-            self._load_network_weights(weights, file_shape)
-        for part in self.parts:
-            part.module.train()
-        return groups
-
-    def _load_network_weights(self, weights: dict[str, torch.Tensor], file_shape: tuple[int, float] | None) -> None:
-        model, config = self.model, self.config
-        file_alpha = file_shape[1] if file_shape else self.alpha
-        if file_alpha != self.alpha:
-            raise UserError(f"network_alpha: {self.alpha:g} differs from the alpha {file_alpha:g} in network_weights",
-                            "set network_alpha to the file's value, or dim_from_weights: true")
-        try:
-            used = model.load_network_weights(weights)
-        except RuntimeError as exc:  # peft reports rank mismatches as size mismatches
-            raise UserError(f"network_weights: the file's rank differs from network_dim {config.network_dim}: "
-                            f"{str(exc).splitlines()[-1].strip()}", "set dim_from_weights: true") from None
-        if not used:
-            raise UserError(f"network_weights: no key of '{self.config.network_weights}' matches this model's "
-                            "LoRA layers", "pick a LoRA trained for this model family and network type")
-        unused = sorted(set(weights) - used)
-        if unused:
-            self.log.warning(f"network_weights: {len(unused)} keys of the file were not used, e.g. {unused[0]}")
-        self.log.info(f"network_weights: continued from {self.config.network_weights}")
 
     def _build_cache(self) -> LatentCache | None:
         if not self.config.cache_latents:
@@ -505,16 +460,6 @@ def _on_device(data: dict, device: torch.device) -> dict:
         return {name: move(tensor) for name, tensor in value.items()} if isinstance(value, dict) else value
 
     return {key: move(value) for key, value in data.items()}
-
-
-def _network_shape(config: TrainConfig, file_shape: tuple[int, float] | None) -> tuple[int, float]:
-    """(dim, alpha) from the config, or from the network_weights file with dim_from_weights."""
-    if not config.network_weights or not config.dim_from_weights:
-        return config.network_dim, config.network_alpha
-    if file_shape is None:
-        raise UserError(f"network_weights: '{config.network_weights}' holds no lora_down weights",
-                        "pick a kohya-format LoRA file")
-    return file_shape
 
 
 def _allow_fp16_gradients(accelerator: Accelerator) -> None:
