@@ -30,15 +30,24 @@ class Problem:
     hint: str = ""  # what to do
     named: bool = False  # the message names its keys itself (a rule between keys): the line does not repeat them
     where: str = ""  # the file or sweep run it belongs to, written first: "bad.yaml: ", "[network_dim=8] "
+    zh: str = ""  # the message in Chinese (the GUI's zh page shows it; empty: not translated yet)
+    hint_zh: str = ""  # the hint in Chinese
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "message", capped(self.message))
-        object.__setattr__(self, "hint", capped(self.hint))
+        for name in ("message", "hint", "zh", "hint_zh"):
+            object.__setattr__(self, name, capped(getattr(self, name)))
 
     @property
     def detail(self) -> str:
         """What the field of its key shows: the line without the file and the keys."""
         return self.message + (f"; {self.hint}" if self.hint else "")
+
+    def detail_in(self, lang: str) -> str:
+        """detail in the page's language: Chinese where the problem has it ("zh"), else English."""
+        if lang != "zh" or not self.zh:
+            return self.detail
+        hint = self.hint_zh or self.hint
+        return self.zh + (f"；{hint}" if hint else "")
 
     def within(self, where: str) -> Problem:
         """The same problem, found in a file or a run: where comes first on its line."""
@@ -54,8 +63,8 @@ class UserError(Exception):
     writing "key: " into the message); self.message is the line with it. problems: the same as one Problem, so
     every UserError is reported alike (the GUI, a child process's JSON)."""
 
-    def __init__(self, message: str, hint: str = "", key: str | None = None):
-        problem = Problem((key,) if key else (), message, hint)
+    def __init__(self, message: str, hint: str = "", key: str | None = None, zh: str = "", hint_zh: str = ""):
+        problem = Problem((key,) if key else (), message, hint, zh=zh, hint_zh=hint_zh)
         self.message = f"{key}: {problem.message}" if key else problem.message
         super().__init__(self.message)
         self.hint = problem.hint
