@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     start_worker()  # torch loads in the worker while the page starts: the LR chart is ready when it shows
 
     from trainer.common.errors import UserError
-    from ui import settings
-    from ui.app import MAX_SESSIONS, build_app
+    from ui import builtin_texts, settings
+    from ui.app import MAX_SESSIONS, PAGE_HEAD, build_app
     from ui.tensorboard import free_port
 
     host = "0.0.0.0" if args.listen else "127.0.0.1"
@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Danlu: http://{'127.0.0.1' if host == '127.0.0.1' else host}:{port}/")
     blocks.queue(default_concurrency_limit=4).launch(
         server_name=host, server_port=port, auth=auth, inbrowser=not args.no_browser, css_paths=[CSS_PATH],
-        allowed_paths=[str(settings.home())], footer_links=[], quiet=True, state_session_capacity=MAX_SESSIONS)
+        head=builtin_texts.head() + PAGE_HEAD, allowed_paths=[str(settings.home())], footer_links=[], quiet=True,
+        state_session_capacity=MAX_SESSIONS,
+        # Gradio's own "is localhost reachable" probe gives up after one 3-second HEAD of the whole page and then
+        # refuses to start; on a busy machine (a training running) that page takes longer. The server was just
+        # bound on this machine, so skip the probe (its only effect in gradio 6).
+        _frontend=False)
     return 0
 
 

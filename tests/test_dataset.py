@@ -173,7 +173,8 @@ def test_every_problem_names_its_path(tmp_path):
     scan = scan_dataset(train, None, ".txt")
     by_path = {p.path: p for p in scan.problems}
     expected = {
-        train / "girl": "rename it like 10_girl", train / "0_zero": "rename it like", stray: "sub-folder named like",
+        train / "girl": "rename it like 10_girl", train / "0_zero": "rename it like",
+        train: f"1 image(s) directly in {train} are ignored ({stray.name}); put them in a sub-folder named like",
         train / "10_ok" / "notes.pdf": "not an image (supported: .jpg",
         train / "10_ok" / "fake.png": "cannot be read as an image", train / "10_ok" / "cut.png": "cannot be read",
         train / "10_ok" / "cut.jpg": "truncated", train / "10_ok" / "latin.txt": "UTF-8",

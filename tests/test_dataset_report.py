@@ -33,9 +33,9 @@ def dataset(root: Path) -> tuple[Path, Path]:
 
 
 def config(train: Path, reg: Path | None = None, **settings) -> TrainConfig:
-    return TrainConfig(train_data_dir=str(train), reg_data_dir=str(reg) if reg else None, resolution="96",
-                       bucket_reso_steps=16, min_bucket_reso=64, max_bucket_reso=128, max_train_epochs=1,
-                       **settings)
+    small = {"resolution": "96", "bucket_reso_steps": 16, "min_bucket_reso": 64, "max_bucket_reso": 128}
+    return TrainConfig(train_data_dir=str(train), reg_data_dir=str(reg) if reg else None, max_train_epochs=1,
+                       **{**small, **settings})
 
 
 def rows(report: str, first_cell: str) -> list[list[str]]:
@@ -73,7 +73,7 @@ def test_missing_or_empty_folder_says_so(tmp_path):
     assert rows(report, "error")[0][1:] == [str(tmp_path / "nowhere"), "folder does not exist; check the path."]
     (tmp_path / "empty").mkdir()
     scan, _, plan = scan_and_plan(config(tmp_path / "empty"))
-    assert plan is None and "no training images found" in dataset_report(scan, plan, "zh")
+    assert plan is None and "没有找到训练图片" in dataset_report(scan, plan, "zh")  # the problem in the page's language
 
 
 def test_errors_give_no_plan_but_still_the_folders(tmp_path):
@@ -90,3 +90,37 @@ def test_no_train_data_dir_and_no_torch():
     code = "import sys, trainer.checks.preflight, ui.dataset_report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bucket_limits_far_below_the_resolution_are_flagged(tmp_path):
+    """The demo's max_bucket_reso 128 left at resolution 1024: every bucket that is not square stays at 128 px."""
+    train, _ = dataset(tmp_path)
+    scan, _, plan = scan_and_plan(config(train, resolution="1024"))
+    (limit,) = [p for p in scan.problems if "max_bucket_reso" in p.reason]
+    assert limit.path == train and limit.level == "warning" and "at least 1024" in limit.reason
+    assert max(max(bucket) for bucket in plan.buckets if bucket[0] != bucket[1]) <= 128  # what it warns about
+    assert "max_bucket_reso（128）小于训练分辨率" in dataset_report(scan, plan, "zh")
+    square_only = scan_and_plan(config(train, resolution="512", min_bucket_reso=768, max_bucket_reso=1024))[0]
+    assert any("only the square one" in p.reason or "but the square one" in p.reason for p in square_only.problems)
+    fine = scan_and_plan(config(train))[0]  # the usual demo-sized settings: nothing to say
+    assert not [p for p in fine.problems if "bucket_reso" in p.reason]
+
+
+def test_a_repeat_folder_chosen_as_the_dataset_says_choose_its_parent_once(tmp_path):
+    mine = tmp_path / "数据" / "10_mychar"
+    for i in range(8):
+        image(mine / f"{i}.png", (64, 64))
+    scan, _, _ = scan_and_plan(config(mine))
+    (problem,) = scan.problems
+    assert problem.level == "error" and "choose its parent folder" in problem.reason
+    assert str(mine.parent) in problem.reason
+    assert "上一级文件夹" in problem.zh
+
+
+def test_identical_warnings_are_one_row_with_a_count(tmp_path):
+    train, _ = dataset(tmp_path)
+    for i in range(5):
+        (train / "10_cat" / f"stray{i}.doc").write_text("stray")
+    report = dataset_report(scan_and_plan(config(train))[0], None, "en")
+    rows = [line for line in report.splitlines() if "not an image" in line]
+    assert len(rows) == 1 and "and 3 more (6 files)" in rows[0]

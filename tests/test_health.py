@@ -19,8 +19,17 @@ from trainer.checks.preflight import scan_and_plan
 from trainer.common.errors import ConfigError
 from trainer.config import TrainConfig
 from trainer.config.io import validate_config
+from trainer.run.state import RunState
 from trainer.training.export import load_lora
-from trainer.training.health import COLLAPSE_LOSS, EMA_WINDOW, ZERO_GRAD_STEPS, HealthMonitor, diagnose_nan, score_image
+from trainer.training.health import (
+    COLLAPSE_LOSS,
+    EMA_WINDOW,
+    ZERO_GRAD_STEPS,
+    HealthMonitor,
+    PreviewJudge,
+    diagnose_nan,
+    score_image,
+)
 from trainer.training.loop import train
 
 
@@ -172,9 +181,44 @@ def test_a_noise_preview_warns_and_the_run_goes_on(tmp_path, make_config):
                                   sample_prompts=["red circle --w 256 --h 256 --s 4 --d 1"])
     assert status == "completed"
     (health,) = of_type(events, "health")
-    assert health["code"] == "noise_sample" and health["level"] == "warning" and health["step"] == 0
+    assert health["code"] == "base_sample" and health["level"] == "warning" and health["step"] == 0
     assert health["path"].endswith("e0000-s000000-p0.png") and "base model" in health["hint"]
-    _assert_shown_everywhere(run_dir, "noise_sample", "WARNING")
+    assert "before any training" in health["message"] and "底模" in health["message_zh"]
+    _assert_shown_everywhere(run_dir, "base_sample", "WARNING")
+
+
+NOISE = BROKEN["uniform noise"][0]
+PICTURE = (np.linspace(0, 255, 256)[None, :, None] * np.ones((256, 1, 3))).astype(np.uint8)
+
+
+def test_a_preview_is_judged_against_its_prompts_preview_before_training():
+    """The same noise after training is the LoRA's doing only when the prompt gave a picture before it."""
+    judge = PreviewJudge()
+    assert judge.judge(0, PICTURE, 0, "p0-before.png") is None
+    assert judge.judge(1, NOISE, 0, "p1-before.png").code == "base_sample"
+    blown = judge.judge(0, NOISE, 40, "p0.png")
+    assert blown.code == "noise_sample" and "blown up" in blown.hint and "step 0 was a picture" in blown.message
+    same = judge.judge(1, NOISE, 40, "p1.png")  # noise before training, noise now: not the learning rate
+    assert same.code == "base_sample" and "not the LoRA" in same.message and "will not help" in same.hint
+    assert same.message_zh and same.hint_zh
+
+
+def test_without_a_preview_before_training_the_first_noise_is_put_on_the_base_model():
+    judge = PreviewJudge()
+    first = judge.judge(0, NOISE, 20, "e0001-p0.png")
+    assert first.code == "base_sample" and "first preview" in first.message and "sample_at_first" in first.message
+    assert judge.judge(0, NOISE, 40, "e0002-p0.png").code == "base_sample"
+
+
+def test_one_banner_per_problem_with_a_count():
+    state = RunState()
+    judge = PreviewJudge()
+    events = [judge.judge(i % 2, NOISE, step, f"s{step}-p{i % 2}.png") for i, step in enumerate((0, 0, 20, 20, 40))]
+    state.apply([{"type": "health", **event.fields()} for event in events])
+    (banner,) = state.banners
+    assert banner.code == "base_sample" and banner.count == 5 and banner.message.startswith("preview s40-p0.png")
+    state.apply([{"type": "error", "code": "boom", "message": "m"}] * 2)
+    assert [(b.code, b.count) for b in state.banners] == [("base_sample", 5), ("boom", 2)]
 
 
 def _assert_shown_everywhere(run_dir: Path, code: str, log_level: str) -> None:

@@ -8,7 +8,9 @@ import pytest
 from conftest import read_events, run_cli, write_config
 
 import trainer.__main__ as cli
+import trainer.experiments.lr_find as lr_find_module
 import trainer.training.start as start
+from trainer.checks.advice import config_advice
 from trainer.common.errors import UserError
 from trainer.config.io import validate_config
 from trainer.experiments.lr_find import (
@@ -18,6 +20,7 @@ from trainer.experiments.lr_find import (
     lr_find,
     plateau_start,
     probe_config,
+    settled_early,
     suggest,
 )
 from trainer.presets.format import read_preset
@@ -81,6 +84,48 @@ def test_settings_follow_the_rules_and_apply_to_the_users_config(make_config, tm
     assert result.settings["Lion"]["optimizer_args"] == []
 
 
+def test_a_suggestion_stays_below_what_danlus_advice_calls_too_high(make_config, tmp_path):
+    """A plateau of 5e-3 at alpha = dim is above the rate advice warns about for AdamW (1e-3) and Lion (3e-4):
+    the suggestion is capped below it, says what was found, and the applied config draws no high_lr advice."""
+    user = make_config(network_dim=8, network_alpha=8)
+    result = suggest(validate_config(user), rising_then_flat(level=5e-3), "DAdaptAdam", tmp_path)
+    assert result.plateau == pytest.approx(5e-3)
+    assert result.capped["AdamW"] == {"found": 5e-3, "ceiling": 1e-3}
+    assert result.capped["Lion"]["found"] == pytest.approx(5e-3 / 3, rel=1e-2)
+    for name, keys in result.settings.items():
+        applied = validate_config({**user, **keys})
+        assert "high_lr" not in {advice.code for advice in config_advice(applied)}, name
+    assert result.settings["AdamW"]["unet_lr"] == pytest.approx(9e-4)
+    assert "Danlu warns that AdamW burns from 0.001" in describe(result)
+    # at alpha/dim 1/8 the LoRA learns at an eighth of the rate: the same plateau is not capped
+    low_alpha = suggest(validate_config(make_config(network_dim=8, network_alpha=1)),
+                        rising_then_flat(level=5e-3), "DAdaptAdam", tmp_path)
+    assert "AdamW" not in low_alpha.capped and low_alpha.settings["AdamW"]["unet_lr"] == pytest.approx(5e-3)
+
+
+def test_a_probe_ends_early_once_the_curve_has_levelled_off():
+    assert not settled_early(rising_then_flat(rise=40, flat=10))  # flat for a fifth of the steps: not yet
+    assert settled_early(rising_then_flat(rise=40, flat=60))
+    assert not settled_early(rising_then_flat(rise=10, flat=40))  # 50 steps: too few to call it a plateau
+    assert not settled_early([(s, 1e-6 * 1.05 ** s) for s in range(1, 301)])  # still rising
+
+
+def test_the_watch_stops_a_probe_whose_curve_has_levelled_off(tmp_path, monkeypatch):
+    """SettleWatch asks the training to stop as the GUI's Stop does (RUN/STOP), once settled_early."""
+    monkeypatch.setattr(lr_find_module, "WATCH_S", 0.01)
+    steps = [{"type": "step", "step": s, "loss": 0.1, "lr": 1.0, "lr_effective": {"unet": v}}
+             for s, v in rising_then_flat(rise=40, flat=60)]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in steps[:50]))
+    watch = lr_find_module.SettleWatch(tmp_path)
+    watch.start()
+    watch.join(0.3)
+    assert watch.is_alive() and not (tmp_path / "STOP").exists()  # 50 steps: not settled yet
+    with (tmp_path / "events.jsonl").open("a") as events:
+        events.write("".join(json.dumps(e) + "\n" for e in steps[50:]))
+    watch.join(5)
+    assert not watch.is_alive() and watch.fired and (tmp_path / "STOP").exists()
+
+
 def test_adafactors_schedule_is_not_suggested_for_adamw(make_config, tmp_path):
     user = make_config(optimizer_type="AdaFactor", lr_scheduler="adafactor")
     result = suggest(validate_config(user), rising_then_flat(), "Prodigy", tmp_path)
@@ -120,8 +165,11 @@ def test_probe_length_defaults_to_the_usual_but_not_beyond_the_training(make_con
     short = validate_config(make_config(max_train_steps=40))
     assert probe_config(short, tmp_path, "DAdaptAdam").max_train_steps == 40
     long = validate_config(make_config(max_train_steps=None, max_train_epochs=500))
-    assert probe_config(long, tmp_path, "DAdaptAdam").max_train_steps == 300
-    assert probe_config(long, tmp_path, "Prodigy").max_train_steps == 1000
+    assert probe_config(long, tmp_path, "DAdaptAdam", cuda=True).max_train_steps == 300
+    assert probe_config(long, tmp_path, "Prodigy", cuda=True).max_train_steps == 1000
+    # without a GPU a step takes seconds: a third of it (and SettleWatch ends it once flat)
+    assert probe_config(long, tmp_path, "DAdaptAdam", cuda=False).max_train_steps == 100
+    assert probe_config(long, tmp_path, "Prodigy", cuda=False).max_train_steps == 300
     with pytest.raises(UserError, match="Lion"):
         probe_config(long, tmp_path, "Lion")
 
@@ -163,7 +211,8 @@ def test_cli_probe_on_tiny_sd1_suggests_a_finite_rate_and_leaves_the_users_lora_
     assert "step 12/12" in result.stderr
     plateau = found["plateau"]
     assert math.isfinite(plateau) and plateau > 0 and found["steps"] == 12 and found["optimizer"] == "DAdaptAdam"
-    assert found["settings"]["Lion"]["unet_lr"] == pytest.approx(plateau / 3, rel=1e-2)
+    lion = found["capped"].get("Lion", {}).get("found") or found["settings"]["Lion"]["unet_lr"]
+    assert lion == pytest.approx(plateau / 3, rel=1e-2) and found["ended"] == "completed"
     run_dir = out / "runs" / next(iter(p.name for p in (out / "runs").iterdir()))
     assert found["run_dir"] == str(run_dir)
     assert json.loads((run_dir / "lr_find.json").read_text()) == found

@@ -1,11 +1,14 @@
 """Several processes on the CPU (gloo), started by `python -m trainer train` itself (trainer/run/launch.py): the
 launch keys, DDP with parameters that take no gradient, and two "machines" on 127.0.0.1."""
 
+import shutil
 import socket
 
 import pytest
 import safetensors
+import torch
 from conftest import read_events, run_cli, write_config
+from safetensors.torch import load_file
 
 from trainer.common.errors import ConfigError
 from trainer.config.io import validate_config
@@ -30,6 +33,88 @@ def test_sdxl_with_both_text_encoders_trained_in_two_processes(tmp_path, make_co
     with safetensors.safe_open(str(tmp_path / "out" / "test.safetensors"), "pt") as handle:
         prefixes = {key.split("_", 2)[0] + "_" + key.split("_", 2)[1] for key in handle.keys()}
     assert {"lora_te1", "lora_te2", "lora_unet"} <= prefixes
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_processes_share_the_batches_one_process_with_their_total_batch_trains(processes):
+    """Process r holds rows r*b..(r+1)*b-1 of each batch the single process trains with batch b × processes, in
+    its order and steps; short batches leave a process fewer rows (weighted up) or a stand-in row (weight 0)."""
+    from pathlib import Path
+
+    from trainer.dataset.plan import Entry, make_plan
+    from trainer.dataset.scan import DatasetScan, ImageItem
+    from trainer.dataset.stream import schedule
+
+    item = ImageItem(Path("1_a/a.png"), "a", True, 64, 64)
+    entries = [Entry(item, (64, 64) if i < 9 else (96, 64), False) for i in range(10)]
+    alone = schedule(entries, 2 * processes, 2, 7, 6)
+    shares = [schedule(entries, 2, 2, 7, 6, rank, processes) for rank in range(processes)]
+    assert all(len(share) == len(alone) for share in shares)
+    for whole, parts in zip(alone, zip(*shares)):
+        rows = [part for part in parts if part.weight]
+        assert sum((part.indices for part in rows), ()) == whole.indices
+        assert {(p.epoch, p.step, p.position, p.last_of_step, p.global_size) for p in parts} == {
+            (whole.epoch, whole.step, whole.position, whole.last_of_step, len(whole.indices))}
+        assert sum(part.weight for part in parts) == pytest.approx(processes)
+        assert [part.weight for part in rows] == [len(p.indices) * processes / len(whole.indices) for p in rows]
+        assert all(part.indices == whole.indices[:1] and part.first_row == 0 for part in parts if not part.weight)
+    assert any(not part.weight for parts in zip(*shares) for part in parts)  # the short batches were met
+    plans = [make_plan(entries, DatasetScan(), train_batch_size=batch, gradient_accumulation_steps=2,
+                       max_train_epochs=1, max_train_steps=None, num_processes=count)
+             for batch, count in ((2 * processes, 1), (2, processes))]
+    assert plans[0].steps_per_epoch == plans[1].steps_per_epoch
+
+
+def test_each_process_draws_its_rows_of_the_whole_batch_noise():
+    """A step's random numbers for rows [start, stop) are those rows of the numbers one process draws for the
+    whole batch: noise with offset and multires, timesteps, ip noise, each random strength."""
+    from diffusers import DDPMScheduler
+
+    from trainer.config import TrainConfig
+    from trainer.training.draws import Draws
+    from trainer.training.noise import noisy_latents
+
+    config = TrainConfig(noise_offset=0.1, noise_offset_random_strength=True, adaptive_noise_scale=0.01,
+                         multires_noise_iterations=3, ip_noise_gamma=0.1, ip_noise_gamma_random_strength=True)
+    scheduler, latents = DDPMScheduler(), torch.randn(4, 4, 16, 16)
+    whole = noisy_latents(config, scheduler, latents, Draws.whole(4, "7:3:1"))
+    parts = [noisy_latents(config, scheduler, latents[start:stop], Draws("7:3:1", start, stop, 4))
+             for start, stop in ((0, 1), (1, 3), (3, 4))]
+    for got, expected in zip(map(torch.cat, zip(*parts)), whole):
+        assert torch.allclose(got.float(), expected.float(), rtol=1e-6, atol=1e-6)
+    other = noisy_latents(config, scheduler, latents, Draws.whole(4, "7:3:2"))[1]
+    assert not torch.allclose(other, whole[1])  # the next micro-batch draws other numbers
+
+
+def test_two_processes_train_what_one_process_with_the_doubled_batch_trains(tmp_path, make_config, train_dir):
+    """Data parallel: 2 processes × batch 1 train the LoRA that 1 process × batch 2 trains, with gradient
+    accumulation, the text encoder trained and every random option a sample meets (captions, flips, noise). Three
+    images share a bucket and one has its own, so at batch 2 each bucket ends in a short batch: there one process
+    has the row and the other none (it computes with weight 0)."""
+    folder = tmp_path / "data" / "1_shapes"
+    folder.mkdir(parents=True)
+    for name in ("5_circle/circle_00", "5_circle/circle_03", "3_square/square_00", "5_circle/circle_01"):
+        for suffix in (".png", ".txt"):
+            shutil.copy(train_dir / (name + suffix), folder)
+    common = dict(train_data_dir=str(folder.parent), resolution="80", max_train_steps=None, max_train_epochs=2,
+                  gradient_accumulation_steps=2, network_train_unet_only=False, shuffle_caption=True,
+                  caption_dropout_rate=0.25, flip_aug=True, noise_offset=0.05, noise_offset_random_strength=True,
+                  multires_noise_iterations=3, ip_noise_gamma=0.05)
+    losses = {}
+    for name, settings in {"two": dict(num_processes=2, train_batch_size=1), "one": dict(train_batch_size=2)}.items():
+        path = write_config(tmp_path / f"{name}.yaml", make_config(output_name=name, **common, **settings))
+        result = run_cli("train", path, "--run-dir", tmp_path / name)
+        assert result.returncode == 0, result.stderr[-3000:]
+        losses[name] = [event["loss"] for event in read_events(tmp_path / name) if event["type"] == "step"]
+    assert len(losses["one"]) == 4 and losses["two"] == pytest.approx(losses["one"], rel=1e-4)
+    two, one = (load_file(tmp_path / "out" / f"{name}.safetensors") for name in ("two", "one"))
+    assert two.keys() == one.keys() and any(key.startswith("lora_te") for key in one)
+    assert any(float(one[key].abs().max()) > 1e-4 for key in one if "lora_up" in key)  # it trained
+    # float32 on the CPU: an all-reduced mean of per-process gradients and a batch's mean gradient differ only in
+    # the order of additions (~1e-7 relative, ~1e-11 absolute). AdamW divides each gradient by its RMS + eps (1e-8),
+    # so where a gradient is near 0 that becomes up to ~1e-6 of a weight; atol is a hundredth of one step (lr 1e-3).
+    # Rows given another sample's noise or a per-process batch order differ by about a whole step.
+    assert all(torch.allclose(two[key], one[key], rtol=1e-4, atol=1e-5) for key in one)
 
 
 def test_two_machines_on_one_host_train_together(tmp_path, make_config):

@@ -102,8 +102,8 @@ def test_kohya_ss_fields_are_converted():
     for key in ("seed", "vae", "network_weights", "save_every_n_steps", "vae_batch_size", "min_timestep",
                 "network_dropout", "reg_data_dir", "v2"):
         assert key not in settings
-    assert skipped["model_list"].reason == GUI_ONLY_REASON
-    assert skipped["LyCORIS_preset"].reason == GUI_ONLY_REASON
+    assert (skipped["model_list"].reason, skipped["model_list"].reason_zh) == GUI_ONLY_REASON
+    assert skipped["LyCORIS_preset"].reason == GUI_ONLY_REASON[0]
     assert "random seed" in skipped["seed"].reason
     assert "additional_parameters.lowram" in skipped
     # values Danlu refuses are listed with the validation message, not imported

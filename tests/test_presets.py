@@ -19,6 +19,7 @@ from trainer.presets.format import (
     Preset,
     apply_preset,
     changed_settings,
+    import_settings,
     preset_text,
     read_preset,
     share_safe,
@@ -75,12 +76,54 @@ def test_a_preset_is_data_never_code(tmp_path):
 
 
 def test_applying_keeps_the_users_paths_and_reports_the_changes():
-    preset = Preset("p", {"network_dim": 64, "train_data_dir": "/someone/else"})
-    current = {**PATHS, "network_dim": 16, "noise_offset": 0.1}
+    preset = Preset("p", {"network_dim": 64, "train_data_dir": "/someone/else", "output_name": "their_lora"})
+    current = {**PATHS, "network_dim": 16, "noise_offset": 0.1, "output_name": "my_char"}
     config, changed = apply_preset(preset, current)
     assert config["train_data_dir"] == "/data/me" and config["network_dim"] == 64
+    assert config["output_name"] == "my_char"  # the banner says your own paths and name stay
     assert config["noise_offset"] is None  # defaults first: the earlier form's other values do not leak in
     assert set(changed) == {"network_dim", "noise_offset"}
+
+
+def test_an_import_changes_only_the_keys_it_names_and_its_paths_that_exist_here(tmp_path):
+    model, data = tmp_path / "model.safetensors", tmp_path / "img"
+    model.write_bytes(b"x")
+    data.mkdir()
+    current = {**PATHS, "network_dim": 16, "noise_offset": 0.1, "output_name": "my_char", "reg_data_dir": "/r"}
+    settings = {"network_dim": 32, "pretrained_model_name_or_path": str(model), "train_data_dir": str(data),
+                "output_dir": str(tmp_path / "new_output"), "sample_prompts": ["a cat"], "output_name": "alice",
+                "reg_data_dir": None, "vae": "D:/models/vae.safetensors", "max_train_steps": 100}
+    config, skipped = import_settings(settings, current)
+    assert skipped == {"reg_data_dir": None, "vae": "D:/models/vae.safetensors"}  # empty, and not on this computer
+    assert config == {**current, **{k: v for k, v in settings.items() if k not in skipped}, "max_train_epochs": None}
+    assert config["noise_offset"] == 0.1 and config["reg_data_dir"] == "/r"  # not in the file: as it was
+    hub, _ = import_settings({"pretrained_model_name_or_path": "runwayml/stable-diffusion-v1-5"}, current)
+    assert hub["pretrained_model_name_or_path"] == "runwayml/stable-diffusion-v1-5"  # a repo id is no local path
+
+
+def test_the_gui_lists_exactly_what_an_import_changed_in_the_form(tmp_path):
+    """A kohya_ss JSON of this computer: its existing paths apply, the others are listed as not applied, the
+    keys it leaves out keep the form's values, and the list of changes is the form's own difference."""
+    from ui.fields import config_from_form, form_values
+    from ui.presets_tab import import_upload
+
+    data = tmp_path / "我的 数据" / "img"
+    data.mkdir(parents=True)
+    file = json.loads((IMPORTS / "kohya_ss_loha.json").read_text(encoding="utf-8"))
+    file.update(train_data_dir=str(data), output_dir=str(tmp_path / "out"))  # here; its model and logs are not
+    upload = tmp_path / "mine.json"
+    upload.write_text(json.dumps(file), encoding="utf-8")
+    before = {**TrainConfig().model_dump(), **PATHS, "output_name": "my_char", "noise_offset": 0.05}
+    message, *values = import_upload("en", str(upload), tuple(form_values(before)))
+    after = config_from_form(values)
+    assert after["train_data_dir"] == str(data) and after["output_dir"] == str(tmp_path / "out")
+    assert after["output_name"] == "alice_loha" and after["sample_prompts"][0].startswith("alice, 1girl")
+    assert after["pretrained_model_name_or_path"] == PATHS["pretrained_model_name_or_path"]
+    assert "not applied: `pretrained_model_name_or_path` = `'D:/models/v1-5-pruned-emaonly.safetensors'`" in message
+    changes = message.split("<summary>", 1)[1]
+    listed = {line.split("`")[1] for line in changes.splitlines() if line.startswith("- `")}
+    assert listed == {key for key in after if after[key] != config_from_form(form_values(before))[key]}
+    assert "noise_offset" not in listed or file.get("noise_offset") is not None
 
 
 def test_share_safe_leaves_out_paths_but_keeps_inline_prompts():
@@ -146,3 +189,16 @@ def test_an_imported_config_passes_check_on_the_first_try(name, tmp_path, tiny_s
     config.pop("model_family", None)
     plan = run_preflight(validate_config(config), gpu=(torch.cuda.is_available(), False)).plan
     assert plan.total_steps > 0
+
+
+def test_a_field_the_file_leaves_at_danlus_default_is_named_too(tmp_path):
+    """kohya_ss writes every field: noise_offset 0 means none, so the form's own noise_offset goes; Danlu keys
+    kohya_ss has no field for (on_nan, ...) are not the file's and stay as the form has them."""
+    from trainer.presets.importers import import_file
+
+    upload = tmp_path / "k.json"
+    upload.write_text(json.dumps({"LoRA_type": "Standard", "noise_offset": 0, "max_grad_norm": 0}), encoding="utf-8")
+    named = import_file(upload).named_settings()
+    assert named["noise_offset"] is None and named["max_grad_norm"] == 1.0 and "on_nan" not in named
+    config, _ = import_settings(named, {"noise_offset": 0.05, "max_grad_norm": 0.5, "on_nan": "warn"})
+    assert (config["noise_offset"], config["max_grad_norm"], config["on_nan"]) == (None, 1.0, "warn")

@@ -91,16 +91,19 @@ def _generate(pipe) -> np.ndarray:
 
 
 def test_two_cpu_processes_share_the_epoch_and_the_caching(tmp_path, make_config):
-    """num_processes 2: `train` launches two gloo-synchronised processes (trainer/run/launch.py), one writer, half
-    the steps per epoch, each caching half of the latents. The text encoder trains with clip_skip 2, so its last
-    layer's LoRA takes no gradient: without DDP's unused-parameter search the first step fails."""
+    """num_processes 2: `train` launches two gloo-synchronised processes (trainer/run/launch.py), one writer, batches
+    of 2 × train_batch_size (so half the steps per epoch), each caching half of the latents. The text encoder trains
+    with clip_skip 2, so its last layer's LoRA takes no gradient: without DDP's unused-parameter search the first
+    step fails."""
     path = write_config(tmp_path / "c.yaml", make_config(max_train_steps=None, max_train_epochs=1, num_processes=2,
                                                          gradient_accumulation_steps=2, clip_skip=2))
     result = run_cli("train", path, "--run-dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     events = read_events(tmp_path / "run")
     plan = events[0]
-    assert plan["num_processes"] == 2 and plan["steps_per_epoch"] == -(-(plan["batches_per_epoch"] // 2) // 2)
+    # each bucket's n entries make ceil(n / (batch 2 × 2 processes)) batches; 2 batches a step
+    assert plan["num_processes"] == 2 and plan["batches_per_epoch"] == sum(-(-n // 4) for n in plan["buckets"].values())
+    assert plan["steps_per_epoch"] == -(-plan["batches_per_epoch"] // 2)
     assert [e["type"] for e in events].count("finished") == 1
     assert len([e for e in events if e["type"] == "step"]) == plan["total_steps"]
     assert (tmp_path / "out" / "test.safetensors").is_file()

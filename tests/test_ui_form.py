@@ -69,14 +69,14 @@ def test_both_languages_have_every_text_and_every_schema_group():
 
 
 def test_problems_land_on_the_fields_they_name(make_config):
-    assert review({**make_config(), "network_dim": 0}).errors["network_dim"].startswith("0 is not valid")
+    assert review({**make_config(), "network_dim": 0}).errors_in("en")["network_dim"].startswith("0 is not valid")
     both = review({**make_config(), "network_train_unet_only": True, "network_train_text_encoder_only": True})
-    assert set(both.errors) == {"network_train_unet_only", "network_train_text_encoder_only"}
+    assert set(both.errors_in("en")) == {"network_train_unet_only", "network_train_text_encoder_only"}
     # a rule between keys marks each of them, though its line does not start with them
-    noise = review({**make_config(), "adaptive_noise_scale": 0.1}).errors
+    noise = review({**make_config(), "adaptive_noise_scale": 0.1}).errors_in("en")
     assert set(noise) == {"adaptive_noise_scale", "noise_offset"} and "needs noise_offset" in noise["noise_offset"]
     errors = Review(problems=[Problem(("ae", "clip_l", "t5xxl"), "empty, but 'x' is a transformer without them"),
-                              Problem((), "something without a key")]).errors
+                              Problem((), "something without a key")]).errors_in("en")
     assert set(errors) == {"ae", "clip_l", "t5xxl"} and errors["ae"].startswith("empty, but")
 
 
@@ -86,14 +86,14 @@ def test_a_number_out_of_range_reaches_its_field_not_a_bare_error_toast(make_con
     blocks = build_app("en", {})
     widget = next(block for block in blocks.blocks.values() if getattr(block, "elem_id", None) == "network_dim")
     assert widget.preprocess(-4) == -4
-    assert "greater than or equal to 1" in review({**make_config(), "network_dim": -4}).errors["network_dim"]
+    assert "greater than or equal to 1" in review({**make_config(), "network_dim": -4}).errors_in("en")["network_dim"]
 
 
 def test_live_review_names_a_missing_dataset_at_train_data_dir(make_config, tmp_path):
     result = review({**make_config(), "train_data_dir": str(tmp_path / "missing")})
-    assert "train_data_dir" in result.errors and result.plan is None
+    assert "train_data_dir" in result.errors_in("en") and result.plan is None
     ok = review(make_config())
-    assert ok.errors == {} and ok.plan.total_steps > 0 and ok.family == "sd1"
+    assert ok.errors_in("en") == {} and ok.plan.total_steps > 0 and ok.family == "sd1"
 
 
 def test_applying_a_preset_keeps_the_users_paths_and_names_the_changes(tmp_path, make_config):
@@ -125,15 +125,16 @@ def test_a_preset_saved_by_a_chinese_windows_editor_applies(tmp_path, make_confi
 
 
 @pytest.mark.parametrize("lang, words", [
-    ("en", ("changed: `max_grad_norm`", "sd-scripts' default", "not imported")),
-    ("zh", ("已改动：`max_grad_norm`", "sd-scripts 的默认值", "未导入"))])
+    ("en", ("changed: `max_grad_norm`", "sd-scripts' default", "not imported", "random seed")),
+    ("zh", ("已改动：`max_grad_norm`", "sd-scripts 的默认值", "未导入", "随机种子"))])  # the reasons in lang too
 def test_an_imported_file_shows_the_import_report(tmp_path, make_config, lang, words):
     # kohya_ss drops max_grad_norm 0 (changed), leaves network_dim to sd-scripts' default 4, and seed "" is random
     kohya = tmp_path / "kohya.json"
     kohya.write_text('{"LoRA_type": "Standard", "max_grad_norm": 0, "network_dim": 0, "seed": ""}', encoding="utf-8")
-    message, *new_values = presets_tab.import_upload(lang, str(kohya), tuple(form_values(make_config())))
+    form = tuple(form_values(make_config(max_grad_norm=0.5)))  # an import changes only what the file names
+    message, *new_values = presets_tab.import_upload(lang, str(kohya), form)
     assert all(word in message for word in words), message
-    assert "`max_grad_norm` = `1.0`" in message and "random seed" in message
+    assert "`max_grad_norm` = `1.0`" in message
     assert config_from_form(new_values)["max_grad_norm"] == 1.0
     toml = tmp_path / "sd.toml"
     toml.write_text("max_train_steps = 300\n", encoding="utf-8")

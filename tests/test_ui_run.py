@@ -103,7 +103,7 @@ def test_an_adaptive_optimizer_run_shows_its_found_step_size():
     state = RunState()
     state.apply([{"type": "step", "step": 1, "loss": 0.1, "lr": 1.0, "lr_effective": {"unet": 2e-6}},
                  {"type": "step", "step": 2, "loss": 0.1, "lr": 1.0, "lr_effective": {"unet": 8e-5}}])
-    frame = run_view.lr_frame(state)
+    frame = run_view.lr_frame(state, "en")
     found = frame[frame.series == "d·lr"]
     assert list(found.lr) == [2e-6, 8e-5] and list(frame[frame.series == "lr"].lr) == [1.0, 1.0]
 

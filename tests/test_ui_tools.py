@@ -135,7 +135,7 @@ def test_a_missing_file_gives_the_tools_error_in_a_translated_frame(tmp_path):
     assert problem.message == f"'{missing}' does not exist" and problem.hint
     assert result.text.splitlines() == [f"error: '{missing}' does not exist", f"hint: {problem.hint}"]
     message = result_message(result, "zh")
-    assert message.startswith("**工具拒绝执行：** ") and "does not exist" in message and "**建议：**" in message
+    assert message.startswith("**工具拒绝执行：** ") and "不存在" in message and "**建议：**" in message  # in Chinese
 
 
 def test_an_argparse_refusal_keeps_only_its_error_line():

@@ -1,4 +1,4 @@
-"""Command line: python -m trainer train|check|lr-find|demo|reference|sweep|lora ..."""
+"""Command line: python -m trainer train|check|lr-find|demo|reference|sweep|try|lora|caption|tags|dataset-check ..."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 from trainer.common.errors import ConfigError, UserError
 from trainer.common.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from trainer.dataset.cli import add_dataset_commands
 from trainer.lora_tools.cli import add_lora_commands
 from trainer.presets.cli import add_preset_commands
 from trainer.run.child import JSON_ERRORS_ENV, error_json
+from trainer.tagging.cli import add_caption_command
+from trainer.try_lora.cli import add_try_command
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
@@ -54,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if not _json_errors():
             super().error(message)
-        _print_refusal(UserError(message))
+        _print_refusal(UserError(message, zh=f"命令行参数有误：{message}"))
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -102,8 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="answer the GUI's questions that need torch (LR curve, GPU, "
                                  "optimizer), one JSON line per request on stdin; see trainer/checks/service.py")
     worker.set_defaults(func=_worker)
+    add_try_command(commands)
     add_lora_commands(commands)
     add_preset_commands(commands)
+    add_caption_command(commands)
+    add_dataset_commands(commands)
     return parser
 
 

@@ -15,7 +15,20 @@ import gradio as gr
 
 from trainer.adapters.sd_scripts import module_for
 
-from . import compare_tab, live, lr_finder, presets_tab, run_tab, settings, tools_tab
+from . import (
+    compare_tab,
+    dataset_tab,
+    live,
+    lr_finder,
+    picker,
+    presets_tab,
+    run_tab,
+    run_view,
+    settings,
+    tools_tab,
+    try_tab,
+)
+from .charts import LR_FORMAT
 from .fields import form_values
 from .form import Form
 from .i18n import LANGS, t
@@ -23,36 +36,57 @@ from .monitor import RunMonitor
 from .page import Page, form_data
 from .review import review
 
+PAGE_HEAD = (Path(__file__).resolve().parent / "page_head.html").read_text(encoding="utf-8")  # launch(head=...)
 MAX_SESSIONS = 100  # browser sessions whose state Gradio keeps (its default, 10000, is gigabytes of this page)
 
 
 def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = None) -> gr.Blocks:
     """The whole page; `initial` is the config the form shows at first (the last form, or the demo)."""
     form = Form(lang)
-    with gr.Blocks(title="Danlu 丹炉", analytics_enabled=False) as blocks:
+    with gr.Blocks(title=run_view.TITLE, analytics_enabled=False) as blocks:
         with gr.Row(elem_id="header"):
             title = gr.Markdown(f"## {t(lang, 'title')}", elem_id="title")
             switch = gr.Radio([("中文", "zh"), ("English", "en")], value=lang, label=t(lang, "lang_label"),
                               elem_id="lang", scale=0, min_width=200)
-        page = Page(switch, form, gr.Markdown("", elem_id="message"), monitor or RunMonitor(),
+        page = Page(switch, form, gr.Markdown("", elem_id="message", render=False), monitor or RunMonitor(),
                     gr.State({}))
+        bar = run_tab.build_bar(page)
+        with gr.Row(elem_id="message-row"):
+            page.message.render()
+            close = gr.Button("✕", elem_id="message-close", size="sm", scale=0, min_width=30)
+        close.click(lambda: "", None, page.message, show_progress="hidden")
+        page.later.append(picker.build(page))
         with gr.Tabs(elem_id="tabs") as tabs:
             views = _form_tabs(page)
-            with page.text(gr.Tab(t(lang, "tab_presets"), id="presets", elem_id="tab-presets"), "tab_presets"):
+            with page.tab("tab_presets", "presets"):
                 page.later.append(presets_tab.build(page))
-            with page.text(gr.Tab(t(lang, "tab_run"), id="run", elem_id="tab-run"), "tab_run"):
-                run_tab.build(page, views)
-            with page.text(gr.Tab(t(lang, "tab_compare"), id="compare", elem_id="tab-compare"), "tab_compare"):
+            with page.tab("tab_run", "run"):
+                run_tab.build(page, views, bar)
+            with page.tab("tab_compare", "compare"):
                 page.later.append(compare_tab.build(page))
-            with page.text(gr.Tab(t(lang, "tab_tools"), id="tools", elem_id="tab-tools"), "tab_tools"):
+            with page.tab("tab_try", "try"):
+                page.later.append(try_tab.build(page))
+            with page.tab("tab_tools", "tools"):
                 tools_tab.build(page)
         _wire_live(page, views)
         for wire in page.later:
             wire()
         _wire_language(page, title, views)
-        page.then_review(blocks.load(lambda: _on_load(page, initial), None, [tabs, switch, *form.inputs]))
+        page.then_review(blocks.load(lambda: _on_load(page, initial), None, [tabs, switch, *form.inputs],
+                                     show_progress="hidden"))
         blocks.unload(_session_forgetter(blocks))
+    _no_hidden_progress(blocks)
     return blocks
+
+
+def _no_hidden_progress(blocks: gr.Blocks) -> None:
+    """An event that shows no progress marks no component as loading. Gradio's page otherwise keeps a loading
+    status for every output an event ever had and refreshes all of them on every later event (the 1 s poll
+    too); for a tab or a group box that means copying every widget inside it: after one language switch (400
+    outputs, tabs and boxes among them) each tab switch took 3-5 s of script time (bench/gui_speed.py)."""
+    for fn in blocks.fns.values():
+        if fn.show_progress == "hidden" and fn.show_progress_on is None:
+            fn.show_progress_on = []
 
 
 def _session_forgetter(blocks: gr.Blocks) -> Callable[[gr.Request], None]:
@@ -79,18 +113,22 @@ def _on_load(page: Page, initial: dict[str, Any]) -> list[Any]:
 def _form_tabs(page: Page) -> dict[str, Any]:
     """Paths, Steps and Model effect: the schema's fields, each tab with the views that explain it."""
     form, lang, views = page.form, page.form.lang, {}
-    with page.text(gr.Tab(t(lang, "tab_paths"), id="paths", elem_id="tab-paths"), "tab_paths"):
+    with page.tab("tab_paths", "paths"):
         views["family"] = gr.Markdown(elem_id="family")
         form.build_tab("paths")
         views["dataset"] = gr.Markdown(elem_id="dataset-report")
-    with page.text(gr.Tab(t(lang, "tab_steps"), id="steps", elem_id="tab-steps"), "tab_steps"):
+    with page.tab("tab_dataset", "dataset") as dataset:  # preparing the data comes before the steps
+        page.later.append(dataset_tab.build(page, dataset))
+    with page.tab("tab_steps", "steps"):
         views["plan_title"] = page.text(gr.Markdown(f"**{t(lang, 'plan_title')}**"), "plan_title", "value")
         views["plan"] = gr.Markdown(elem_id="plan")
         form.build_tab("steps")
-    with page.text(gr.Tab(t(lang, "tab_effect"), id="effect", elem_id="tab-effect"), "tab_effect"):
+    with page.tab("tab_effect", "effect"):
         views["advice"] = gr.Markdown(elem_id="advice")
         views["lr"] = page.text(gr.LinePlot(x="step", y="lr", color="group", label=t(lang, "lr_chart"),
-                                            height=220, elem_id="lr-chart"), "lr_chart")
+                                            height=220, elem_id="lr-chart", y_axis_format=LR_FORMAT,
+                                            **live.chart_titles(lang, "axis_lr", "axis_group")),
+                                "lr_chart", **live.chart_keys("axis_lr", "axis_group"))
         page.later.append(lr_finder.build(page))
         form.build_tab("effect")
     return views
@@ -120,7 +158,8 @@ def _wire_language(page: Page, title: gr.Markdown, views: dict[str, Any]) -> Non
         settings.save_lang(lang)
         header = [gr.update(value=f"## {t(lang, 'title')}")]
         refreshed = live.render_review(page, review(form_data(values)), lang, None)
-        return header + page.relabel(lang) + page.form.box_labels(lang) + refreshed
+        # the message line answered the last action in the old language: cleared, not left behind
+        return header + [""] + page.relabel(lang) + page.form.box_labels(lang) + refreshed
 
-    outputs = [title, *page.localized_components, *boxes, *live.live_outputs(page, views)]
+    outputs = [title, page.message, *page.localized_components, *boxes, *live.live_outputs(page, views)]
     page.lang.change(switch, [page.lang, *page.form.inputs], outputs, show_progress="hidden")

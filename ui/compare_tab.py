@@ -9,17 +9,13 @@ any training.
 
 from __future__ import annotations
 
-import base64
-import functools
 import html
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
 from trainer.common.errors import ConfigError, UserError
 from trainer.config.io import config_to_yaml
@@ -29,13 +25,16 @@ from trainer.experiments.sweep_run import SWEEP_FILE, new_sweep_dir, read_sweep
 from trainer.run import child
 from trainer.run.events import STOP_FILE
 
+from .charts import colored, series
 from .fields import config_from_form
 from .i18n import t
+from .live import chart_keys, chart_titles
 from .page import Page
 from .review import review
+from .thumbnails import data_url
 
 POLL_S = 2.0
-THUMB_PX = 256  # grid cells are thumbnails: the whole grid travels inside the page
+THUMB_PX = 512  # the grid travels inside the page: cells show 256 px, a clicked cell up to 512 (ui/style.css)
 
 
 def build(page: Page) -> Callable[[], None]:
@@ -52,7 +51,8 @@ def build(page: Page) -> Callable[[], None]:
     prompt = page.text(gr.Dropdown(choices=[], label=t(lang, "compare_prompt"), elem_id="compare-prompt"),
                        "compare_prompt")
     losses = page.text(gr.LinePlot(x="step", y="loss", color="run", label=t(lang, "compare_loss"), height=260,
-                                   elem_id="compare-loss"), "compare_loss")
+                                   elem_id="compare-loss", **chart_titles(lang, "axis_loss", "axis_run")),
+                       "compare_loss", **chart_keys("axis_loss", "axis_run"))
     grid = gr.HTML(elem_id="compare-grid")
     seen = gr.State(None)
 
@@ -61,11 +61,12 @@ def build(page: Page) -> Callable[[], None]:
         start.click(lambda lang, items, *values: start_sweep(lang, items, values), [page.lang, vary, *page.form.inputs],
                     page.message)
         stop.click(lambda lang, folder: stop_sweep(lang, folder), [page.lang, output_dir], page.message)
-        outputs = [queue, prompt, losses, grid, seen]
+        outputs = [queue, prompt, losses, grid, page.message, seen]
         gr.Timer(POLL_S).tick(show_sweep, [page.lang, output_dir, prompt, seen], outputs, show_progress="hidden",
                               concurrency_id="sweep-poll")
-        prompt.input(lambda lang, folder, index: show_sweep(lang, folder, index, None), [page.lang, output_dir, prompt],
-                     outputs, show_progress="hidden")
+        prompt.input(lambda lang, folder, index, shown: show_sweep(lang, folder, index, {**(shown or {}),
+                                                                                         "version": None}),
+                     [page.lang, output_dir, prompt, seen], outputs, show_progress="hidden")
 
     return wire
 
@@ -77,12 +78,12 @@ def start_sweep(lang: str, items: str, values: tuple) -> str:
         return t(lang, "sweep_empty")
     checked = review(config_from_form(list(values)), full=True)
     if checked.problems:
-        return "\n".join(f"- {p}" for p in checked.problems)
+        return "\n".join(f"- {p.line_in(lang)}" for p in checked.problems)
     base = checked.config.model_dump(mode="json")
     try:
         plan = plan_sweep(base, parse_vary(lines))
     except UserError as exc:
-        return "\n".join(f"- {p}" for p in getattr(exc, "problems", [exc.message]))
+        return "\n".join(f"- {p.line_in(lang)}" for p in exc.problems)
     folder = new_sweep_dir(Path(checked.config.output_dir).expanduser().resolve())
     config_file = folder / "base.yaml"
     config_file.write_text(config_to_yaml(checked.config), encoding="utf-8")
@@ -107,23 +108,33 @@ def latest_sweep(output_dir: str) -> Path | None:
     return found[-1].parent if found else None
 
 
-def show_sweep(lang: str, output_dir: str, prompt: str | None, shown: Any) -> list[Any]:
-    """The queue, the prompt choices, the overlaid losses and the grid of the newest sweep; skipped when nothing
-    changed since `shown`."""
+def show_sweep(lang: str, output_dir: str, prompt: str | None, shown: dict | None) -> list[Any]:
+    """The queue, the prompt choices, the overlaid losses, the grid of the newest sweep, and the message line
+    once the queue the page saw running has ended; skipped when nothing changed since `shown` (version, the
+    series the chart draws, the queue's status)."""
+    shown = shown or {}
     folder = latest_sweep(output_dir)
     if folder is None:
-        return [t(lang, "sweep_none"), gr.skip(), gr.skip(), "", None]
+        return [t(lang, "sweep_none"), gr.skip(), None, "", gr.skip(), None]
     version = (lang, str(folder), prompt, _stamp(folder))
-    if version == shown:
-        return [gr.skip()] * 4 + [shown]
+    if version == shown.get("version"):
+        return [gr.skip()] * 5 + [shown]
     try:
         data = compare(folder)
+        status = read_sweep(folder).get("status")
     except (OSError, ValueError, ConfigError):  # sweep.json being replaced right now: next tick
-        return [gr.skip()] * 4 + [shown]
+        return [gr.skip()] * 5 + [shown]
     choices = [(f"{i}: {text[:80]}", str(i)) for i, text in enumerate(data["prompts"])]
     index = prompt if prompt in {value for _, value in choices} else (choices[0][1] if choices else None)
-    return [queue_markdown(lang, data), gr.update(choices=choices, value=index), loss_frame(data),
-            grid_html(lang, data, int(index) if index is not None else 0), version]
+    frame = loss_frame(data)
+    chart = colored(frame, "run", drawn=shown.get("drawn", ()) if shown.get("folder") == str(folder) else ())
+    drawn = () if chart["value"] is None else series(frame, "run")
+    ended = shown.get("status") == "running" and status != "running" and shown.get("folder") == str(folder)
+    message = t(lang, "sweep_ended", n=len(data["runs"]), status=status, folder=folder) if ended else gr.skip()
+    redraw = chart["value"] is None and bool(series(frame, "run"))  # cleared for new series: drawn next tick
+    return [queue_markdown(lang, data), gr.update(choices=choices, value=index), chart,
+            grid_html(lang, data, int(index) if index is not None else 0), message,
+            dict(version=None if redraw else version, drawn=drawn, status=status, folder=str(folder))]
 
 
 def _stamp(folder: Path) -> tuple:
@@ -161,14 +172,7 @@ def grid_html(lang: str, data: dict[str, Any], prompt: int) -> str:
 def _cell(path: str | None) -> str:
     if not path or not Path(path).is_file():
         return "<td></td>"
-    return f'<td><img src="{_thumbnail(path, Path(path).stat().st_mtime)}" title="{html.escape(path)}"></td>'
+    # tabindex: a click focuses the image, and the focused one is shown large over the page (ui/style.css)
+    return (f'<td><img src="{data_url(path, THUMB_PX)}" title="{html.escape(path)}" '
+            'tabindex="0" class="danlu-zoomable"></td>')
 
-
-@functools.lru_cache(maxsize=512)
-def _thumbnail(path: str, mtime: float) -> str:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        image.thumbnail((THUMB_PX, THUMB_PX))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

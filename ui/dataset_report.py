@@ -11,6 +11,8 @@ from pathlib import Path
 from trainer.dataset.plan import StepPlan
 from trainer.dataset.scan import DatasetScan, Problem, Subset
 
+SHOWN_FILES = 3  # of a problem many files share, the files named in its row
+
 TEXT = {
     "en": {
         "folders": "Folders", "folder": "Folder", "role": "Role", "images": "Images", "repeats": "Repeats",
@@ -19,6 +21,7 @@ TEXT = {
         "problems": "Problems", "level": "Level", "file": "File", "reason": "Reason", "error": "error",
         "warning": "warning", "no_folders": "No dataset folders found. Put the images in sub-folders of "
         "train_data_dir named like 10_name (10 = repeats).", "no_problems": "No problems found.",
+        "more_files": "{shown} and {n} more ({total} files)",
     },
     "zh": {
         "folders": "文件夹", "folder": "文件夹", "role": "用途", "images": "图片数", "repeats": "重复次数",
@@ -27,6 +30,7 @@ TEXT = {
         "problems": "问题", "level": "级别", "file": "文件", "reason": "原因", "error": "错误",
         "warning": "警告", "no_folders": "没有找到数据集文件夹。请把图片放进 train_data_dir 下名为 10_名称 的子文件夹"
         "（10 为重复次数）。", "no_problems": "没有发现问题。",
+        "more_files": "{shown} 等（共 {total} 个文件）",
     },
 }
 
@@ -37,7 +41,7 @@ def dataset_report(scan: DatasetScan, plan: StepPlan | None, lang: str) -> str:
     sections = [_folders(scan, plan, text) if scan.subsets else text["no_folders"]]
     if plan is not None and plan.buckets:
         sections.append(_buckets(plan, text))
-    sections.append(_problems(scan, text))
+    sections.append(_problems(scan, text, lang))
     return "\n\n".join(sections) + "\n"
 
 
@@ -71,12 +75,24 @@ def _buckets(plan: StepPlan, text: dict[str, str]) -> str:
     return f"### {text['buckets']}\n\n" + _table([text["bucket"], text["bucket_entries"]], rows)
 
 
-def _problems(scan: DatasetScan, text: dict[str, str]) -> str:
+def _problems(scan: DatasetScan, text: dict[str, str], lang: str) -> str:
     if not scan.problems:
         return f"### {text['problems']}\n\n{text['no_problems']}"
     roots = {subset.path.parent for subset in scan.subsets}
-    rows = [[text[p.level], _shown_path(p, roots), p.reason] for p in scan.problems]
+    groups: dict[tuple[str, str], list[Problem]] = {}  # the same warning for many files: one row, counted
+    for problem in scan.problems:
+        groups.setdefault((problem.level, problem.reason), []).append(problem)
+    rows = [[text[level], _shown_paths(group, roots, text), group[0].reason_in(lang)]
+            for (level, _), group in groups.items()]
     return f"### {text['problems']}\n\n" + _table([text["level"], text["file"], text["reason"]], rows)
+
+
+def _shown_paths(group: list[Problem], roots: set[Path], text: dict[str, str]) -> str:
+    """The files of a group of identical problems: the first SHOWN_FILES, then how many more."""
+    shown = ", ".join(_shown_path(problem, roots) for problem in group[:SHOWN_FILES])
+    if len(group) <= SHOWN_FILES:
+        return shown
+    return text["more_files"].format(shown=shown, n=len(group) - SHOWN_FILES, total=len(group))
 
 
 def _shown_path(problem: Problem, roots: set[Path]) -> str:

@@ -32,6 +32,7 @@ class FieldSpec:
     optional: bool = False  # empty is allowed (None)
     integer: bool = False  # whole numbers only
     mixed: bool = False  # int | float: a whole number >= 1 counts (lr_warmup_steps: 10 steps, 0.1 a fraction)
+    path: str | None = None  # the value names a "file", a "folder" or either ("any"): the form offers a picker
 
 
 def _members(annotation: Any) -> list:
@@ -64,7 +65,7 @@ def field_spec(name: str) -> FieldSpec:
                                             for c in typing.get_args(m))
     return FieldSpec(name, kind, extra["tab"], extra["group"], extra["advanced"], info.default, choices, optional,
                      integer=kind == "number" and float not in members,
-                     mixed=kind == "number" and int in members and float in members)
+                     mixed=kind == "number" and int in members and float in members, path=extra.get("path"))
 
 
 FIELD_SPECS: dict[str, FieldSpec] = {name: field_spec(name) for name in TrainConfig.model_fields}

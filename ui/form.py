@@ -30,6 +30,7 @@ class Form:
         self.lang = lang
         self.components: dict[str, gr.components.Component] = {}
         self.titled: list[tuple[Any, str]] = []  # (accordion, text key): relabelled when the language changes
+        self.browse: dict[str, gr.Button] = {}  # the 📂 under each path field (ui/picker.py wires them)
 
     @property
     def inputs(self) -> list[gr.components.Component]:
@@ -56,7 +57,17 @@ class Form:
         for start in range(0, len(specs), per_row):
             with gr.Row(equal_height=False):
                 for spec in specs[start:start + per_row]:
-                    self.components[spec.name] = self._widget(spec)
+                    if spec.path:
+                        self._path_widget(spec)
+                    else:
+                        self.components[spec.name] = self._widget(spec)
+
+    def _path_widget(self, spec: FieldSpec) -> None:
+        """A path field with its 📂 (the picker) under it."""
+        with gr.Column(min_width=160, elem_classes=["danlu-path"]):
+            self.components[spec.name] = self._widget(spec)
+            self.browse[spec.name] = gr.Button("📂 …", size="sm", elem_id=f"{spec.name}-browse",
+                                               elem_classes=["danlu-browse"])
 
     def _widget(self, spec: FieldSpec) -> gr.components.Component:
         common = dict(label=spec.name, info=help_text(spec.name, self.lang), elem_id=spec.name,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gradio as gr
 import pandas as pd
 
 from trainer.checks.advice import config_advice
@@ -15,11 +14,24 @@ from trainer.checks.memory import estimate, fit_report
 from trainer.common.errors import UserError
 from trainer.run.launch import describe_launch
 
+from .charts import colored
 from .dataset_report import dataset_report
 from .i18n import t
 from .review import Review, worker
+from .wording import gui_wording
 
 LIVE_VIEWS = ("family", "dataset", "plan", "advice", "lr")
+
+
+def chart_keys(y_key: str, color_key: str = "axis_curve") -> dict[str, str]:
+    """A LinePlot's axis and legend titles as text keys (else Gradio shows the data's column names): steps
+    across, y_key up, color_key over the legend. page.text(plot, label_key, **chart_keys(...)) relabels them."""
+    return {"x_title": "axis_step", "y_title": y_key, "color_title": color_key}
+
+
+def chart_titles(lang: str, y_key: str, color_key: str = "axis_curve") -> dict[str, str]:
+    """chart_keys in lang, for the LinePlot's creation."""
+    return {name: t(lang, key) for name, key in chart_keys(y_key, color_key).items()}
 
 
 def live_outputs(page, views: dict[str, Any]) -> list[Any]:
@@ -30,7 +42,7 @@ def live_outputs(page, views: dict[str, Any]) -> list[Any]:
 def render_review(page, result: Review, lang: str, shown: dict[str, str] | None) -> list[Any]:
     """The live views, the new shown-problems state and the fields' help or problem: with `shown`, only the
     fields whose problem changed; with None, every field (after a language switch)."""
-    errors = result.errors
+    errors = result.errors_in(lang)
     views = [family_markdown(result, lang), report_markdown(result, lang),
              plan_markdown(result, lang), advice_markdown(result, lang), lr_plot(result, lang)]
     return views + [errors, *page.form.field_updates(errors, lang, shown)]
@@ -94,7 +106,7 @@ def advice_markdown(result: Review, lang: str) -> str:
         cuda, bf16_supported = worker().gpu_facts()
     except UserError:  # unknown: the advice that needs them stays quiet
         cuda = bf16_supported = None
-    items = [a.text(lang) for a in config_advice(result.config, family=result.family, cuda=cuda,
+    items = [gui_wording(a.text(lang), lang) for a in config_advice(result.config, family=result.family, cuda=cuda,
                                                   bf16_supported=bf16_supported)]
     if not items:
         return ""
@@ -104,20 +116,21 @@ def advice_markdown(result: Review, lang: str) -> str:
 def problems_markdown(result: Review, lang: str) -> str:
     if not result.problems:
         return ""
-    return f"**{t(lang, 'problems_title')}**\n\n" + "\n".join(f"- {line}" for line in result.problems)
+    lines = (gui_wording(problem.line_in(lang), lang) for problem in result.problems)
+    return f"**{t(lang, 'problems_title')}**\n\n" + "\n".join(f"- {line}" for line in lines)
 
 
 def lr_plot(result: Review, lang: str) -> Any:
     """The LR curve of the planned steps (the real scheduler, in the worker), or an empty chart with the reason
     as caption."""
     if result.config is None or result.plan is None:
-        return gr.update(value=_lr_frame({}))
+        return colored(_lr_frame({}), "group")
     try:
         curves = worker().lr_curve(result.config, result.plan.total_steps, family=result.family)
     except UserError as exc:  # a scheduler the config names wrongly; a worker that could not answer
-        return gr.update(value=_lr_frame({}), caption="; ".join(map(str, exc.problems)))
+        return colored(_lr_frame({}), "group", caption="; ".join(p.line_in(lang) for p in exc.problems))
     caption = "" if curves else t(lang, "lr_relative")
-    return gr.update(value=_lr_frame(curves), caption=caption)
+    return colored(_lr_frame(curves), "group", caption=caption)
 
 
 def _lr_frame(curves: dict[str, list[tuple[int, float]]]) -> pd.DataFrame:

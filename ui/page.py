@@ -27,17 +27,28 @@ class Page:
     # Wirings that need every tab's fields (the form's inputs): run by ui/app.py once all tabs are built.
     later: list[Callable[[], None]] = field(default_factory=list)
 
-    def text(self, component: Any, key: str, attribute: str = "label") -> Any:
-        """Register a component whose `attribute` is the text `key`: relabelled when the language changes."""
-        self.localized.append((component, attribute, key))
+    def text(self, component: Any, key: str, attribute: str = "label", **more: str) -> Any:
+        """Register a component whose `attribute` is the text `key` (and each attribute of `more` its key, e.g. a
+        chart's x_title="axis_step"): relabelled when the language changes."""
+        for name, text_key in {attribute: key, **more}.items():
+            self.localized.append((component, name, text_key))
         return component
 
+    def tab(self, key: str, tab_id: str) -> gr.Tab:
+        """A tab titled with the text `key`, elem_id tab-<id> (relabelled when the language changes)."""
+        return self.text(gr.Tab(t(self.form.lang, key), id=tab_id, elem_id=f"tab-{tab_id}"), key)
+
     def relabel(self, lang: str) -> list[Any]:
-        return [gr.update(**{attribute: t(lang, key)}) for _, attribute, key in self.localized]
+        """One update per component (localized_components' order) with all its texts in lang."""
+        texts: dict[int, dict[str, str]] = {}
+        for component, attribute, key in self.localized:
+            texts.setdefault(id(component), {})[attribute] = t(lang, key)
+        return [gr.update(**texts[id(component)]) for component in self.localized_components]
 
     @property
     def localized_components(self) -> list[Any]:
-        return [component for component, _, _ in self.localized]
+        """Each registered component once, in the order of registration."""
+        return list({id(component): component for component, _, _ in self.localized}.values())
 
 
 def form_data(values: tuple | list) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """The Presets tab: the shipped and user presets, apply one (showing what changed), save the form as a preset,
 import a preset or another tool's config by upload, and download a share-safe copy.
 
-Applying follows trainer/presets/format.apply_preset: the defaults, then the preset, then the user's own paths.
-Files are data: YAML/JSON/TOML are parsed, never executed.
+Applying a listed preset follows trainer/presets/format.apply_preset: the defaults, then the preset, then the
+user's own paths and LoRA name. An uploaded file changes only the keys it names (format.import_settings); its
+paths apply where they exist on this computer, the others are listed as not applied. The list of changes is the
+form's own difference, before and after (form_changes). Files are data: YAML/JSON/TOML are parsed, never
+executed.
 """
 
 from __future__ import annotations
@@ -17,8 +20,17 @@ import gradio as gr
 
 from trainer.common.errors import ConfigError
 from trainer.config.migrations import OLD_VERSION_KEY, VERSION_KEY
+from trainer.demo.leftovers import DEMO_PATHS, demo_leftovers
 from trainer.presets.collector import REPORT_TEXT
-from trainer.presets.format import Preset, apply_preset, changed_settings, read_preset, share_safe, write_preset
+from trainer.presets.format import (
+    Preset,
+    apply_preset,
+    changed_settings,
+    import_settings,
+    read_preset,
+    share_safe,
+    write_preset,
+)
 from trainer.presets.importers import import_file
 from trainer.presets.library import list_presets, user_dir
 
@@ -65,6 +77,10 @@ def build(page: Page) -> Callable[[], None]:
         share.click(lambda lang, title, *values: share_preset(lang, title, values), [page.lang, name, *inputs],
                     [page.message, download])
         page.then_review(demo.click(lambda: form_values(settings.demo_form()), None, inputs))
+        for key in DEMO_PATHS:  # the demo's own settings do not follow the user to their model or dataset
+            page.then_review(page.form.components[key].change(lambda lang, *values: leave_demo(lang, values),
+                                                              [page.lang, *inputs], [page.message, *inputs],
+                                                              show_progress="hidden"))
         page.lang.change(lambda lang: gr.update(choices=preset_choices(lang)), page.lang, chooser)
 
     return wire
@@ -81,7 +97,7 @@ def describe(lang: str, path: str | None) -> str:
     try:
         preset = read_preset(Path(path))
     except ConfigError as exc:
-        return "\n".join(f"- {p}" for p in exc.problems)
+        return "\n".join(f"- {p.line_in(lang)}" for p in exc.problems)
     details = " · ".join(filter(None, [preset.model_family, f"{preset.vram_gb:g} GB" if preset.vram_gb else "",
                                        preset.author]))
     return f"**{preset.text('title', lang)}** · {details}\n\n{preset.text('description', lang)}"
@@ -93,29 +109,44 @@ def apply_chosen(lang: str, path: str | None, values: tuple) -> list[Any]:
     try:
         preset = read_preset(Path(path))
     except ConfigError as exc:
-        return ["\n".join(f"- {p}" for p in exc.problems), *_keep()]
-    return _applied(lang, preset, values, t(lang, "preset_applied", name=preset.text("title", lang)))
+        return ["\n".join(f"- {p.line_in(lang)}" for p in exc.problems), *_keep()]
+    config, _ = apply_preset(preset, config_from_form(list(values)))
+    return _applied(lang, config, values, t(lang, "preset_applied", name=preset.text("title", lang)))
 
 
 def import_upload(lang: str, path: str | None, values: tuple) -> list[Any]:
-    """A Danlu preset or config (YAML, or any file with a version) applies as it is; another tool's config goes
-    through the importers, and their report lists every value they changed, filled in or could not map."""
+    """A Danlu preset or config (YAML, or any file with a version) or another tool's config (through the
+    importers, whose report lists every value they changed, filled in or could not map): only the keys the file
+    names change, and its paths that this computer does not have are listed as not applied."""
     if not path:
         return ["", *_keep()]
     source = Path(path)
     try:
         if source.suffix.lower() in DANLU_SUFFIXES or _has_version(source):
-            preset, report, kind = read_preset(source), [], "Danlu"
+            settings, report, kind = read_preset(source, every_key=True).settings, [], "Danlu"
         else:
             result = import_file(source)
-            report = result.report({line: t(lang, f"preset_report_{line}") for line in REPORT_TEXT})
-            preset, kind = Preset(source.stem, result.settings), result.format
+            report = result.report({line: t(lang, f"preset_report_{line}") for line in REPORT_TEXT}, lang)
+            settings, kind = result.named_settings(), result.format
     except ConfigError as exc:
-        return ["\n".join(f"- {p}" for p in exc.problems), *_keep()]
+        return ["\n".join(f"- {p.line_in(lang)}" for p in exc.problems), *_keep()]
+    config, skipped = import_settings(settings, config_from_form(list(values)))
+    report += [t(lang, "preset_report_path" if value not in (None, "") else "preset_report_path_empty",
+                 setting=key, value=value) for key, value in skipped.items()]
     message = t(lang, "preset_imported", name=source.name, format=kind)
     if report:
         message += f"\n\n{t(lang, 'preset_report', n=len(report))}\n\n" + "\n".join(report)
-    return _applied(lang, preset, values, message)
+    return _applied(lang, config, values, message)
+
+
+def leave_demo(lang: str, values: tuple) -> list[Any]:
+    """The demo's own settings back to their defaults once the form trains on another base model or dataset
+    (trainer/demo/leftovers.py), with the list of what changed; nothing while the form is the demo's."""
+    form = config_from_form(list(values))
+    reset = demo_leftovers(form, settings.demo_root())
+    if not reset:
+        return [gr.skip(), *_keep()]
+    return _applied(lang, {**form, **reset}, values, t(lang, "demo_left"))
 
 
 def save_preset(lang: str, title: str, values: tuple) -> list[Any]:
@@ -137,15 +168,21 @@ def share_preset(lang: str, title: str, values: tuple) -> list[Any]:
     return [t(lang, "preset_shared", path=path.name, keys=left_out), str(path)]
 
 
-def _applied(lang: str, preset: Preset, values: tuple, message: str) -> list[Any]:
-    """The form with the preset applied, and the message listing every changed field with its old and new value."""
-    current = config_from_form(list(values))
-    config, changed = apply_preset(preset, current)
+def _applied(lang: str, config: dict[str, Any], values: tuple, message: str) -> list[Any]:
+    """The form showing `config`, and the message listing every field that changed, with its old and new value."""
+    before, after = config_from_form(list(values)), form_values(config)
+    changed = form_changes(before, config_from_form(after))
     if not changed:
         return [f"{message}\n\n{t(lang, 'preset_no_change')}", *_keep()]
-    lines = "\n".join(f"- `{key}`: `{current.get(key)!r}` → `{config[key]!r}`" for key in changed)
+    lines = "\n".join(f"- `{key}`: `{old!r}` → `{new!r}`" for key, (old, new) in changed.items())
     summary = t(lang, "preset_changed", n=len(changed))
-    return [f"{message}\n\n<details><summary>{summary}</summary>\n\n{lines}\n\n</details>", *form_values(config)]
+    return [f"{message}\n\n<details><summary>{summary}</summary>\n\n{lines}\n\n</details>", *after]
+
+
+def form_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """key -> (old, new) for every field whose value differs between two states of the form (config_from_form):
+    what the page lists is what the form shows, not what a preset meant to set."""
+    return {key: (before[key], after[key]) for key in after if after[key] != before.get(key)}
 
 
 def _keep() -> list[Any]:

@@ -30,6 +30,8 @@ from trainer.families.detect import detect_family, read_pickles_with
 from trainer.families.table import FAMILY_LABELS
 from trainer.run.worker import Worker
 
+from .wording import gui_wording
+
 WORKER_LOG = "worker.log"  # in DANLU_HOME
 
 
@@ -42,14 +44,13 @@ class Review:
     plan: StepPlan | None = None
     family: str | None = None  # the base model's family as detected, e.g. "sdxl"
 
-    @property
-    def errors(self) -> dict[str, str]:
-        """The first problem of each field it names (what the field shows in place of its help)."""
+    def errors_in(self, lang: str) -> dict[str, str]:
+        """The first problem of each field it names (what the field shows in place of its help), in lang."""
         errors: dict[str, str] = {}
         for problem in self.problems:
             for key in problem.keys:
                 if key in TrainConfig.model_fields:
-                    errors.setdefault(key, problem.detail)
+                    errors.setdefault(key, gui_wording(problem.detail_in(lang), lang))
         return errors
 
     @property

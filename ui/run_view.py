@@ -16,17 +16,40 @@ import pandas as pd
 from trainer.run.state import COMPLETED, FAILED, RUNNING, STARTING, STOPPED, RunState
 
 from .i18n import TEXT, t
+from .log_lines import log_text
+from .wording import gui_wording
 
 STATUS_KEYS = {STARTING: "status_starting", RUNNING: "status_running", COMPLETED: "status_completed",
                STOPPED: "status_stopped", FAILED: "status_failed"}
 # Gradio serves files only from the working and temp folders: previews are copied there to be shown.
 PREVIEW_CACHE = Path(tempfile.gettempdir()) / "danlu-previews"
+TITLE = "Danlu 丹炉"  # the browser tab's title (ui/app.py), behind the progress while a training runs
 
 
 def status_markdown(state: RunState | None, run_dir: Path | None, lang: str) -> str:
     if state is None or run_dir is None:
         return t(lang, "status_idle")
     return f"**{t(lang, STATUS_KEYS[state.status])}** · {t(lang, 'run_dir')}: `{run_dir}`"
+
+
+def run_line(state: RunState | None, run_dir: Path | None, lang: str, ready: bool, demo: bool) -> str:
+    """The bar's one line: where to begin when nothing ran in this output folder, else the run's state. Its
+    data-title is the browser tab's title (ui/page_head.html): the progress while a run runs."""
+    if state is None or run_dir is None:
+        key = ("line_demo" if demo else "line_idle") if ready else "line_problems"
+        return _line("idle", TITLE, t(lang, key))
+    status = t(lang, STATUS_KEYS[state.status])
+    if state.is_over:
+        return _line(state.status, f"{status} · {TITLE}", t(lang, "line_over", status=status, run_dir=run_dir.name))
+    percent = int(100 * state.fraction)
+    text = t(lang, "line_running", status=status, percent=percent, step=state.step, total=state.total_steps or "?",
+             eta=_duration(state.eta_s))
+    return _line(state.status, f"{percent}% · {TITLE}", text)
+
+
+def _line(status: str, title: str, text: str) -> str:
+    return (f'<div class="danlu-run-line" data-status="{status}" data-title="{html.escape(title)}">'
+            f"{html.escape(text)}</div>")
 
 
 def progress_html(state: RunState | None, lang: str) -> str:
@@ -47,13 +70,18 @@ def banners_html(state: RunState | None, lang: str) -> str:
         return ""
     items = []
     for banner in state.banners:
-        hint = f"<br><b>{t(lang, 'hint')}:</b> {html.escape(banner.hint)}" if banner.hint else ""
+        zh = lang.startswith("zh")
+        message, hint_text = (banner.message_zh or banner.message, banner.hint_zh or banner.hint) if zh else \
+            (banner.message, banner.hint)
+        message, hint_text = gui_wording(message, lang), gui_wording(hint_text, lang)
+        hint = f"<br><b>{t(lang, 'hint')}:</b> {html.escape(hint_text)}" if hint_text else ""
         title = html.escape(banner_title(banner.code or banner.level, lang))
         level, code = html.escape(banner.level), html.escape(banner.code)
-        items.append(f'<div class="danlu-banner danlu-{level}" data-code="{code}">'
-                     f"<b>{title}</b>: {html.escape(banner.message)}{hint}</div>")
+        count = f" {html.escape(t(lang, 'banner_count', n=banner.count))}" if banner.count > 1 else ""
+        items.append(f'<div class="danlu-banner danlu-{level}" data-code="{code}" data-count="{banner.count}">'
+                     f"<b>{title}</b>{count}: {html.escape(message)}{hint}</div>")
     if state.log_tail:
-        items.append('<pre class="danlu-log-tail">' + html.escape("\n".join(state.log_tail)) + "</pre>")
+        items.append('<pre class="danlu-log-tail">' + html.escape(log_text(state.log_tail, lang)) + "</pre>")
     return "\n".join(items)
 
 
@@ -68,10 +96,10 @@ def loss_frame(state: RunState | None, lang: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": int, "loss": float})
 
 
-def lr_frame(state: RunState | None) -> pd.DataFrame:
+def lr_frame(state: RunState | None, lang: str) -> pd.DataFrame:
     """The scheduler's LR, and for D-Adaptation/Prodigy the adapted step size d·lr beside it."""
-    rows = [(s, v, "lr") for s, v in (state.lrs if state else [])]
-    rows += [(s, v, "d·lr") for s, v in (state.effective_lrs if state else [])]
+    rows = [(s, v, t(lang, "series_lr")) for s, v in (state.lrs if state else [])]
+    rows += [(s, v, t(lang, "series_dlr")) for s, v in (state.effective_lrs if state else [])]
     return pd.DataFrame(rows, columns=["step", "lr", "series"]).astype({"step": int, "lr": float})
 
 

@@ -6,6 +6,7 @@ training running in its output_dir.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from trainer.common.errors import ConfigError
@@ -43,9 +44,24 @@ def save_lang(lang: str) -> None:
     (home() / LANG_FILE).write_text(lang, encoding="utf-8")
 
 
+def demo_root() -> Path:
+    """Where the demo's model, dataset and outputs live: DANLU_HOME/demo."""
+    return home() / "demo"
+
+
+def is_demo(output_dir: Path | None) -> bool:
+    """output_dir is the demo's (under DANLU_HOME/demo): the page then says the demo is ready to start."""
+    if output_dir is None:
+        return False
+    try:
+        return output_dir.resolve().is_relative_to(demo_root().resolve())
+    except OSError:
+        return False
+
+
 def demo_form() -> dict[str, Any]:
     """The demo's config (tiny local model and dataset under DANLU_HOME/demo, built on first use by the trainer
     in its own process, so the GUI process never loads a model). UserError when it could not be built."""
-    root = home() / "demo"
+    root = demo_root()
     child.run(["demo", "--dir", root, "--prepare-only"], timeout_s=DEMO_PREPARE_TIMEOUT_S).check()
     return read_config_file(root / "config.yaml")

@@ -150,22 +150,23 @@ def _said(problem: Problem) -> list[str]:
     return [f"error: {_error_line(problem)}", *([f"hint: {problem.hint}"] if problem.hint else [])]
 
 
-def _error_line(problem: Problem) -> str:
-    """The problem's line without its hint, which gets a line of its own."""
-    return str(dataclasses.replace(problem, hint=""))
+def _error_line(problem: Problem, lang: str = "en") -> str:
+    """The problem's line in lang without its hint, which gets a line of its own."""
+    return dataclasses.replace(problem, hint="", hint_zh="").line_in(lang)
 
 
 def result_message(result: ToolResult, lang: str) -> str:
-    """The line above the result, in the page's language; a refusal keeps the tool's English message after it."""
+    """The line above the result, in the page's language, the tool's refusal too (the transcript below keeps
+    what the tool printed in a terminal)."""
     if result.ok:
         return t(lang, "tools_done")
     if not result.refused:
         return t(lang, "tools_failed", code=result.code)
     parts = []
     for problem in result.problems:
-        parts.append(f"**{t(lang, 'tools_refused')}** {_escape(_error_line(problem))}")
-        if problem.hint:
-            parts.append(f"**{t(lang, 'tools_hint')}** {_escape(problem.hint)}")
+        parts.append(f"**{t(lang, 'tools_refused')}** {_escape(_error_line(problem, lang))}")
+        if hint := problem.hint_in(lang):
+            parts.append(f"**{t(lang, 'tools_hint')}** {_escape(hint)}")
     return "\n\n".join(parts)
 
 

@@ -27,11 +27,14 @@ class DyLoRA(LoraType):
     def check(self, config: Any) -> None:
         if config.network_dim % config.unit:
             raise RuleError(f"unit: network_dim {config.network_dim} must be a multiple of unit {config.unit}",
-                            "unit", "network_dim")
+                            "unit", "network_dim",
+                            zh=f"unit：network_dim {config.network_dim} 必须是 unit {config.unit} 的整数倍")
         dropouts = set_keys(config, "network_dropout", "rank_dropout", "module_dropout")
         if dropouts:
             raise RuleError("network_dropout / rank_dropout / module_dropout: DyLoRA trains without dropouts "
-                            "(as sd-scripts); remove them", *dropouts, "network_type")
+                            "(as sd-scripts); remove them", *dropouts, "network_type",
+                            zh="network_dropout / rank_dropout / module_dropout：DyLoRA 训练时不用 dropout"
+                            "（与 sd-scripts 相同）；请去掉它们")
 
     def after_injection(self, module: torch.nn.Module, config: Any) -> None:
         super().after_injection(module, config)

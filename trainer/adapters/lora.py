@@ -49,7 +49,8 @@ class LoraType(NetworkType):
 
     def file_delta(self, weights: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         if "lora_mid.weight" in weights:
-            raise UserError(f"{name}: a LoCon with a Tucker core (lora_mid) is not supported")
+            raise UserError(f"{name}: a LoCon with a Tucker core (lora_mid) is not supported",
+                            zh=f"{name}：不支持带 Tucker 核心（lora_mid）的 LoCon")
         down, up = weights["lora_down.weight"], weights["lora_up.weight"]
         return (up.flatten(1) @ down.flatten(1)).reshape(up.shape[0], *down.shape[1:])
 

@@ -36,7 +36,9 @@ class LycorisType(NetworkType):
         if refused:
             raise RuleError(f"network_dropout / scale_weight_norms: not available for {self.name} (LyCORIS has "
                             "neither for it); use rank_dropout / module_dropout, or network_type lora/locon",
-                            *refused, "network_type")
+                            *refused, "network_type",
+                            zh=f"network_dropout / scale_weight_norms：{self.name} 不支持（LyCORIS 对它两样都没有）；"
+                            "请改用 rank_dropout / module_dropout，或 network_type lora/locon")
 
     def peft_options(self, config: Any) -> dict[str, Any]:
         return {"rank_dropout": config.rank_dropout or 0.0, "module_dropout": config.module_dropout or 0.0}

@@ -28,13 +28,16 @@ def parse_network_args(args: list[str] | str) -> dict[str, str]:
     """sd-scripts' network_args ["conv_dim=4", "algo=loha"] (or one space-separated string) -> a dict."""
     if not isinstance(args, (str, list, tuple)):  # a number or a mapping: the shape is wrong, not an item
         raise RuleError(f"network_args: {str(args)[:80]!r} is not a list of key=value entries (e.g. "
-                        '["conv_dim=4", "conv_alpha=1"])', "network_args")
+                        '["conv_dim=4", "conv_alpha=1"])', "network_args",
+                        zh=f"network_args：{str(args)[:80]!r} 不是 参数=值 条目的列表（例如 "
+                        '["conv_dim=4", "conv_alpha=1"]）')
     items = args.split() if isinstance(args, str) else list(args)
     parsed = {}
     for item in items:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
-            raise RuleError(f"network_args: '{item}' is not key=value (e.g. conv_dim=4)", "network_args")
+            raise RuleError(f"network_args: '{item}' is not key=value (e.g. conv_dim=4)", "network_args",
+                            zh=f"network_args：'{item}' 不是 参数=值 的形式（例如 conv_dim=4）")
         parsed[key.strip()] = value.strip()
     return parsed
 
@@ -47,31 +50,40 @@ def map_network_config(data: dict[str, Any]) -> dict[str, Any]:
     module = data.get("network_module", "networks.lora")
     if module not in NETWORK_MODULES:
         raise RuleError(f"network_module: {module} is not supported; Danlu trains {', '.join(NETWORK_MODULES)} "
-                        "(or set network_type)", "network_module")
+                        "(or set network_type)", "network_module",
+                        zh=f"network_module：不支持 {module}；丹炉能训练 {', '.join(NETWORK_MODULES)}"
+                        "（或直接设 network_type）")
     chosen = data.get("network_type")
     implied = _implied_type(module, args.pop("algo", None), chosen)
     if chosen is not None and implied is not None and chosen != implied:
         raise RuleError(f"network_type: {chosen} contradicts network_module {module} "
                         f"{'and its algo ' if module == 'lycoris.kohya' else ''}(which mean {implied}); give one",
-                        "network_type", "network_module", "network_args")
+                        "network_type", "network_module", "network_args",
+                        zh=f"network_type：{chosen} 与 network_module {module}"
+                        f"{' 及其 algo' if module == 'lycoris.kohya' else ''}（代表 {implied}）矛盾；只写一个")
     kind = chosen or implied or "lora"
     if args.pop("preset", "full") != "full":
         raise RuleError("network_args: preset: only LyCORIS's 'full' preset is supported (Danlu adapts kohya's "
-                        "attention, MLP and, for LoCon/LoHa/LoKr, ResNet conv layers); remove preset", "network_args")
+                        "attention, MLP and, for LoCon/LoHa/LoKr, ResNet conv layers); remove preset", "network_args",
+                        zh="network_args：preset：只支持 LyCORIS 的 'full' 预设（丹炉适配 kohya 的注意力层、MLP，"
+                        "LoCon/LoHa/LoKr 还有 ResNet 卷积层）；请去掉 preset")
     if kind == "lora" and "conv_dim" in args:
         kind = "locon"  # kohya's networks.lora with conv_dim is C3Lier (LoCon)
         args.setdefault("conv_alpha", "1")  # kohya's default when only conv_dim is given
     for key, value in args.items():
         if key not in ARG_KEYS:
             raise RuleError(f"network_args: '{key}' is not supported; Danlu reads "
-                            f"{', '.join(['algo', 'preset', *ARG_KEYS])}", "network_args")
+                            f"{', '.join(['algo', 'preset', *ARG_KEYS])}", "network_args",
+                            zh=f"network_args：不支持 '{key}'；丹炉读取 {', '.join(['algo', 'preset', *ARG_KEYS])}")
         name = ARG_RENAMES.get(key, key)
         if data.get(name) is not None:
-            raise RuleError(f"{name}: given both as a key and in network_args; keep one", name, "network_args")
+            raise RuleError(f"{name}: given both as a key and in network_args; keep one", name, "network_args",
+                            zh=f"{name}：既作为参数写了，又写在 network_args 里；只保留一个")
         try:
             data[name] = ARG_KEYS[key](value)
         except ValueError:
-            raise RuleError(f"network_args: {key}={value} is not a number", "network_args") from None
+            raise RuleError(f"network_args: {key}={value} is not a number", "network_args",
+                            zh=f"network_args：{key}={value} 不是数字") from None
     data["network_type"] = kind
     data["network_module"] = module_for(kind, module)
     return data
@@ -91,11 +103,13 @@ def _implied_type(module: str, algo: str | None, chosen: str | None) -> str | No
             return chosen if chosen in LYCORIS_ALGOS.values() else LYCORIS_ALGOS["lora"]
         if algo.lower() not in LYCORIS_ALGOS:
             raise RuleError(f"network_args: algo={algo} is not supported; Danlu trains "
-                            f"{', '.join(sorted(set(LYCORIS_ALGOS)))}", "network_args")
+                            f"{', '.join(sorted(set(LYCORIS_ALGOS)))}", "network_args",
+                            zh=f"network_args：不支持 algo={algo}；丹炉能训练 {', '.join(sorted(set(LYCORIS_ALGOS)))}")
         return LYCORIS_ALGOS[algo.lower()]
     if algo is not None:
         raise RuleError(f"network_args: algo={algo} needs network_module: lycoris.kohya (or use network_type)",
-                        "network_args", "network_module")
+                        "network_args", "network_module",
+                        zh=f"network_args：algo={algo} 需要 network_module: lycoris.kohya（或改用 network_type）")
     return None
 
 

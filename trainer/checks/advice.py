@@ -141,23 +141,37 @@ _HIGH_LR = (
 )
 
 
+def high_lr_ceiling(config: TrainConfig, optimizer_type: str | None = None) -> float | None:
+    """The rate of the first trained part from which high_lr warns for this config trained with optimizer_type
+    (the config's own when None), or None where that advice never speaks. The LR finder suggests below it."""
+    rule = _high_lr_rule(optimizer_type or config.optimizer_type)
+    if rule is None or NETWORK_TYPES[config.network_type].own_lr_habits or not config.train_unet:
+        return None
+    return rule[0] * config.network_dim / config.network_alpha  # alpha/dim scales what Adam's and Lion's steps do
+
+
+def _high_lr_rule(optimizer_type: str) -> tuple[float, str] | None:
+    """(limit, usual) of _HIGH_LR for an optimizer name or class path."""
+    name = optimizer_type.rpartition(".")[2]
+    return next(((limit, usual) for pattern, limit, usual in _HIGH_LR if pattern.match(name)), None)
+
+
 def _high_lr(c: Context) -> Iterator[Advice]:
     config, names = c.config, list(c.lrs)
-    if NETWORK_TYPES[config.network_type].own_lr_habits or not config.train_unet or not names:
+    ceiling = high_lr_ceiling(config)
+    if ceiling is None or not names or c.lrs[names[0]] < ceiling:
         return
-    name, lr = config.optimizer_type.rpartition(".")[2], c.lrs[names[0]]
-    scale = config.network_alpha / config.network_dim  # alpha/dim scales what Adam's and Lion's steps do
-    for pattern, limit, usual in _HIGH_LR:
-        if pattern.match(name) and lr * scale >= limit:
-            key = _lr_key(config, names[0])
-            yield Advice(
-                (key, "optimizer_type"), "high_lr",
-                f"{key} {lr:g} is high for {config.optimizer_type}: with network_alpha/network_dim "
-                f"{config.network_alpha:g}/{config.network_dim} the LoRA learns at about {lr * scale:.2g}, and "
-                f"above {limit:g} images tend to burn (oversaturated, noisy, NaN); around {usual} is usual",
-                f"{key}（{lr:g}）对 {config.optimizer_type} 来说偏高：按 network_alpha/network_dim "
-                f"{config.network_alpha:g}/{config.network_dim} 折算，实际学习率约 {lr * scale:.2g}，超过 "
-                f"{limit:g} 很容易把图练糊、过饱和甚至炸炉；常用值在 {usual} 左右。")
+    lr, (limit, usual) = c.lrs[names[0]], _high_lr_rule(config.optimizer_type)
+    scale = config.network_alpha / config.network_dim
+    key = _lr_key(config, names[0])
+    yield Advice(
+        (key, "optimizer_type"), "high_lr",
+        f"{key} {lr:g} is high for {config.optimizer_type}: with network_alpha/network_dim "
+        f"{config.network_alpha:g}/{config.network_dim} the LoRA learns at about {lr * scale:.2g}, and "
+        f"above {limit:g} images tend to burn (oversaturated, noisy, NaN); around {usual} is usual",
+        f"{key}（{lr:g}）对 {config.optimizer_type} 来说偏高：按 network_alpha/network_dim "
+        f"{config.network_alpha:g}/{config.network_dim} 折算，实际学习率约 {lr * scale:.2g}，超过 "
+        f"{limit:g} 很容易把图练糊、过饱和甚至炸炉；常用值在 {usual} 左右。")
 
 
 def _adaptive_lrs(c: Context) -> Iterator[Advice]:

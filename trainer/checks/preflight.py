@@ -10,7 +10,8 @@ from trainer.checks.advice import config_advice, gpu_facts
 from trainer.common.errors import ConfigError, Problem, UserError
 from trainer.common.places import folder_place_problems
 from trainer.config import TrainConfig
-from trainer.dataset.buckets import assign_bucket
+from trainer.dataset.buckets import assign_bucket, bucket_limit_problems
+from trainer.dataset.image_check import small_image_problems
 from trainer.dataset.plan import Entry, StepPlan, build_entries, make_plan
 from trainer.dataset.scan import DatasetScan, scan_dataset
 
@@ -75,6 +76,10 @@ def scan_and_plan(config: TrainConfig, num_processes: int = 1) -> tuple[DatasetS
     scan = scan_dataset(Path(config.train_data_dir).expanduser(),
                         Path(config.reg_data_dir).expanduser() if config.reg_data_dir else None,
                         config.caption_extension)
+    scan.problems += small_image_problems(scan, config.resolution_wh)  # from the sizes read: no file read again
+    scan.problems += bucket_limit_problems(Path(config.train_data_dir).expanduser(), config.resolution_wh,
+                                           config.enable_bucket, config.min_bucket_reso, config.max_bucket_reso,
+                                           config.bucket_reso_steps)
     if scan.errors:
         return scan, [], None
     entries = build_entries(scan, lambda item: bucket_for(config, item.width, item.height))
@@ -87,7 +92,8 @@ def scan_and_plan(config: TrainConfig, num_processes: int = 1) -> tuple[DatasetS
 
 def dataset_problems(config: TrainConfig, scan: DatasetScan) -> list[Problem]:
     """The scan's errors as Problems of train_data_dir or reg_data_dir."""
-    return [Problem((_dataset_key(config, p.path),), str(p)) for p in scan.errors]
+    return [Problem((_dataset_key(config, p.path),), str(p), zh=f"{p.path}：{p.reason_in('zh')}")
+            for p in scan.errors]
 
 
 def bucket_for(config: TrainConfig, width: int, height: int) -> tuple[int, int]:
@@ -105,12 +111,14 @@ def readiness_problems(config: TrainConfig, cuda: bool | None = None,
     for key in ("network_weights", "resume", "vae", "ae", "clip_l", "t5xxl"):
         value = getattr(config, key)
         if value and not Path(value).expanduser().exists():
-            problems.append(Problem((key,), f"'{value}' does not exist", "check the path"))
+            problems.append(Problem((key,), f"'{value}' does not exist", "check the path", zh=f"'{value}' 不存在",
+                                    hint_zh="请检查路径"))
         elif value:
             problems += input_file_problems(key, Path(value).expanduser())
     problems += prompt_problems(config)
     if not config.train_data_dir:
-        problems.append(Problem(("train_data_dir",), "empty", "pick the folder that holds the N_name image folders"))
+        problems.append(Problem(("train_data_dir",), "empty", "pick the folder that holds the N_name image folders",
+                                zh="未填写", hint_zh="请选择装着 N_名称 图片文件夹的那个上层文件夹"))
     return problems + (machine or machine_problems)(config, gpu_facts()[0] if cuda is None else cuda)
 
 
@@ -123,7 +131,7 @@ def input_file_problems(key: str, path: Path) -> list[Problem]:
     if path.is_dir():
         return state_problems(path) if key == "resume" else []
     damage = file_damage(path)
-    return [Problem((key,), f"'{path}' is {damage}")] if damage else []
+    return [Problem((key,), f"'{path}' is {damage}", zh=f"'{path}' 已损坏：{damage}")] if damage else []
 
 
 def prompt_problems(config: TrainConfig) -> list[Problem]:
@@ -156,22 +164,27 @@ def model_source_problems(config: TrainConfig) -> list[Problem]:
     key, source = "pretrained_model_name_or_path", config.pretrained_model_name_or_path
     if not source:
         return [Problem((key,), "empty", "pick the base model: a .safetensors checkpoint, a diffusers folder or a "
-                        "repo id")]
+                        "repo id", zh="未填写",
+                        hint_zh="请选择底模：.safetensors 模型文件、diffusers 文件夹或 repo id")]
     path = Path(source).expanduser()
     if path.is_file():
         return _model_file_problems(config, path)
     looks_like_repo_id = not path.is_absolute() and not source.startswith((".", "~")) and source.count("/") == 1
     if not path.is_dir() and not looks_like_repo_id:
         return [Problem((key,), f"'{source}' does not exist", "pick a .safetensors checkpoint or a diffusers model "
-                        "folder, or give a Hugging Face repo id like owner/name")]
+                        "folder, or give a Hugging Face repo id like owner/name", zh=f"'{source}' 不存在",
+                        hint_zh="请选择 .safetensors 模型文件或 diffusers 模型文件夹，或填 Hugging Face 的 repo id，"
+                        "例如 owner/name")]
     damaged = [(part, cut_short(part)) for part in sorted(path.glob("*/*.safetensors"))] if path.is_dir() else []
     for part, damage in damaged:
         if damage:  # a part of a diffusers folder, e.g. unet/diffusion_pytorch_model.safetensors, cut short
-            return [Problem((key,), f"'{part}' is {damage}")]
+            return [Problem((key,), f"'{part}' is {damage}", zh=f"'{part}' 已损坏：{damage}")]
     if path.is_dir() and not (path / "model_index.json").is_file() and detect_family(str(path)) is None:
         return [Problem((key,), f"cannot load '{source}': a folder without a diffusers model in it (no "
                         "model_index.json, unet/ or transformer/)", "pick the model's folder itself, or its "
-                        ".safetensors checkpoint")]
+                        ".safetensors checkpoint",
+                        zh=f"无法加载 '{source}'：这个文件夹里没有 diffusers 模型（没有 model_index.json、unet/ 或 "
+                        "transformer/）", hint_zh="请选择模型文件夹本身，或它的 .safetensors 文件")]
     return []
 
 
@@ -183,21 +196,26 @@ def _model_file_problems(config: TrainConfig, path: Path) -> list[Problem]:
 
     key, damage = "pretrained_model_name_or_path", cut_short(path)
     if damage:
-        return [Problem((key,), f"'{path}' is {damage}")]
+        return [Problem((key,), f"'{path}' is {damage}", zh=f"'{path}' 已损坏：{damage}")]
     found = describe_checkpoint(path)
     if found.kind not in ("model", "transformer") or found.family is None:
-        return [Problem((key,), f"'{path}' {base_model_advice(path)}")]
+        return [Problem((key,), f"'{path}' {base_model_advice(path)}",
+                        zh=f"'{path}' 不能直接作为底模：{base_model_advice(path)}")]
     family = FAMILIES[found.family]
     if config.model_family not in ("auto", found.family):
         return [Problem(("model_family",), f"set to {config.model_family}, but '{path}' is {found.detail} "
-                        f"({family.label})", "set model_family to auto")]
+                        f"({family.label})", "set model_family to auto",
+                        zh=f"设成了 {config.model_family}，但 '{path}' 是 {found.detail}（{family.label}）",
+                        hint_zh="请把 model_family 设为 auto")]
     if found.kind == family.denoiser:  # the denoiser alone: the other parts come in files of their own
         keys = list(family.separate_files.values())
         missing = [name for name in keys if not getattr(config, name)]
         if missing:
             return [Problem(tuple(missing), f"empty, but '{path.name}' is a {found.detail} without them",
                             f"give the {', '.join(keys)} files (as ComfyUI keeps them in models/vae and "
-                            "models/clip)")]
+                            "models/clip)",
+                            zh=f"未填写，但 '{path.name}' 是单独的 {found.detail}，不含这些部分",
+                            hint_zh=f"请填上 {', '.join(keys)} 文件（ComfyUI 把它们放在 models/vae 和 models/clip）")]
     return []
 
 
@@ -205,7 +223,8 @@ def _device_problems(mixed_precision: str, cuda: bool) -> list[Problem]:
     """fp16 training needs CUDA; bf16 without native support runs (emulated, slowly): advice.py says so."""
     if mixed_precision == "fp16" and not cuda:
         return [Problem(("mixed_precision",), "'fp16' needs an NVIDIA GPU (CUDA), and none was found",
-                        "use 'no' on the CPU")]
+                        "use 'no' on the CPU", zh="'fp16' 需要 NVIDIA 显卡（CUDA），但没有找到",
+                        hint_zh="用 CPU 训练时请选 'no'")]
     return []
 
 
@@ -253,7 +272,10 @@ def overwrite_problems(config: TrainConfig, plan: StepPlan) -> list[Problem]:
         return []
     names = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
     return [Problem(("output_name",), f"{names} already exists from an earlier run", "choose another output_name "
-                    "or output_dir, or set overwrite: true to replace it")]
+                    "or output_dir, or set overwrite: true to replace it",
+                    zh=f"{names} 已经存在（之前训练的结果）",
+                    hint_zh="请换一个 output_name 或 output_dir"
+                    "，或勾选 路径 › 输出 › 高级选项 里的 overwrite 来替换它")]
 
 
 def _dataset_key(config: TrainConfig, path: Path) -> str:

@@ -46,16 +46,24 @@ class Problem:
         """detail in the page's language: Chinese where the problem has it ("zh"), else English."""
         if lang != "zh" or not self.zh:
             return self.detail
-        hint = self.hint_zh or self.hint
+        hint = self.hint_in(lang)
         return self.zh + (f"；{hint}" if hint else "")
+
+    def hint_in(self, lang: str) -> str:
+        """The hint in the page's language (the Chinese one goes with a Chinese message)."""
+        return self.hint_zh or self.hint if lang == "zh" and self.zh else self.hint
+
+    def line_in(self, lang: str) -> str:
+        """str(self) in the page's language: the file and keys, then detail_in(lang)."""
+        head = f"{', '.join(self.keys)}: " if self.keys and not self.named else ""
+        return self.where + head + self.detail_in(lang)
 
     def within(self, where: str) -> Problem:
         """The same problem, found in a file or a run: where comes first on its line."""
         return replace(self, where=where + self.where)
 
     def __str__(self) -> str:
-        head = f"{', '.join(self.keys)}: " if self.keys and not self.named else ""
-        return self.where + head + self.detail
+        return self.line_in("en")
 
 
 class UserError(Exception):
@@ -70,6 +78,13 @@ class UserError(Exception):
         self.hint = problem.hint
         self.problems = [problem]
 
+    def message_in(self, lang: str) -> str:
+        """self.message in the page's language (what an `error` event carries as message_zh)."""
+        return replace(self.problems[0], hint="", hint_zh="").line_in(lang)
+
+    def hint_in(self, lang: str) -> str:
+        return self.problems[0].hint_in(lang)
+
 
 class ConfigError(UserError):
     """Every problem found in a config, each naming its keys, the bad value and what is allowed; beyond
@@ -79,16 +94,25 @@ class ConfigError(UserError):
         problems = list(problems)
         if len(problems) > MAX_PROBLEMS:
             rest = len(problems) - MAX_PROBLEMS + 1
-            problems = problems[:MAX_PROBLEMS - 1] + [Problem((), f"... and {rest} more problems")]
+            problems = problems[:MAX_PROBLEMS - 1] + [Problem((), f"... and {rest} more problems",
+                                                               zh=f"……还有 {rest} 个问题")]
         self.message, self.hint, self.problems = "\n".join(map(str, problems)), "", problems
         Exception.__init__(self, self.message)  # each problem is capped already, not their lines together
+
+    def message_in(self, lang: str) -> str:
+        return "\n".join(problem.line_in(lang) for problem in self.problems)
+
+    def hint_in(self, lang: str) -> str:
+        return ""
 
 
 class RuleError(ValueError):
     """A rule between keys is broken: raised in a schema validator, it reaches the user as a Problem about keys.
     The message names them itself, e.g. RuleError("full_fp16 needs mixed_precision: fp16", "full_fp16",
-    "mixed_precision")."""
+    "mixed_precision", zh="full_fp16 需要 mixed_precision: fp16"). A field validator raises it without keys (the
+    field's key is known): its zh reaches the Problem too (trainer/config/pydantic_zh.py)."""
 
-    def __init__(self, message: str, *keys: str):
+    def __init__(self, message: str, *keys: str, zh: str = ""):
         super().__init__(message)
         self.keys = keys
+        self.zh = zh

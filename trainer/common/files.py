@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,3 +36,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """UTF-8, with the newlines as given (the same bytes on every system)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def new_dated_folder(parent: Path) -> Path:
+    """parent/<YYYYmmdd-HHMMSS>, created, with -2, -3... when one of that second exists: names sort by time."""
+    base = Path(parent) / time.strftime("%Y%m%d-%H%M%S")
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    folder.mkdir(parents=True)
+    return folder

@@ -14,6 +14,7 @@ from trainer.common.errors import UserError
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 FALLBACK_ENCODING = "gbk"  # tried after UTF-8: what Chinese Windows editors save as "ANSI"
 SAVE_AS = "save it as UTF-8 (in Notepad: File > Save as > Encoding: UTF-8)"
+SAVE_AS_ZH = "请另存为 UTF-8 编码（记事本：文件 > 另存为 > 编码：UTF-8）"
 
 
 def read_user_text(path: Path, key: str | None = None) -> str:
@@ -22,12 +23,16 @@ def read_user_text(path: Path, key: str | None = None) -> str:
     try:
         data = path.read_bytes()
     except IsADirectoryError:
-        raise UserError(f"'{path}' is a folder, not a text file", "give the file inside it", key) from None
+        raise UserError(f"'{path}' is a folder, not a text file", "give the file inside it", key,
+                        zh=f"'{path}' 是文件夹，不是文本文件", hint_zh="请填写里面的文件") from None
     except FileNotFoundError:
-        raise UserError(f"'{path}' does not exist", "check the path", key) from None
+        raise UserError(f"'{path}' does not exist", "check the path", key, zh=f"'{path}' 不存在",
+                        hint_zh="请检查路径") from None
     except OSError as exc:
         raise UserError(f"'{path}' cannot be read ({exc.strerror or exc})",
-                        "check that the file exists and that you may read it", key) from None
+                        "check that the file exists and that you may read it", key,
+                        zh=f"'{path}' 无法读取（{exc.strerror or exc}）",
+                        hint_zh="请确认文件存在，并且有读取权限") from None
     return decode_user_text(data, path, key)
 
 
@@ -38,7 +43,9 @@ def decode_user_text(data: bytes, path: Path | str, key: str | None = None) -> s
             return _decode(data, encoding, path, key)
     if b"\x00" in data:  # UTF-16 without a BOM, or not text at all
         raise UserError(f"'{path}' is not UTF-8 or GBK text (it holds NUL bytes: UTF-16 without a BOM, or a "
-                        "binary file)", SAVE_AS, key)
+                        "binary file)", SAVE_AS, key,
+                        zh=f"'{path}' 不是 UTF-8 或 GBK 文本（含有 NUL 字节：可能是不带 BOM 的 UTF-16，或二进制文件）",
+                        hint_zh=SAVE_AS_ZH)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -51,4 +58,6 @@ def _decode(data: bytes, encoding: str, path: Path | str, key: str | None) -> st
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
         shown = "UTF-8 or GBK" if encoding == FALLBACK_ENCODING else encoding.upper().replace("-SIG", "")
-        raise UserError(f"'{path}' is not {shown} text (byte {exc.start} cannot be read)", SAVE_AS, key) from None
+        raise UserError(f"'{path}' is not {shown} text (byte {exc.start} cannot be read)", SAVE_AS, key,
+                        zh=f"'{path}' 不是 {shown.replace(' or ', ' 或 ')} 文本（第 {exc.start} 个字节无法读取）",
+                        hint_zh=SAVE_AS_ZH) from None

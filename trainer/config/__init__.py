@@ -34,13 +34,17 @@ class TrainConfig(LaunchFields, FluxFields, SampleFields, DataFields, TextFields
     def _consistent(self) -> TrainConfig:
         if self.network_train_unet_only and self.network_train_text_encoder_only:
             raise RuleError("network_train_unet_only and network_train_text_encoder_only: choose at most one",
-                            "network_train_unet_only", "network_train_text_encoder_only")
+                            "network_train_unet_only", "network_train_text_encoder_only",
+                            zh="network_train_unet_only 和 network_train_text_encoder_only 最多只能选一个")
         if self.max_train_epochs is None and self.max_train_steps is None:
             raise RuleError("max_train_epochs and max_train_steps are both empty: set at least one",
-                            "max_train_epochs", "max_train_steps")
+                            "max_train_epochs", "max_train_steps",
+                            zh="max_train_epochs 和 max_train_steps 都是空的：请至少填一个")
         if self.min_bucket_reso > self.max_bucket_reso:
             raise RuleError(f"min_bucket_reso ({self.min_bucket_reso}) is larger than max_bucket_reso "
-                            f"({self.max_bucket_reso})", "min_bucket_reso", "max_bucket_reso")
+                            f"({self.max_bucket_reso})", "min_bucket_reso", "max_bucket_reso",
+                            zh=f"min_bucket_reso（{self.min_bucket_reso}）大于 "
+                            f"max_bucket_reso（{self.max_bucket_reso}）")
         return self
 
     # --- Derived values ---------------------------------------------------------------------------

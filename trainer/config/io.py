@@ -18,6 +18,7 @@ from trainer.common.errors import ConfigError, Problem, RuleError, UserError
 from trainer.common.text import read_user_text
 from trainer.config import TrainConfig
 from trainer.config.migrations import migrate, split_version, versioned
+from trainer.config.pydantic_zh import zh_message
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +30,11 @@ NOT_NEEDED = {
     "mem_eff_attn": "use sdpa: true (PyTorch's memory-efficient attention) instead",
     "logging_dir": "TensorBoard logs go to the run folder (output_dir/runs/<time>/tb)",
     "log_with": "TensorBoard logs go to the run folder (output_dir/runs/<time>/tb)",
+}
+NOT_NEEDED_ZH = {
+    "mem_eff_attn": "请改用 sdpa: true（PyTorch 自带的省显存注意力）",
+    "logging_dir": "TensorBoard 日志写在运行文件夹里（output_dir/runs/<时间>/tb）",
+    "log_with": "TensorBoard 日志写在运行文件夹里（output_dir/runs/<时间>/tb）",
 }
 MAX_YAML_NODES = 100_000  # values in a YAML file with its aliases expanded: a config has hundreds
 _VALUE = reprlib.Repr()  # a bad value as a message quotes it: long strings and lists shortened
@@ -73,11 +79,11 @@ def parse_config_file(path: Path) -> dict[str, Any]:
     """Parse a YAML, JSON or TOML file into a mapping as written (TOML sections are flattened as sd-scripts
     does), version key included."""
     if not path.exists():
-        raise ConfigError([Problem((), f"{path}: config file not found")])
+        raise ConfigError([Problem((), f"{path}: config file not found", zh=f"{path}：找不到配置文件")])
     try:
         text = read_user_text(path)
     except UserError as exc:
-        raise ConfigError([Problem((), exc.message, exc.hint)]) from None
+        raise ConfigError(exc.problems) from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
@@ -88,13 +94,16 @@ def parse_config_file(path: Path) -> dict[str, Any]:
             data = yaml.load(text, Loader=_BoundedLoader)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         kind = suffix.lstrip(".").upper() or "YAML"
-        raise ConfigError([Problem((), f"{path}: not valid {kind}: {exc}")]) from None
+        raise ConfigError([Problem((), f"{path}: not valid {kind}: {exc}",
+                                   zh=f"{path}：不是有效的 {kind} 文件：{exc}")]) from None
     except RecursionError:
-        raise ConfigError([Problem((), f"{path}: values nested too deeply to read")]) from None
+        raise ConfigError([Problem((), f"{path}: values nested too deeply to read",
+                                   zh=f"{path}：数值嵌套太深，无法读取")]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([Problem((), f"{path}: expected a mapping of keys to values at the top level")])
+        raise ConfigError([Problem((), f"{path}: expected a mapping of keys to values at the top level",
+                                   zh=f"{path}：最外层应是“参数: 值”的映射")])
     return data
 
 
@@ -133,11 +142,13 @@ def _unknown_key_problems(data: dict[str, Any]) -> list[Problem]:
         if key in TrainConfig.model_fields:
             continue
         if key in NOT_NEEDED:
-            problems.append(Problem((key,), f"not needed ({NOT_NEEDED[key]})", "remove this key"))
+            problems.append(Problem((key,), f"not needed ({NOT_NEEDED[key]})", "remove this key",
+                                    zh=f"丹炉用不到（{NOT_NEEDED_ZH[key]}）", hint_zh="删掉这一项"))
             continue
         close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'?" if close else "see docs/parameters.md for the keys"
-        problems.append(Problem((str(key),), "unknown key", hint))
+        hint_zh = f"是不是想写 '{close[0]}'？" if close else "参数名见 docs/parameters.md"
+        problems.append(Problem((str(key),), "unknown key", hint, zh="未知参数", hint_zh=hint_zh))
     return problems
 
 
@@ -156,12 +167,13 @@ def _problem(error: dict[str, Any], data: dict[str, Any]) -> Problem:
     message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
     if error["type"] == "literal_error":
         message = f"not one of the allowed values: {error['ctx']['expected']}"
+    zh = zh_message(error)
     if not error["loc"]:
         cause = error.get("ctx", {}).get("error")
-        return Problem(cause.keys if isinstance(cause, RuleError) else (), message, named=True)
+        return Problem(cause.keys if isinstance(cause, RuleError) else (), message, named=True, zh=zh)
     key = str(error["loc"][0])
-    value = data.get(key, error.get("input"))
-    return Problem((key,), f"{_VALUE.repr(value)} is not valid: {message}")
+    value = _VALUE.repr(data.get(key, error.get("input")))
+    return Problem((key,), f"{value} is not valid: {message}", zh=f"{value} 无效：{zh}")
 
 
 def config_to_yaml(config: TrainConfig | Mapping[str, Any]) -> str:

@@ -30,10 +30,12 @@ def split_version(data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     key = next((name for name in (VERSION_KEY, OLD_VERSION_KEY) if name in data), VERSION_KEY)
     version = data.get(key, UNVERSIONED)
     if isinstance(version, bool) or not isinstance(version, int) or version < UNVERSIONED:
-        raise ConfigError([Problem((key,), f"{version!r} is not a version number")])
+        raise ConfigError([Problem((key,), f"{version!r} is not a version number", zh=f"{version!r} 不是版本号")])
     if version > CURRENT_VERSION:
         raise ConfigError([Problem((key,), f"{version} was written by a newer Danlu (this one reads up to "
-                                   f"{CURRENT_VERSION})", "update Danlu")])
+                                   f"{CURRENT_VERSION})", "update Danlu",
+                                   zh=f"{version} 是更新版本的丹炉写的（这个版本最多读到 {CURRENT_VERSION}）",
+                                   hint_zh="请更新丹炉")])
     return version, {name: value for name, value in data.items() if name not in (VERSION_KEY, OLD_VERSION_KEY)}
 
 

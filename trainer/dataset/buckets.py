@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+
+from trainer.dataset.scan import Problem as ScanProblem
 
 
 def make_buckets(resolution: tuple[int, int], min_reso: int, max_reso: int, step: int) -> list[tuple[int, int]]:
@@ -62,3 +65,32 @@ def assign_bucket(width: int, height: int, *, resolution: tuple[int, int], enabl
     # Closest aspect ratio; every bucket is near the full area, so an exact-size match is also the argmin.
     buckets, ratios = _bucket_table(tuple(resolution), min_bucket_reso, max_bucket_reso, step)
     return buckets[int(np.abs(ratios - width / height).argmin())]
+
+
+def bucket_limit_problems(root: Path, resolution: tuple[int, int], enable_bucket: bool, min_bucket_reso: int,
+                          max_bucket_reso: int, bucket_reso_steps: int) -> list[ScanProblem]:
+    """Bucket limits that keep images far from the training resolution, whatever the images are (sd-scripts
+    refuses both): max_bucket_reso below the resolution's longer side (every bucket that is not square stays at
+    or below it, e.g. 128 px at 1024), and limits that leave no bucket but the square one. Warnings of the
+    dataset root."""
+    if not enable_bucket:
+        return []
+    problems, longest = [], max(resolution)
+    size = f"{resolution[0]}×{resolution[1]}"
+    if max_bucket_reso < longest:
+        problems.append(ScanProblem(
+            root, f"max_bucket_reso {max_bucket_reso} is below the resolution {size}: no bucket side can be longer "
+            f"than {max_bucket_reso} px, so every image that is not square trains at {max_bucket_reso} px or less; "
+            f"set max_bucket_reso to at least {longest} (Steps › Advanced).", "warning",
+            zh=f"max_bucket_reso（{max_bucket_reso}）小于训练分辨率 {size}：分桶的边长都不能超过 {max_bucket_reso}，"
+               f"所以不是正方形的图都只能按 {max_bucket_reso} 像素或更小来训练；请把 max_bucket_reso 设为至少 "
+               f"{longest}（步数 › 高级）。"))
+    elif min_bucket_reso > min(resolution) and len(make_buckets(resolution, min_bucket_reso, max_bucket_reso,
+                                                                 bucket_reso_steps)) == 1:
+        problems.append(ScanProblem(
+            root, f"min_bucket_reso {min_bucket_reso} leaves no bucket at the resolution {size} but the square one, "
+            f"so every image is cropped to a square; set min_bucket_reso to at most {min(resolution)} "
+            "(Steps › Advanced).", "warning",
+            zh=f"min_bucket_reso（{min_bucket_reso}）太大：在训练分辨率 {size} 下只剩正方形一个分桶，"
+               f"所有图片都会被裁成正方形；请把 min_bucket_reso 设为不超过 {min(resolution)}（步数 › 高级）。"))
+    return problems

@@ -19,14 +19,16 @@ PLAN_TEXT = {
     "en": {"folder": "{name}: {images} images × {repeats} repeats = {n}",
            "reg_folder": "reg {name}: {images} images × {repeats} repeats, {n} used to match the training entries",
            "buckets": "buckets: ", "batches": "batches per epoch = Σ ceil(bucket entries / batch {batch}) = {n}",
-           "share": "⌊{n} / {p} processes⌋", "per_epoch": "steps per epoch = ceil({share} / accumulation {acc}) = {n}",
+           "shared": "batches per epoch = Σ ceil(bucket entries / (batch {batch} × {p} processes)) = {n}",
+           "per_epoch": "steps per epoch = ceil({batches} / accumulation {acc}) = {n}",
            "total": "total steps = {epochs} epochs × {per} = {n}",
            "total_steps": "total steps = max_train_steps {n} ({epochs} epochs of {per})",
            "ignored": " (max_train_steps {steps} ignored: max_train_epochs decides, as in sd-scripts)"},
     "zh": {"folder": "{name}：{images} 张图 × {repeats} 次重复 = {n}",
            "reg_folder": "正则 {name}：{images} 张图 × {repeats} 次重复，取 {n} 个与训练图数量对齐",
            "buckets": "分桶：", "batches": "每轮批次数 = Σ ceil(各桶图数 / 批大小 {batch}) = {n}",
-           "share": "⌊{n} / {p} 个进程⌋", "per_epoch": "每轮步数 = ceil({share} / 梯度累积 {acc}) = {n}",
+           "shared": "每轮批次数 = Σ ceil(各桶图数 / (批大小 {batch} × {p} 个进程)) = {n}",
+           "per_epoch": "每轮步数 = ceil({batches} / 梯度累积 {acc}) = {n}",
            "total": "总步数 = {epochs} 轮 × {per} = {n}",
            "total_steps": "总步数 = max_train_steps {n}（{epochs} 轮，每轮 {per} 步）",
            "ignored": "（max_train_steps {steps} 不生效：与 sd-scripts 一样以 max_train_epochs 为准）"},
@@ -69,17 +71,17 @@ class StepPlan:
     total_steps: int
     max_train_epochs: int | None = None
     max_train_steps: int | None = None
-    num_processes: int = 1  # with several GPUs each process takes every n-th batch
+    # with several GPUs a batch is train_batch_size × num_processes entries, train_batch_size on each process
+    num_processes: int = 1
 
     def describe(self, lang: str = "en") -> str:
         """The plan as `check` prints it (lang "en") or the GUI shows it in Chinese ("zh"): formulas with numbers."""
         words = PLAN_TEXT[lang]
         lines = [_folder_line(f, words) for f in self.folders]
         lines.append(words["buckets"] + ", ".join(f"{_bucket_name(b)}: {n}" for b, n in self.buckets.items()))
-        lines.append(words["batches"].format(batch=self.train_batch_size, n=self.batches_per_epoch))
-        share = (words["share"].format(n=self.batches_per_epoch, p=self.num_processes) if self.num_processes > 1
-                 else str(self.batches_per_epoch))
-        lines.append(words["per_epoch"].format(share=share, acc=self.gradient_accumulation_steps,
+        batches = words["shared" if self.num_processes > 1 else "batches"]
+        lines.append(batches.format(batch=self.train_batch_size, p=self.num_processes, n=self.batches_per_epoch))
+        lines.append(words["per_epoch"].format(batches=self.batches_per_epoch, acc=self.gradient_accumulation_steps,
                                                n=self.steps_per_epoch))
         lines.append(self._total_line(words))
         return "\n".join(lines)
@@ -198,17 +200,15 @@ def _total_steps(steps_per_epoch: int, max_train_epochs: int | None, max_train_s
 
 def make_plan(entries: list[Entry], scan: DatasetScan, *, train_batch_size: int, gradient_accumulation_steps: int,
               max_train_epochs: int | None, max_train_steps: int | None, num_processes: int = 1) -> StepPlan:
-    """How many batches, optimizer steps and epochs a run does (sd-scripts' formulas)."""
+    """How many batches, optimizer steps and epochs a run does (sd-scripts' formulas). Several processes share
+    each batch of train_batch_size × num_processes entries (dataset/stream.py schedule)."""
     if train_batch_size < 1 or gradient_accumulation_steps < 1:
         raise ValueError("train_batch_size and gradient_accumulation_steps must be at least 1")
     if not entries:
         raise ValueError("no training images: nothing to plan")
     buckets = dict(sorted(Counter(e.bucket for e in entries).items()))
-    batches = count_batches(buckets, train_batch_size)
-    per_process = batches // num_processes if num_processes > 1 else batches  # equal share, rest dropped
-    steps_per_epoch = math.ceil(per_process / gradient_accumulation_steps)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{batches} batches cannot be shared by {num_processes} processes")
+    batches = count_batches(buckets, train_batch_size * num_processes)
+    steps_per_epoch = math.ceil(batches / gradient_accumulation_steps)
     total = _total_steps(steps_per_epoch, max_train_epochs, max_train_steps)
     return StepPlan(
         folders=_folder_plans(entries, scan), buckets=buckets,

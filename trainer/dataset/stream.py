@@ -1,15 +1,16 @@
 """The training data stream: every micro-batch of the whole run, in order, loaded by DataLoader workers.
 
 All epochs' batches are laid out up front (indices only), so one DataLoader with persistent workers serves
-the whole run and the order depends only on the seed. Captions and augmentations are drawn per sample from
-(seed, epoch, entry index), so they too depend only on the seed, whichever worker or process loads them.
+the whole run and the order depends only on the seed. Several processes share each global batch (`schedule`).
+Captions and augmentations are drawn per sample from (seed, epoch, entry index), so they too depend only on the
+seed, whichever worker or process loads them; the step's noise is drawn so too (trainer/training/draws.py).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -29,29 +30,54 @@ class MicroBatch:
     step: int                # 1-based optimizer step this batch belongs to
     last_of_step: bool       # the optimizer steps after this batch
     micro_batches: int       # batches in this optimizer step (the last step of an epoch may have fewer)
-    indices: tuple[int, ...]
+    indices: tuple[int, ...]  # the entries this process trains
+    position: int = 0        # 0-based place in its step: with the step, the key of its random draws
+    first_row: int = 0       # where `indices` start in the global batch (all processes' rows)
+    global_rows: int = 0     # rows in the global batch; 0: `indices` are all of it (one process)
+    weight: float = 1.0      # this process's loss factor: its rows × processes / global rows (0: a stand-in row)
+
+    @property
+    def global_size(self) -> int:
+        return self.global_rows or len(self.indices)
 
 
 def schedule(entries: list[Entry], batch_size: int, accumulation: int, seed: int, total_steps: int,
              process_index: int = 0, num_processes: int = 1) -> list[MicroBatch]:
-    """Micro-batches of the run for one process, grouped into optimizer steps as sd-scripts counts them."""
+    """Micro-batches of the run for one process, grouped into optimizer steps as sd-scripts counts them.
+
+    The processes train global batches of batch_size × num_processes entries, cut, shuffled and grouped exactly as
+    one process with that batch size does, and process r takes rows r*b..(r+1)*b-1 of each: data parallel, so
+    2 processes × batch b train what 1 process × batch 2b trains. A bucket's short last batch may leave a process
+    fewer rows; its loss is weighted so the processes' averaged gradients are the global batch's mean. A process
+    with no row computes the batch's first row with weight 0 (DDP needs every process's gradients).
+    """
     out: list[MicroBatch] = []
     step, epoch = 0, 0
     while step < total_steps:
         epoch += 1
-        batches = epoch_batches(entries, batch_size, seed, epoch)
-        usable = len(batches) // num_processes * num_processes  # equal work on every process
-        mine = batches[process_index:usable:num_processes]
-        for start in range(0, len(mine), accumulation):
+        batches = epoch_batches(entries, batch_size * num_processes, seed, epoch)
+        for start in range(0, len(batches), accumulation):
             step += 1
-            group = mine[start:start + accumulation]
-            for i, indices in enumerate(group):
-                out.append(MicroBatch(epoch, step, i == len(group) - 1, len(group), tuple(indices)))
+            group = batches[start:start + accumulation]
+            for position, rows in enumerate(group):
+                out.append(_rows_of(MicroBatch(epoch, step, position == len(group) - 1, len(group), tuple(rows),
+                                               position), batch_size, process_index, num_processes))
             if step == total_steps:
                 break
-        if not mine:
+        if not batches:
             break
     return out
+
+
+def _rows_of(batch: MicroBatch, batch_size: int, process_index: int, num_processes: int) -> MicroBatch:
+    """One process's part of a global micro-batch."""
+    if num_processes == 1:
+        return batch
+    size, first = len(batch.indices), process_index * batch_size
+    mine = batch.indices[first:first + batch_size]
+    if not mine:  # a stand-in: the first row again, contributing nothing
+        return replace(batch, indices=batch.indices[:1], first_row=0, global_rows=size, weight=0.0)
+    return replace(batch, indices=mine, first_row=first, global_rows=size, weight=len(mine) * num_processes / size)
 
 
 @dataclass(frozen=True)

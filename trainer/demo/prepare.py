@@ -18,8 +18,10 @@ def ensure_demo_assets(root: Path) -> tuple[Path, Path]:
     """Build the demo model and dataset under root once; later calls reuse them."""
     model_dir, data_dir = root / "model", root / "data"
     if not (model_dir / "model_index.json").is_file():
+        from trainer.common.libraries import quiet_libraries
         from trainer.families.tiny_sd import build_tiny_sd  # diffusers: only when the model is built
 
+        quiet_libraries()  # no progress bars of saving the model before the run's log
         build_tiny_sd(model_dir, "sd1")
     if not (data_dir / "train").is_dir():
         build_demo_dataset(data_dir)

@@ -62,7 +62,7 @@ def parse_vary(items: list[str]) -> dict[str, list[Any]]:
         repeated = [value for i, value in enumerate(values) if value in values[:i]]
         if repeated:
             problems.append(Problem((key,), f"{_text(repeated[0])} is listed twice", "give each value once",
-                                    where=VARY))
+                                    where=VARY, zh=f"{_text(repeated[0])} 写了两次", hint_zh="每个值只写一次"))
         vary[key] = values
     if problems:
         raise ConfigError(problems)
@@ -71,16 +71,19 @@ def parse_vary(items: list[str]) -> dict[str, list[Any]]:
 
 def _item_problem(item: str, key: str, sep: str, texts: list[str], vary: dict[str, list[Any]]) -> Problem | None:
     if not sep or not key:
-        return Problem((), f"{VARY}'{item}': expected KEY=VALUE1,VALUE2, e.g. network_dim=8,16")
+        return Problem((), f"{VARY}'{item}': expected KEY=VALUE1,VALUE2, e.g. network_dim=8,16",
+                       zh=f"{VARY}'{item}'：应写成 参数=值1,值2，例如 network_dim=8,16")
     if key not in TrainConfig.model_fields:
         return _unknown_key_problems({key: None})[0].within(VARY)
     if key in SWEEP_OWNED:
-        return Problem((key,), f"a sweep cannot vary it: {SWEEP_OWNED[key]}", where=VARY)
+        return Problem((key,), f"a sweep cannot vary it: {SWEEP_OWNED[key]}", where=VARY,
+                       zh=f"对比队列不能改变这个参数：{SWEEP_OWNED[key]}")
     if key in vary:
-        return Problem((key,), "given twice", f"list all its values in one --vary {key}=A,B", where=VARY)
+        return Problem((key,), "given twice", f"list all its values in one --vary {key}=A,B", where=VARY,
+                       zh="写了两次", hint_zh=f"请把它的所有取值写在同一行：{key}=A,B")
     if not all(texts):
         return Problem((key,), f"an empty value in '{item}'", f"separate the values with commas, e.g. {key}=A,B",
-                       where=VARY)
+                       where=VARY, zh=f"'{item}' 里有空值", hint_zh=f"取值之间用英文逗号分隔，例如 {key}=A,B")
     return None
 
 
@@ -123,11 +126,14 @@ def variations(base: dict[str, Any], vary: dict[str, list[Any]]) -> Runs:
     Each config is validated; ConfigError lists the problems of all of them (a problem every variation has once,
     the others after their label)."""
     if not vary:
-        raise ConfigError([Problem((), "--vary: nothing to vary", "give at least one KEY=VALUE1,VALUE2")])
+        raise ConfigError([Problem((), "--vary: nothing to vary", "give at least one KEY=VALUE1,VALUE2",
+                                   zh="--vary：没有要变化的参数", hint_zh="请至少写一行 参数=值1,值2")])
     combos = list(itertools.product(*vary.values()))
     if len(combos) > MAX_RUNS:
         raise ConfigError([Problem((), f"--vary: {len(combos)} runs planned, at most {MAX_RUNS} in one sweep",
-                                   "vary fewer keys or values")])
+                                   "vary fewer keys or values",
+                                   zh=f"--vary：计划了 {len(combos)} 次训练，一个队列最多 {MAX_RUNS} 次",
+                                   hint_zh="请减少要变化的参数或取值")])
     shared = _same_previews(base)
     name = str(base.get("output_name") or TrainConfig.model_fields["output_name"].default)
     runs, problems = [], {}
@@ -155,7 +161,9 @@ def _same_previews(base: dict[str, Any]) -> dict[str, Any]:
         path = Path(prompts).expanduser()
         if not path.is_file():
             raise ConfigError([Problem(("sample_prompts",), f"file '{prompts}' does not exist",
-                                       "give a text file with one prompt a line, or a list of prompts")])
+                                       "give a text file with one prompt a line, or a list of prompts",
+                                       zh=f"文件 '{prompts}' 不存在", hint_zh="请给一个每行一条提示词的文本文件，"
+                                       "或提示词列表")])
         prompts = read_user_text(path, "sample_prompts").splitlines()  # UTF-8, UTF-16 with a BOM or GBK
     seed = base.get("seed", TrainConfig.model_fields["seed"].default)
     lines = [str(line).strip() for line in prompts if str(line).strip() and not str(line).lstrip().startswith("#")]

@@ -87,7 +87,8 @@ def run_sweep(plan: SweepPlan | Path | dict[str, Any], vary: dict[str, list[Any]
     if not isinstance(plan, SweepPlan):
         plan = plan_sweep(plan, vary or {})
     if sweep_dir is not None and (sweep_dir / SWEEP_FILE).exists():
-        raise UserError(f"sweep folder {sweep_dir} already holds a sweep", "pick a new folder for this sweep")
+        raise UserError(f"sweep folder {sweep_dir} already holds a sweep", "pick a new folder for this sweep",
+                        zh=f"对比队列文件夹 {sweep_dir} 里已经有一个队列", hint_zh="请为这个队列选一个新文件夹")
     sweep_dir = sweep_dir or new_sweep_dir(plan.output_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     runs = [SweepRun(label, {key: config[key] for key in plan.vary}, config["output_name"])

@@ -110,13 +110,17 @@ class ModelFamily(ABC):
         for key, reason in self.unsupported.items():
             value = getattr(self.config, key)
             if value != TrainConfig.model_fields[key].default:
-                raise UserError(f"{key}: {reason}", f"remove {key} (or set it back to "
-                                f"{TrainConfig.model_fields[key].default!r}) to train {self.label}")
+                default = TrainConfig.model_fields[key].default
+                raise UserError(f"{key}: {reason}", f"remove {key} (or set it back to {default!r}) to train "
+                                f"{self.label}", zh=f"{key}：{self.label} 用不了这个参数（{reason}）",
+                                hint_zh=f"训练 {self.label} 请去掉 {key}（或改回 {default!r}）")
         self._check_blocks_to_swap()
         layouts = self.spec.lora_layouts
         if self.config.save_lora_format not in layouts:
             raise UserError(f"save_lora_format: {self.label} LoRAs are saved in {' or '.join(layouts)} layout "
-                            "(diffusers loads kohya's layout too)", f"set save_lora_format to {layouts[0]}")
+                            "(diffusers loads kohya's layout too)", f"set save_lora_format to {layouts[0]}",
+                            zh=f"save_lora_format：{self.label} 的 LoRA 只能按 {' 或 '.join(layouts)} 格式保存"
+                            "（diffusers 也能读 kohya 格式）", hint_zh=f"请把 save_lora_format 设为 {layouts[0]}")
 
     def _check_blocks_to_swap(self) -> None:
         """blocks_to_swap within the blocks this model has (the schema refuses it for families without any)."""
@@ -127,7 +131,10 @@ class ModelFamily(ABC):
             has = " + ".join(f"{count} {name}" for count, name in zip(counts, self.spec.swappable_blocks))
             raise UserError(f"blocks_to_swap: {wanted} is more than this {self.label} model can swap "
                             f"({largest}; it has {has or 'no blocks to swap'})",
-                            f"set blocks_to_swap to at most {largest}")
+                            f"set blocks_to_swap to at most {largest}",
+                            zh=f"blocks_to_swap：{wanted} 超过了这个 {self.label} 模型能交换的块数"
+                            f"（{largest}；它有 {has or '0 个可交换的块'}）",
+                            hint_zh=f"请把 blocks_to_swap 设为不超过 {largest}")
 
     @property
     def label(self) -> str:
@@ -147,7 +154,9 @@ class ModelFamily(ABC):
                 self.denoiser.enable_xformers_memory_efficient_attention()
             except (ImportError, ModuleNotFoundError, ValueError, NotImplementedError) as exc:
                 raise UserError(f"xformers: cannot be used here: {exc}",
-                                "install xformers for your CUDA build, or set xformers: false (sdpa is as fast)")
+                                "install xformers for your CUDA build, or set xformers: false (sdpa is as fast)",
+                                zh=f"xformers：这里用不了：{exc}",
+                                hint_zh="请安装与你的 CUDA 版本匹配的 xformers，或设 xformers: false（sdpa 一样快）")
         else:
             self.denoiser.set_attn_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
 
@@ -168,7 +177,8 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def loss(self, latents: torch.Tensor, cond: Conditioning, data: dict) -> torch.Tensor:
-        """One micro-batch's training loss (noise, prediction, target, weights), under the caller's autocast."""
+        """One micro-batch's training loss (noise, prediction, target, weights), under the caller's autocast. Every
+        random number comes from data["draws"] (trainer/training/draws.py), so processes split batches exactly."""
 
     @abstractmethod
     def generate(self, spec, cond: Conditioning, uncond: Conditioning, seed: int, sampler: str) -> np.ndarray:

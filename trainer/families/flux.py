@@ -78,9 +78,14 @@ class FluxFamily(ModelFamily):
         if any(side % PACKED_PIXELS for side in sides):
             raise UserError(f"resolution {config.resolution} / bucket_reso_steps {config.bucket_reso_steps}: Flux.1 "
                             f"packs 2x2 latent patches, so image sides must be multiples of {PACKED_PIXELS}",
-                            "use bucket_reso_steps 64 and a resolution such as 512 or 1024")
+                            "use bucket_reso_steps 64 and a resolution such as 512 or 1024",
+                            zh=f"resolution {config.resolution} / bucket_reso_steps {config.bucket_reso_steps}："
+                            f"Flux.1 把 2x2 的 latent 打包处理，图片边长必须是 {PACKED_PIXELS} 的倍数",
+                            hint_zh="请用 bucket_reso_steps 64，分辨率取 512 或 1024 这样的值")
         if config.loss_type in THRESHOLD_LOSSES and config.huber_schedule == "snr":
-            raise UserError(f"huber_schedule: snr {SD_ONLY}", "use huber_schedule constant or exponential")
+            raise UserError(f"huber_schedule: snr {SD_ONLY}", "use huber_schedule constant or exponential",
+                            zh="huber_schedule：snr 不适用于 Flux.1（flow matching 没有 DDPM 噪声调度）",
+                            hint_zh="请用 huber_schedule constant 或 exponential")
         return []
 
     def set_attention(self, sdpa: bool, xformers: bool) -> None:
@@ -127,7 +132,9 @@ class FluxFamily(ModelFamily):
             try:
                 state, flux_used = peft_state_from_kohya_flux(weights, rank, layer.scaling[ADAPTER] * rank)
             except ValueError as exc:
-                raise UserError(f"network_weights: {exc}", "continue from a LoRA saved by Danlu or sd-scripts") from None
+                raise UserError(f"network_weights: {exc}", "continue from a LoRA saved by Danlu or sd-scripts",
+                                zh=f"network_weights：无法读取：{exc}",
+                                hint_zh="请从丹炉或 sd-scripts 保存的 LoRA 继续训练") from None
             set_peft_model_state_dict(part.module, state, adapter_name=ADAPTER)
             used |= flux_used
         return used
@@ -155,14 +162,14 @@ class FluxFamily(ModelFamily):
                 "apply_t5_attn_mask": str(self.config.apply_t5_attn_mask)}
 
     def loss(self, latents: torch.Tensor, cond: Conditioning, data: dict) -> torch.Tensor:
-        config = self.config
-        batch, _, height, width = latents.shape
-        noise = torch.randn(tuple(latents.shape), dtype=latents.dtype, device=latents.device)
-        sigmas = flux_math.sample_sigmas(
-            config.timestep_sampling, batch, sigmoid_scale=config.sigmoid_scale,
+        config, draws = self.config, data["draws"]  # drawn for the global batch, this process's rows kept
+        _, _, height, width = latents.shape
+        noise = draws.randn(latents.shape[1:], latents)
+        sigmas = draws.rows(flux_math.sample_sigmas(
+            config.timestep_sampling, draws.size, sigmoid_scale=config.sigmoid_scale,
             discrete_flow_shift=config.discrete_flow_shift, image_seq_len=flux_math.image_seq_len(height, width),
             weighting_scheme=config.weighting_scheme, logit_mean=config.logit_mean, logit_std=config.logit_std,
-            mode_scale=config.mode_scale, device=latents.device)
+            mode_scale=config.mode_scale, device=latents.device, generator=draws.generator("cpu")))
         noisy = flux_math.noisy_model_input(latents, noise, sigmas)
         prediction = self.predict(noisy, sigmas, cond)
         prediction, weighting = flux_math.apply_prediction_type(config.model_prediction_type, prediction, noisy,

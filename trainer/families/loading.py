@@ -80,13 +80,18 @@ def _check_model_file(path: Path, family: str) -> None:
     key, label = "pretrained_model_name_or_path", spec.label
     if found.kind in ("model", "transformer") and found.family != family:
         raise UserError(f"{key}: '{path}' is {article(found.detail)} {found.detail}, not {label}",
-                        f"pick a {label} model, or let the model family follow the file")
+                        f"pick a {label} model, or let the model family follow the file",
+                        zh=f"{key}：'{path}' 是 {found.detail}，不是 {label}",
+                        hint_zh=f"请选一个 {label} 模型，或把 model_family 设为 auto 跟随文件")
     if found.kind not in spec.model_kinds:
-        raise UserError(f"{key}: '{path}' {detect.base_model_advice(path)}", _family_hint(family))
+        raise UserError(f"{key}: '{path}' {detect.base_model_advice(path)}", _family_hint(family),
+                        zh=f"{key}：'{path}' 不能直接作为底模：{detect.base_model_advice(path)}")
     variant = detect.ldm_variant(detect.tensor_names(path)) if spec.ldm_hint else "base"
     if variant != "base":
         raise UserError(f"{key}: '{path}' is {article(found.detail)} {found.detail}; LoRA training needs the "
-                        f"{label} base model", f"pick the {label} base checkpoint, not the {variant} one")
+                        f"{label} base model", f"pick the {label} base checkpoint, not the {variant} one",
+                        zh=f"{key}：'{path}' 是 {found.detail}；训练 LoRA 需要 {label} 的基础模型",
+                        hint_zh=f"请选 {label} 的基础模型，而不是 {variant} 版")
 
 
 def _check_split_files(sources: ModelSources, family: str) -> None:
@@ -100,7 +105,10 @@ def _check_split_files(sources: ModelSources, family: str) -> None:
         what = f"{spec.label} {spec.denoiser} file"
         raise UserError(f"{', '.join(missing)}: required, since '{sources.model}' is {article(what)} {what} "
                         "without VAE and text encoders", f"set {_and(list(keys))} to the files kept next to it "
-                        f"({', '.join(f'{key}.safetensors' for key in keys)})")
+                        f"({', '.join(f'{key}.safetensors' for key in keys)})",
+                        zh=f"{', '.join(missing)}：必须填写，因为 '{sources.model}' 是不带 VAE 和文本编码器的 {what}",
+                        hint_zh=f"请把 {_and(list(keys))} 设为放在它旁边的文件"
+                        f"（{', '.join(f'{key}.safetensors' for key in keys)}）")
 
 
 def _family_hint(family: str) -> str:
@@ -144,7 +152,10 @@ def _load_from_folder(source: str, name: str, family: str, dtype: torch.dtype):
         raise UserError(f"pretrained_model_name_or_path: cannot load the {name} of '{source}': {first_line(exc)}",
                         "give a diffusers model folder (with unet/ or transformer/, vae/, text_encoder/, "
                         "tokenizer/, scheduler/), a Hugging Face repo id while online, or a single "
-                        ".safetensors checkpoint") from None
+                        ".safetensors checkpoint",
+                        zh=f"pretrained_model_name_or_path：无法加载 '{source}' 的 {name}：{first_line(exc)}",
+                        hint_zh="请给 diffusers 模型文件夹（含 unet/ 或 transformer/、vae/、text_encoder/、tokenizer/、"
+                        "scheduler/）、联网时的 Hugging Face repo id，或单个 .safetensors 模型文件") from None
 
 
 def load_scheduler(config_dir: str, family: str, key: str):
@@ -156,7 +167,9 @@ def load_scheduler(config_dir: str, family: str, key: str):
         return cls.from_pretrained(config_dir, subfolder="scheduler")
     except (OSError, ValueError) as exc:
         raise UserError(f"{key}: cannot load the scheduler config of '{config_dir}': {first_line(exc)}",
-                        "give a diffusers folder with scheduler/scheduler_config.json") from None
+                        "give a diffusers folder with scheduler/scheduler_config.json",
+                        zh=f"{key}：无法加载 '{config_dir}' 的调度器配置：{first_line(exc)}",
+                        hint_zh="请给含 scheduler/scheduler_config.json 的 diffusers 文件夹") from None
 
 
 def _load_tokenizer(sources: ModelSources, family: str, name: str, single: bool):
@@ -171,7 +184,9 @@ def _load_tokenizer(sources: ModelSources, family: str, name: str, single: bool)
         except (OSError, ValueError) as exc:
             key = "base_model_config" if single else "pretrained_model_name_or_path"
             raise UserError(f"{key}: cannot load the {name} of '{folder}': {first_line(exc)}",
-                            f"give a diffusers folder of a {FAMILIES[family].label} model with {name}/") from None
+                            f"give a diffusers folder of a {FAMILIES[family].label} model with {name}/",
+                            zh=f"{key}：无法加载 '{folder}' 的 {name}：{first_line(exc)}",
+                            hint_zh=f"请给含 {name}/ 的 {FAMILIES[family].label} diffusers 模型文件夹") from None
     # the same tokenizer as the diffusers repos': OpenCLIP's pads with "!"
     return _hub_tokenizer(cls, encoder.tokenizer, {"pad_token": "!"} if encoder.openclip else {}, family)
 
@@ -191,7 +206,10 @@ def _hub_tokenizer(cls, repo: str, kwargs: dict, family: str):
         raise UserError(f"base_model_config: a single-file model has no tokenizer, and the tokenizer '{repo}' "
                         f"could not be loaded ({first_line(exc)})",
                         "connect to the internet once (it is then cached), or set base_model_config to a "
-                        f"diffusers folder of a {FAMILIES[family].label} model") from None
+                        f"diffusers folder of a {FAMILIES[family].label} model",
+                        zh=f"base_model_config：单文件模型不带分词器，而分词器 '{repo}' 加载失败（{first_line(exc)}）",
+                        hint_zh=f"请联网一次（之后会缓存），或把 base_model_config 设为 {FAMILIES[family].label} "
+                        "模型的 diffusers 文件夹") from None
 
 
 def _with_vocabulary(tokenizer):
@@ -213,7 +231,8 @@ def _load_from_file(sources: ModelSources, family: str, name: str, config_dir: s
 
 
 def _missing(key: str, path: str):
-    raise UserError(f"{key}: '{path}' does not exist", "check the path")
+    raise UserError(f"{key}: '{path}' does not exist", "check the path", zh=f"{key}：'{path}' 不存在",
+                    hint_zh="请检查路径")
 
 
 def _load_vae_folder(key: str, path: str):
@@ -224,4 +243,6 @@ def _load_vae_folder(key: str, path: str):
         return AutoencoderKL.from_pretrained(path, subfolder=subfolder, torch_dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise UserError(f"{key}: cannot load the VAE '{path}': {first_line(exc)}",
-                        "give a VAE .safetensors file, a diffusers VAE folder, or a model folder with vae/") from None
+                        "give a VAE .safetensors file, a diffusers VAE folder, or a model folder with vae/",
+                        zh=f"{key}：无法加载 VAE '{path}'：{first_line(exc)}",
+                        hint_zh="请给 VAE 的 .safetensors 文件、diffusers VAE 文件夹，或含 vae/ 的模型文件夹") from None

@@ -30,14 +30,22 @@ def resolve_family(config: TrainConfig) -> str:
         if detected is None and Path(source).expanduser().is_dir():
             raise UserError(f"pretrained_model_name_or_path: cannot load '{source}': it is not a diffusers model "
                             "folder Danlu recognises (model_index.json with unet/ or transformer/)",
-                            "pick the model's folder itself, or a single .safetensors checkpoint")
+                            "pick the model's folder itself, or a single .safetensors checkpoint",
+                            zh=f"pretrained_model_name_or_path：无法加载 '{source}'："
+                            "它不是丹炉认识的 diffusers 模型文件夹"
+                            "（要有 model_index.json 以及 unet/ 或 transformer/）",
+                            hint_zh="请选择模型文件夹本身，或单个 .safetensors 模型文件")
         if detected is None:
             raise UserError(f"model_family: cannot tell which model '{source}' is",
-                            f"set model_family to {', '.join(list(FAMILIES)[:-1])} or {list(FAMILIES)[-1]}")
+                            f"set model_family to {', '.join(list(FAMILIES)[:-1])} or {list(FAMILIES)[-1]}",
+                            zh=f"model_family：认不出 '{source}' 是哪种模型",
+                            hint_zh=f"请把 model_family 设为 {', '.join(FAMILIES)} 之一")
         return detected
     if detected is not None and detected != chosen:
         raise UserError(f"model_family: set to {chosen} ({FAMILIES[chosen].label}), but '{source}' is an "
-                        f"{FAMILIES[detected].label} model", "set model_family to auto, or pick a matching base model")
+                        f"{FAMILIES[detected].label} model", "set model_family to auto, or pick a matching base model",
+                        zh=f"model_family：设成了 {chosen}（{FAMILIES[chosen].label}），但 '{source}' 是 "
+                        f"{FAMILIES[detected].label} 模型", hint_zh="请把 model_family 设为 auto，或换一个匹配的底模")
     return chosen
 
 

@@ -64,14 +64,18 @@ class SDFamily(ModelFamily):
         config, detected_v2 = self.config, self.name == "sd2"
         if config.network_module == "networks.lora_flux":
             raise UserError(f"network_module: networks.lora_flux is for Flux.1, and the base model is {self.label}",
-                            "use network_module: networks.lora")
+                            "use network_module: networks.lora",
+                            zh=f"network_module：networks.lora_flux 是给 Flux.1 用的，而底模是 {self.label}",
+                            hint_zh="请用 network_module: networks.lora")
         if config.v2 is not None and config.v2 != detected_v2:
             raise UserError(f"v2: set to {config.v2}, but the base model is an {self.label} model",
-                            "leave v2 empty to detect it")
+                            "leave v2 empty to detect it", zh=f"v2：设成了 {config.v2}，但底模是 {self.label} 模型",
+                            hint_zh="v2 留空即可自动识别")
         layers = self.text_encoders[-1].config.num_hidden_layers
         if config.clip_skip > layers:
             raise UserError(f"clip_skip: {config.clip_skip} is more than the text encoder's {layers} layers",
-                            "use 1 or 2")
+                            "use 1 or 2", zh=f"clip_skip：{config.clip_skip} 超过了文本编码器的 {layers} 层",
+                            hint_zh="请用 1 或 2")
         v_pred = config.v_parameterization
         if v_pred is None:
             v_pred = self.noise_scheduler.config.prediction_type == "v_prediction"
@@ -110,7 +114,7 @@ class SDFamily(ModelFamily):
 
     def loss(self, latents: torch.Tensor, cond: Conditioning, data: dict) -> torch.Tensor:
         config, scheduler = self.config, self.noise_scheduler
-        noisy, noise, timesteps = noisy_latents(config, scheduler, latents)
+        noisy, noise, timesteps = noisy_latents(config, scheduler, latents, data["draws"])
         prediction = self.predict(noisy, timesteps, cond, data)
         target = training_target(scheduler, latents, noise, timesteps)
         return training_loss(config, scheduler, prediction, target, timesteps, data["is_reg"])

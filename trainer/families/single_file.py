@@ -76,7 +76,8 @@ class _Checkpoint:
         try:
             self.names = detect.tensor_names(path)
         except (detect.UnreadableFile, OSError) as exc:
-            raise UserError(f"{key}: '{path}' is {exc}", "give a .safetensors model file") from None
+            raise UserError(f"{key}: '{path}' is {exc}", "give a .safetensors model file",
+                            zh=f"{key}：'{path}' 读取失败：{exc}", hint_zh="请给 .safetensors 模型文件") from None
         self._torch: dict | None = None
 
     def prefix(self, probe: str, preferred: str = "", scope: str = "") -> str | None:
@@ -117,7 +118,9 @@ class _Checkpoint:
         if prefix is None:
             found = detect.describe_checkpoint(self.path)
             raise UserError(f"{self.key}: '{self.path}' has no {what}: it is {article(found.detail)} {found.detail}",
-                            f"give the file that holds the {what}")
+                            f"give the file that holds the {what}",
+                            zh=f"{self.key}：'{self.path}' 里没有 {what}：它是 {found.detail}",
+                            hint_zh=f"请给含有 {what} 的文件")
         return prefix
 
 
@@ -146,7 +149,9 @@ def empty_model(family: str, name: str, config_dir: str):
         config = cls.load_config(config_dir, subfolder=name)
     except (OSError, ValueError) as exc:
         raise UserError(f"base_model_config: no {name} config in '{config_dir}': {first_line(exc)}",
-                        f"give a diffusers folder of a {FAMILIES[family].label} model") from None
+                        f"give a diffusers folder of a {FAMILIES[family].label} model",
+                        zh=f"base_model_config：'{config_dir}' 里没有 {name} 的配置：{first_line(exc)}",
+                        hint_zh=f"请给 {FAMILIES[family].label} 模型的 diffusers 文件夹") from None
     with init_empty_weights():
         return cls.from_config(config)
 
@@ -167,7 +172,10 @@ def _vae_state(checkpoint: _Checkpoint, model) -> dict:
         found = detect.describe_checkpoint(checkpoint.path)
         raise UserError(f"{checkpoint.key}: '{checkpoint.path}' is {article(found.detail)} {found.detail}; this "
                         f"model needs a VAE with {model.config.latent_channels} latent channels",
-                        "give the VAE made for this model family (Flux's ae has 16 channels, SD's VAEs 4)")
+                        "give the VAE made for this model family (Flux's ae has 16 channels, SD's VAEs 4)",
+                        zh=f"{checkpoint.key}：'{checkpoint.path}' 是 {found.detail}；这个模型需要 "
+                        f"{model.config.latent_channels} 个 latent 通道的 VAE",
+                        hint_zh="请给这个模型家族专用的 VAE（Flux 的 ae 是 16 通道，SD 的 VAE 是 4 通道）")
     tensors = checkpoint.tensors(prefix)
     if any(name.startswith("encoder.down_blocks.") for name in tensors):  # diffusers layout: nothing to convert
         return tensors
@@ -230,7 +238,11 @@ def _materialize(model, state: dict, dtype: torch.dtype, key: str, path: str, na
         raise UserError(f"{key}: the {name} in '{path}' does not match its configuration ({len(missing)} missing, "
                         f"{len(unexpected)} unexpected, {len(wrong)} differently shaped tensors; it {problem} "
                         f"'{sample}')", "check the file is complete, or set base_model_config to a diffusers "
-                        "folder of the same architecture")
+                        "folder of the same architecture",
+                        zh=f"{key}：'{path}' 里的 {name} 与它的配置对不上（缺 {len(missing)} 个、"
+                        f"多 {len(unexpected)} 个、"
+                        f"形状不同 {len(wrong)} 个张量；例如 '{sample}'）",
+                        hint_zh="请检查文件是否完整，或把 base_model_config 设为同一结构的 diffusers 文件夹")
     kept = _fp8_weight_names(model) if keep_fp8 else set()
     converted: dict[int, torch.Tensor] = {}  # tied weights (T5's shared / embed_tokens) stay one tensor
     state = {k: converted.setdefault(id(v), v if k in kept and v.dtype in FP8 else v.to(dtype))

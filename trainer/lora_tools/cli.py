@@ -122,7 +122,9 @@ def _merge(args: argparse.Namespace) -> int:
 
     ratios = args.ratio or [1.0] * len(args.files)
     if len(ratios) != len(args.files):
-        raise UserError(f"--ratio: {len(ratios)} value(s) for {len(args.files)} file(s)", "give one ratio per file")
+        raise UserError(f"--ratio: {len(ratios)} value(s) for {len(args.files)} file(s)", "give one ratio per file",
+                        zh=f"--ratio：{len(args.files)} 个文件却给了 {len(ratios)} 个比例",
+                        hint_zh="每个文件给一个比例")
     fmt = args.format or ("safetensors" if args.output.suffix.lower() == ".safetensors" else "diffusers")
     out = _merge_output(args.output, fmt, args.overwrite)
     loras = [read_lora(path) for path in args.files]  # every file checked before the model loads
@@ -157,7 +159,9 @@ def _convert(args: argparse.Namespace) -> int:
     lora = read_lora(args.file)
     if lora.family is None:
         raise UserError(f"{lora.path}: cannot tell which model family the LoRA is for",
-                        "give its base model's diffusers folder with --base")
+                        "give its base model's diffusers folder with --base",
+                        zh=f"{lora.path}：看不出这个 LoRA 是给哪类模型的",
+                        hint_zh="请用 --base 给出它底模的 diffusers 文件夹")
     components, config_dir = skeleton(lora.family, args.base)
     table = module_table(lora.family, adapter_parts(lora.family, config_dir, components))
     tensors, metadata = (to_kohya if args.to == "kohya" else to_diffusers)(lora, table)

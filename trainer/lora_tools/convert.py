@@ -60,7 +60,8 @@ def to_diffusers(lora: LoraFile, table: dict[str, Target]) -> tuple[Tensors, dic
 
 def to_kohya(lora: LoraFile, table: dict[str, Target]) -> tuple[Tensors, dict[str, str]]:
     if lora.layout == "kohya":
-        raise UserError(f"{lora.path}: already in kohya's layout", "use --to diffusers to convert it the other way")
+        raise UserError(f"{lora.path}: already in kohya's layout", "use --to diffusers to convert it the other way",
+                        zh=f"{lora.path}：已经是 kohya 格式", hint_zh="要反向转换请用 --to diffusers")
     names = {(t.component, t.paths[0]): name for name, t in table.items() if len(t.paths) == 1}
     modules = peft_modules(lora)
     tensors: Tensors = {}
@@ -88,7 +89,11 @@ def _only_lora(lora: LoraFile) -> None:
     if not kind.kohya_keys or other:
         raise UserError(f"{lora.path}: convert handles LoRA and LoCon (lora_down/lora_up) modules; "
                         f"{len(other)} module(s) here are not, e.g. {other[0] if other else kind.name}",
-                        "LoHa and LoKr files stay in LyCORIS' layout, which A1111, ComfyUI and diffusers read")
+                        "LoHa and LoKr files stay in LyCORIS' layout, which A1111, ComfyUI and diffusers read",
+                        zh=f"{lora.path}：转换只支持 LoRA 和 LoCon（lora_down/lora_up）模块；"
+                        f"这里有 {len(other)} 个不是，"
+                        f"例如 {other[0] if other else kind.name}",
+                        hint_zh="LoHa 和 LoKr 文件保持 LyCORIS 格式即可，A1111、ComfyUI 和 diffusers 都能读")
 
 
 def _modules(tensors: Tensors) -> dict[str, Tensors]:
@@ -103,7 +108,10 @@ def _refuse_unmapped(lora: LoraFile, unmapped: list[str]) -> None:
     if unmapped:
         raise UserError(f"{lora.path}: {len(unmapped)} module(s) name no layer of a {lora.family} model, e.g. "
                         f"{unmapped[0]}", "check the file is for this model family; for a model whose layout "
-                        "differs from the standard one, give its diffusers folder with --base")
+                        "differs from the standard one, give its diffusers folder with --base",
+                        zh=f"{lora.path}：有 {len(unmapped)} 个模块在 {lora.family} 模型里找不到对应的层，"
+                        f"例如 {unmapped[0]}",
+                        hint_zh="请确认文件是给这类模型的；模型结构与标准不同时，请用 --base 给出它的 diffusers 文件夹")
 
 
 def _adapter_metadata(configs: dict[str, dict[str, tuple[int, float]]]) -> dict:
@@ -137,7 +145,9 @@ def _flux_to_diffusers(rest: Tensors) -> Tensors:
         state, used = peft_state_from_kohya_flux(blocks, *shape)
     except ValueError as exc:
         raise UserError(f"convert: {exc}".replace("network_weights: ", ""),
-                        "convert handles Flux LoRAs of one rank and alpha, as Danlu and sd-scripts write them") from None
+                        "convert handles Flux LoRAs of one rank and alpha, as Danlu and sd-scripts write them",
+                        zh=f"转换失败：{exc}".replace("network_weights: ", ""),
+                        hint_zh="转换只支持单一 rank 和 alpha 的 Flux LoRA（丹炉和 sd-scripts 写出的那种）") from None
     for key in used:
         rest.pop(key)
     return diffusers_flux_state_dict(state, shape[1])
@@ -149,13 +159,16 @@ def _flux_to_kohya(lora: LoraFile, modules: list[PeftModule]) -> Tensors:
     alphas = {m.alpha for m in modules}
     if len(alphas) != 1:
         raise UserError(f"{lora.path}: the transformer's modules have different alphas {sorted(alphas)}",
-                        "convert handles Flux LoRAs of one alpha, as Danlu, sd-scripts and diffusers write them")
+                        "convert handles Flux LoRAs of one alpha, as Danlu, sd-scripts and diffusers write them",
+                        zh=f"{lora.path}：transformer 各模块的 alpha 不同 {sorted(alphas)}",
+                        hint_zh="转换只支持单一 alpha 的 Flux LoRA（丹炉、sd-scripts 和 diffusers 写出的那种）")
     state = {}
     for m in modules:
         state[f"{m.path}.lora_A.weight"], state[f"{m.path}.lora_B.weight"] = m.down, m.up
     try:
         out = kohya_flux_state_dict(state, alphas.pop())
     except ValueError as exc:
-        raise UserError(f"{lora.path}: {exc}", "convert handles the attention and MLP layers of Flux blocks") from None
+        raise UserError(f"{lora.path}: {exc}", "convert handles the attention and MLP layers of Flux blocks",
+                        zh=f"{lora.path}：转换失败：{exc}", hint_zh="转换只支持 Flux 块里的注意力层和 MLP 层") from None
     dtype = modules[0].down.dtype
     return {k: v.to(dtype) if k.endswith(".alpha") else v for k, v in out.items()}

@@ -69,9 +69,11 @@ class Module:
         w = {key: value.float() for key, value in self.weights.items()}
         if "dora_scale" in w:  # DoRA rescales the merged weight's columns: not a plain additive update
             raise UserError(f"{self.name}: a DoRA module (dora_scale) is not supported", "merge LoRA, LoCon, LoHa "
-                            "or LoKr files")
+                            "or LoKr files", zh=f"{self.name}：不支持 DoRA 模块（dora_scale）",
+                            hint_zh="请合并 LoRA、LoCon、LoHa 或 LoKr 文件")
         if self.key_layout is None:
-            raise UserError(f"{self.name}: keys {sorted(self.weights)} are of no network type Danlu knows")
+            raise UserError(f"{self.name}: keys {sorted(self.weights)} are of no network type Danlu knows",
+                            zh=f"{self.name}：键 {sorted(self.weights)} 不属于丹炉认识的任何网络类型")
         return self.key_layout.file_delta(w, self.name) * self.scale
 
 
@@ -107,7 +109,9 @@ class LoraFile:
     def require_kohya(self, action: str) -> None:
         if self.layout != "kohya":
             raise UserError(f"{self.path}: {action} needs a LoRA in kohya's layout; this one is in diffusers' layout",
-                            f"convert it first: python -m trainer lora convert {self.path} --to kohya -o OUT")
+                            f"convert it first: python -m trainer lora convert {self.path} --to kohya -o OUT",
+                            zh=f"{self.path}：{action} 需要 kohya 格式的 LoRA；这个是 diffusers 格式",
+                            hint_zh=f"请先转换：python -m trainer lora convert {self.path} --to kohya -o OUT")
 
 
 def network_args(metadata: dict[str, str]) -> dict[str, str]:
@@ -123,14 +127,18 @@ def read_lora(path: Path) -> LoraFile:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"'{path}' does not exist" if not path.exists() else f"'{path}' is a folder, not a LoRA file",
-                        "give the path of a LoRA file (.safetensors, .ckpt, .pt)")
+                        "give the path of a LoRA file (.safetensors, .ckpt, .pt)",
+                        zh=f"'{path}' 不存在" if not path.exists() else f"'{path}' 是文件夹，不是 LoRA 文件",
+                        hint_zh="请给 LoRA 文件的路径（.safetensors、.ckpt、.pt）")
     damage = cut_short(path)
     if damage:
-        raise UserError(f"'{path}' is {damage}")
+        raise UserError(f"'{path}' is {damage}", zh=f"'{path}' 已损坏：{damage}")
     found = describe_checkpoint(path)
     if found.kind != "lora":
         raise UserError(f"'{path}' is not a LoRA file: it is {found.detail}",
-                        "give a LoRA file (kohya, LyCORIS or diffusers layout)")
+                        "give a LoRA file (kohya, LyCORIS or diffusers layout)",
+                        zh=f"'{path}' 不是 LoRA 文件：它是 {found.detail}",
+                        hint_zh="请给 LoRA 文件（kohya、LyCORIS 或 diffusers 格式）")
     tensors, metadata = load_lora(path)
     family = found.family or BASE_VERSIONS.get(metadata.get("ss_base_model_version", ""))
     layout = "kohya" if all(_kohya_key(key) for key in tensors) else "diffusers"
@@ -169,7 +177,8 @@ def peft_modules(lora: LoraFile) -> list[PeftModule]:
         component, _, path = stem.partition(".")
         up = lora.tensors.get(f"{stem}.lora_B.weight")
         if up is None:
-            raise UserError(f"{lora.path}: {stem} has lora_A but no lora_B", "the file is damaged or incomplete")
+            raise UserError(f"{lora.path}: {stem} has lora_A but no lora_B", "the file is damaged or incomplete",
+                            zh=f"{lora.path}：{stem} 有 lora_A 却没有 lora_B", hint_zh="文件已损坏或不完整")
         alpha = lora.tensors.get(f"{stem}.alpha")
         if alpha is None:
             pattern = configs.get(f"{component}.alpha_pattern") or {}

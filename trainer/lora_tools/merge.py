@@ -34,7 +34,10 @@ def load_base(base: str, dtype: torch.dtype) -> tuple[str, dict[str, Any], dict[
     if family is None:
         raise UserError(f"BASE: cannot tell which model '{base}' is",
                         "give a checkpoint (.safetensors) or diffusers model folder of "
-                        + ", ".join(family.label for family in FAMILIES.values()))
+                        + ", ".join(family.label for family in FAMILIES.values()),
+                        zh=f"BASE：看不出 '{base}' 是哪种模型",
+                        hint_zh="请给 " + "、".join(family.label for family in FAMILIES.values())
+                        + " 的模型文件（.safetensors）或 diffusers 模型文件夹")
     components = load_components(ModelSources(base), family, dtype)
     return family, components, module_table(family, adapter_parts(family, base, components))
 
@@ -44,15 +47,24 @@ def merge_into(family: str, components: dict[str, Any], table: dict[str, Target]
                ratio: float) -> Counter:
     """Adds one file's updates; returns how many layers changed per component. Refuses files with modules that
     name no layer."""
-    if lora.family and lora.family != family:
-        raise UserError(f"{lora.path}: a LoRA for {FAMILIES[lora.family].label}, but the base model is "
-                        f"{FAMILIES[family].label}", "merge LoRAs into the model family they were trained on")
-    updates = _kohya_updates(lora, table) if lora.layout == "kohya" else _peft_updates(lora, components)
     changed: Counter = Counter()
-    for component, layers, delta in updates:
-        _add(layers, delta, ratio, lora)
+    for component, layers, delta in lora_updates(family, components, table, lora):
+        add_delta(layers, delta, ratio, lora)
         changed[component] += len(layers)
     return changed
+
+
+def lora_updates(family: str, components: dict[str, Any], table: dict[str, Target],
+                 lora: LoraFile) -> list[tuple[str, tuple, torch.Tensor]]:
+    """(component, layers, dW) of each module of a file, dW in float32 on the file's tensors' device; refuses a
+    file of another family and modules that name no layer. `lora merge` and `try` (trainer/try_lora/) share it."""
+    if lora.family and lora.family != family:
+        raise UserError(f"{lora.path}: a LoRA for {FAMILIES[lora.family].label}, but the base model is "
+                        f"{FAMILIES[family].label}", "use LoRAs with the model family they were trained on",
+                        zh=f"{lora.path}：这是 {FAMILIES[lora.family].label} 的 LoRA"
+                        f"，但底模是 {FAMILIES[family].label}",
+                        hint_zh="LoRA 只能用于训练它的那一类模型")
+    return _kohya_updates(lora, table) if lora.layout == "kohya" else _peft_updates(lora, components)
 
 
 def _kohya_updates(lora: LoraFile, table: dict[str, Target]) -> list[tuple[str, tuple, torch.Tensor]]:
@@ -60,7 +72,9 @@ def _kohya_updates(lora: LoraFile, table: dict[str, Target]) -> list[tuple[str, 
     unmapped = [name for name in modules if name not in table]
     if unmapped:
         raise UserError(f"{lora.path}: {len(unmapped)} of {len(modules)} module(s) name no layer of the base model, "
-                        f"e.g. {unmapped[0]}", "check the LoRA was made for this base model")
+                        f"e.g. {unmapped[0]}", "check the LoRA was made for this base model",
+                        zh=f"{lora.path}：{len(modules)} 个模块中有 {len(unmapped)} 个在底模里找不到对应的层，"
+                        f"例如 {unmapped[0]}", hint_zh="请确认这个 LoRA 是给这个底模训练的")
     return [(table[name].component, table[name].layers, module.delta()) for name, module in modules.items()]
 
 
@@ -75,7 +89,9 @@ def _peft_updates(lora: LoraFile, components: dict[str, Any]) -> list[tuple[str,
         updates.append((m.component, (layer,), delta))
     if unmapped:
         raise UserError(f"{lora.path}: {len(unmapped)} module(s) name no layer of the base model, e.g. {unmapped[0]}",
-                        "check the LoRA was made for this base model")
+                        "check the LoRA was made for this base model",
+                        zh=f"{lora.path}：有 {len(unmapped)} 个模块在底模里找不到对应的层，例如 {unmapped[0]}",
+                        hint_zh="请确认这个 LoRA 是给这个底模训练的")
     return updates
 
 
@@ -90,15 +106,19 @@ def _submodule(component, path: str):
     return None
 
 
-def _add(layers: tuple, delta: torch.Tensor, ratio: float, lora: LoraFile) -> None:
-    """W += ratio * dW; a fused module's dW is the layers' weights stacked by rows."""
+def add_delta(layers: tuple, delta: torch.Tensor, ratio: float, lora: LoraFile) -> None:
+    """W += ratio * dW (summed in float32, stored in W's dtype); a fused module's dW is the layers' weights
+    stacked by rows."""
     rows = [layer.weight.shape[0] for layer in layers]
     if delta.shape[0] != sum(rows) or delta[0].numel() != layers[0].weight[0].numel():
         raise UserError(f"{lora.path}: a module's shape {tuple(delta.shape)} does not fit the base model's layer "
-                        f"{tuple(layers[0].weight.shape)}", "check the LoRA was made for this base model")
+                        f"{tuple(layers[0].weight.shape)}", "check the LoRA was made for this base model",
+                        zh=f"{lora.path}：模块形状 {tuple(delta.shape)} "
+                        f"与底模的层 {tuple(layers[0].weight.shape)} 不匹配",
+                        hint_zh="请确认这个 LoRA 是给这个底模训练的")
     for layer, part in zip(layers, torch.split(delta, rows, 0)):
         weight = layer.weight
-        weight.copy_((weight.float() + ratio * part.reshape(weight.shape)).to(weight.dtype))
+        weight.copy_((weight.float() + ratio * part.reshape(weight.shape).to(weight.device)).to(weight.dtype))
 
 
 # ---------------------------------------------------------------- saving
@@ -115,7 +135,11 @@ def save_merged(family: str, components: dict[str, Any], base: str, out: Path, f
     if lost:  # the merged text encoders would be silently dropped
         raise UserError(f"--format safetensors: the LoRA(s) changed {spec.label}'s {' and '.join(lost)}, which its "
                         f"single file does not hold ({', '.join(spec.separate_files.values())} stay the base's)",
-                        "use --format diffusers (-o a folder) to keep the merged text encoders")
+                        "use --format diffusers (-o a folder) to keep the merged text encoders",
+                        zh=f"--format safetensors：LoRA 改动了 {spec.label} 的 {'和'.join(lost)}"
+                        "，而它的单文件里不含这些"
+                        f"（{', '.join(spec.separate_files.values())} 仍是底模的）",
+                        hint_zh="请用 --format diffusers（-o 指向文件夹）保留合并后的文本编码器")
     _save_file(family, components, out, note)
 
 

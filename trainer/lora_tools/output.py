@@ -19,7 +19,10 @@ def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] | None =
     """A file ending in one of suffixes, or with suffixes None a model folder (`lora merge --format diffusers`)."""
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
-        raise UserError(f"-o: '{path}' must end in {' or '.join(suffixes)}", f"e.g. -o {path.with_suffix('.safetensors')}")
+        raise UserError(f"-o: '{path}' must end in {' or '.join(suffixes)}",
+        f"e.g. -o {path.with_suffix('.safetensors')}",
+                        zh=f"-o：'{path}' 的扩展名必须是 {' 或 '.join(suffixes)}",
+                        hint_zh=f"例如 -o {path.with_suffix('.safetensors')}")
     problems = file_place_problems(path, "-o", overwrite) if suffixes else model_folder_problems(path, "-o", overwrite)
     if problems:
         raise ConfigError(problems)

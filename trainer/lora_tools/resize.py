@@ -64,19 +64,28 @@ def _check(lora: LoraFile, kind: NetworkType, rank: int, method: str | None, par
         *others, last = [other.label for other in NETWORK_TYPES.values() if other.kohya_keys]
         raise UserError(f"{lora.path}: resize is defined for {', '.join(others)} and {last} files; this is a "
                         f"{kind.label} (sd-scripts has no resize for it either)",
-                        "retrain at the rank you want, or merge it into the base model with `lora merge`")
+                        "retrain at the rank you want, or merge it into the base model with `lora merge`",
+                        zh=f"{lora.path}：调整 rank 只支持 {', '.join(others)} 和 {last} 文件；这是 {kind.label}"
+                        "（sd-scripts 也不能调整它）", hint_zh="请按想要的 rank 重新训练，或用 `lora merge` 合并进底模")
     if rank < 1:
-        raise UserError(f"--rank: {rank} is not a rank", "give a whole number of 1 or more, e.g. --rank 16")
+        raise UserError(f"--rank: {rank} is not a rank", "give a whole number of 1 or more, e.g. --rank 16",
+                        zh=f"--rank：{rank} 不是有效的 rank", hint_zh="请给 1 及以上的整数，例如 --rank 16")
     if (method is None) != (param is None):
         raise UserError("--dynamic-method and --dynamic-param go together",
-                        "e.g. --dynamic-method sv_fro --dynamic-param 0.9 (--rank is then the highest rank)")
+                        "e.g. --dynamic-method sv_fro --dynamic-param 0.9 (--rank is then the highest rank)",
+                        zh="--dynamic-method 和 --dynamic-param 要一起用",
+                        hint_zh="例如 --dynamic-method sv_fro --dynamic-param 0.9（此时 --rank 是最高 rank）")
     if kind.nested_ranks and method:
         raise UserError(f"--dynamic-method: a {kind.label} file is cut at --rank, not resized by SVD",
-                        f"leave --dynamic-method out for {kind.label} files")
+                        f"leave --dynamic-method out for {kind.label} files",
+                        zh=f"--dynamic-method：{kind.label} 文件是在 --rank 处截断，不用 SVD 调整",
+                        hint_zh=f"{kind.label} 文件请不要写 --dynamic-method")
     bad = [m.name for m in lora.modules.values() if not m.kohya or "lora_mid.weight" in m.weights]
     if bad:
         raise UserError(f"{lora.path}: {len(bad)} module(s) are no plain lora_down/lora_up pair, e.g. {bad[0]}",
-                        "resize handles kohya LoRA and LoCon modules")
+                        "resize handles kohya LoRA and LoCon modules",
+                        zh=f"{lora.path}：有 {len(bad)} 个模块不是普通的 lora_down/lora_up 对，例如 {bad[0]}",
+                        hint_zh="调整 rank 只支持 kohya 的 LoRA 和 LoCon 模块")
 
 
 def _svd_resize(module: Module, limit: int, method: str | None, param: float | None):
@@ -129,10 +138,14 @@ def _cut(lora: LoraFile, kind: NetworkType, rank: int) -> Resized:
     old_rank = max(m.rank for m in lora.modules.values())
     if rank > old_rank:
         raise UserError(f"--rank: {rank} is more than the {kind.label} file's rank {old_rank}",
-                        f"a {kind.label} file can be cut to any rank up to {old_rank}")
+                        f"a {kind.label} file can be cut to any rank up to {old_rank}",
+                        zh=f"--rank：{rank} 超过了这个 {kind.label} 文件的 rank {old_rank}",
+                        hint_zh=f"{kind.label} 文件可以截到不超过 {old_rank} 的任意 rank")
     if rank % unit:
         raise UserError(f"--rank: {rank} is not a multiple of the {kind.label} unit {unit}; only those ranks were "
-                        "trained", f"use a multiple of {unit}")
+                        "trained", f"use a multiple of {unit}",
+                        zh=f"--rank：{rank} 不是 {kind.label} 单位 {unit} 的倍数；只有这些 rank 训练过",
+                        hint_zh=f"请用 {unit} 的倍数")
     tensors = dict(lora.tensors)
     for name, module in lora.modules.items():
         dim = module.rank

@@ -75,12 +75,16 @@ def skeleton(family: str, base: str | None) -> tuple[dict[str, Any], str]:
     Architectures from `base` (a diffusers folder) or the shipped configs of the family."""
     if base is not None and not (Path(base) / "model_index.json").is_file():
         raise UserError(f"--base: '{base}' is not a diffusers model folder", "give the model folder (with "
-                        "model_index.json), or leave --base out to use the standard architecture of the family")
+                        "model_index.json), or leave --base out to use the standard architecture of the family",
+                        zh=f"--base：'{base}' 不是 diffusers 模型文件夹",
+                        hint_zh="请给模型文件夹（含 model_index.json），或不写 --base，使用该模型家族的标准结构")
     spec = FAMILIES[family]
     config_dir = base or str(SHIPPED_CONFIGS / shipped_config(family))
     if base is not None and detect_family(base) != family:
         raise UserError(f"--base: '{base}' is not {spec.label}, the family of the LoRA",
-                        "give a base model of the LoRA's family")
+                        "give a base model of the LoRA's family",
+                        zh=f"--base：'{base}' 不是 {spec.label}，与这个 LoRA 的模型家族不符",
+                        hint_zh="请给与 LoRA 同一家族的底模")
     names = [spec.denoiser, *(encoder.component for encoder in spec.text_encoders)]
     components: dict[str, Any] = {name: empty_model(family, name, config_dir) for name in names}
     components["scheduler"] = load_scheduler(config_dir, family, "--base")

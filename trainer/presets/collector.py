@@ -28,6 +28,10 @@ class Unmapped:
     key: str  # the foreign field name (dotted for nested, e.g. "datasets.0.subsets.1.color_aug")
     value: Any
     reason: str  # one line: why it is not taken
+    reason_zh: str = ""  # the same in Chinese (the GUI's zh page)
+
+    def reason_in(self, lang: str) -> str:
+        return self.reason_zh if lang == "zh" and self.reason_zh else self.reason
 
 
 @dataclass
@@ -37,6 +41,10 @@ class Changed:
     setting: str  # the Danlu key it became
     new: Any  # the value Danlu trains with
     reason: str  # one line: why the value differs
+    reason_zh: str = ""
+
+    def reason_in(self, lang: str) -> str:
+        return self.reason_zh if lang == "zh" and self.reason_zh else self.reason
 
 
 @dataclass
@@ -48,14 +56,24 @@ class ImportResult:
     mapped: list[str] = field(default_factory=list)  # the foreign fields taken (with `unmapped`: all of them)
     changed: list[Changed] = field(default_factory=list)  # the foreign fields taken with another value
 
-    def report(self, text: Mapping[str, str] = REPORT_TEXT) -> list[str]:
+    def named_settings(self) -> dict[str, Any]:
+        """Every Danlu key the file speaks for: the settings, and with Danlu's default the keys of foreign fields
+        taken as that default (a field of the same name understood as Danlu's default, a value left out so the
+        default applies). Applied to a form, these change and nothing else (format.import_settings)."""
+        defaults = {name: info.default for name, info in TrainConfig.model_fields.items()}
+        kept = [key for key in self.mapped if key in defaults] + [item.setting for item in self.changed
+                                                                  if item.setting not in self.settings]
+        return {**{key: defaults[key] for key in kept}, **self.settings}
+
+    def report(self, text: Mapping[str, str] = REPORT_TEXT, lang: str = "en") -> list[str]:
         """Every source value the import changed, filled in, dropped or could not map: one line each, in `text`'s
-        wording (REPORT_TEXT for the CLI's `preset import`; the GUI's preset tab passes its language's)."""
-        lines = [text["changed"].format(key=c.key, value=c.value, setting=c.setting, new=c.new, reason=c.reason)
-                 for c in self.changed]
+        wording and the reasons in lang (REPORT_TEXT for the CLI's `preset import`; the GUI's preset tab passes
+        its language's)."""
+        lines = [text["changed"].format(key=c.key, value=c.value, setting=c.setting, new=c.new,
+                                        reason=c.reason_in(lang)) for c in self.changed]
         lines += [text["default"].format(setting=key, new=value)
                   for key, value in (self.metadata.get("sd_scripts_defaults") or {}).items()]
-        return lines + [text["unmapped"].format(key=item.key, value=item.value, reason=item.reason)
+        return lines + [text["unmapped"].format(key=item.key, value=item.value, reason=item.reason_in(lang))
                         for item in self.unmapped]
 
 
@@ -98,23 +116,24 @@ class Collector:
         self.mapped: list[str] = []
         self.unmapped: list[Unmapped] = []
         self.metadata: dict[str, Any] = {}
-        self.notes: dict[str, str] = {}  # foreign field -> why its value was changed
+        self.notes: dict[str, tuple[str, str]] = {}  # foreign field -> why its value was changed (en, zh)
         self.refused: dict[str, str] = {}  # foreign field -> the Danlu key a refused value was for
         self.defaulted: list[Changed] = []  # foreign values left out, so that Danlu's default (another value) applies
 
-    def set(self, key: str, value: Any, *sources: str, why: str = "") -> None:
-        """Danlu's `key` = value, taken from the foreign fields `sources`; `why`: the value differs from theirs."""
+    def set(self, key: str, value: Any, *sources: str, why: str = "", why_zh: str = "") -> None:
+        """Danlu's `key` = value, taken from the foreign fields `sources`; `why`: the value differs from theirs
+        (why_zh: the same in Chinese)."""
         self.settings[key] = value
         self.origins[key] = list(sources)
         for source in sources:
             self.keep(source)
             if why:
-                self.notes[source] = why
+                self.notes[source] = (why, why_zh)
 
-    def changed_to_default(self, source: str, key: str, default: Any, why: str) -> None:
+    def changed_to_default(self, source: str, key: str, default: Any, why: str, why_zh: str) -> None:
         """The foreign field is left out, and Danlu's default, another value than the file's, applies."""
         self.keep(source)
-        self.defaulted.append(Changed(source, self.raw.get(source), key, default, why))
+        self.defaulted.append(Changed(source, self.raw.get(source), key, default, why, why_zh))
 
     def keep(self, source: str) -> None:
         """The foreign field is understood and needs no setting (Danlu does the same by default, or another field
@@ -122,10 +141,11 @@ class Collector:
         if source not in self.mapped and not any(item.key == source for item in self.unmapped):
             self.mapped.append(source)
 
-    def skip(self, source: str, value: Any, reason: str) -> None:
+    def skip(self, source: str, value: Any, reason: str, zh: str) -> None:
+        """The foreign field is not taken, for reason (zh: the same in Chinese)."""
         if source in self.mapped:
             self.mapped.remove(source)
-        self.unmapped.append(Unmapped(source, value, reason))
+        self.unmapped.append(Unmapped(source, value, reason, zh))
 
     def result(self, fmt: str, path: Path) -> ImportResult:
         self._xformers_to_sdpa()
@@ -141,7 +161,7 @@ class Collector:
         went into the value (lora-scripts' preview form into one prompt line)."""
         source = next((source for source in self.origins.get(key, []) if source in self.notes), None)
         return None if source is None else Changed(source, self.raw.get(source), key, self.settings[key],
-                                                   self.notes[source])
+                                                   *self.notes[source])
 
     def _say_what_is_used(self) -> None:
         """Each refused value's line ends with the value Danlu trains with instead."""
@@ -150,6 +170,7 @@ class Collector:
             key = self.refused.get(item.key)
             if key in TrainConfig.model_fields:
                 item.reason += f"; Danlu uses {key} = {getattr(config, key)!r} instead"
+                item.reason_zh += f"；丹炉改用 {key} = {getattr(config, key)!r}"
 
     def _xformers_to_sdpa(self) -> None:
         """xformers is not part of Danlu's install: a config that used it trains with sdpa, so it works on the
@@ -159,7 +180,9 @@ class Collector:
         self.settings.pop("xformers")
         for source in self.origins.pop("xformers", []):
             self.skip(source, self.raw.get(source), "xformers is not installed here: Danlu uses PyTorch's sdpa "
-                      "attention instead (as fast, no extra package); set xformers: true after installing it")
+                      "attention instead (as fast, no extra package); set xformers: true after installing it",
+                      "这里没有安装 xformers：丹炉改用 PyTorch 自带的 sdpa 注意力（一样快，不用额外安装）；"
+                      "装好 xformers 后可以设 xformers: true")
         self.settings["sdpa"] = True
 
     def _drop_refused(self, path: Path) -> None:
@@ -168,56 +191,61 @@ class Collector:
         for _ in range(len(self.settings) + len(self.settings.get("network_args") or []) + 1):
             refused = refused_settings(self.settings)
             if "" in refused:
-                raise ConfigError([Problem((), f"{path}: the imported settings are refused: {refused['']}")])
+                raise ConfigError([Problem((), f"{path}: the imported settings are refused: {refused[''][0]}",
+                                           zh=f"{path}：导入的设置不被接受：{refused[''][1]}")])
             if not refused:
                 return
             self._with_companions(refused)
-            for key, reason in sorted(refused.items(), key=lambda item: _entry_index(item[0]), reverse=True):
+            for key, (reason, zh) in sorted(refused.items(), key=lambda item: _entry_index(item[0]), reverse=True):
                 if _entry_index(key) >= 0:  # network_args[2] goes before [1], whose place it would shift
-                    self._drop_network_arg(_entry_index(key), reason)
+                    self._drop_network_arg(_entry_index(key), reason, zh)
                     continue
                 self.settings.pop(key)
                 for source in dict.fromkeys(self.origins.pop(key, [])):
-                    self.skip(source, self.raw.get(source), f"Danlu refuses it: {reason}")
+                    self.skip(source, self.raw.get(source), f"Danlu refuses it: {reason}", f"丹炉不接受：{zh}")
                     self.refused[source] = key
-        raise ConfigError([Problem((), f"{path}: the imported settings do not validate together")])  # pragma: no cover
+        raise ConfigError([Problem((), f"{path}: the imported settings do not validate together",  # pragma: no cover
+                                   zh=f"{path}：导入的设置组合在一起无法通过检查")])
 
-    def _with_companions(self, refused: dict[str, str]) -> None:
+    def _with_companions(self, refused: dict[str, tuple[str, str]]) -> None:
         """A refused rank takes its alpha with it and the other way round: one without the other trains at a scale
         nobody chose."""
         for setting in list(refused):
             key = _danlu_key(self.settings, setting)
             companion = _setting(self.settings, COMPANIONS.get(key, ""))
             if companion and companion not in refused:
-                refused[companion] = f"it goes with {key}, which is refused ({refused[setting]})"
+                refused[companion] = (f"it goes with {key}, which is refused ({refused[setting][0]})",
+                                      f"它和 {key} 是一对，而 {key} 不被接受（{refused[setting][1]}）")
 
-    def _drop_network_arg(self, index: int, reason: str) -> None:
+    def _drop_network_arg(self, index: int, reason: str, zh: str) -> None:
         """One refused network_args entry goes; the others (the algo above all) stay."""
         entries, sources = self.settings["network_args"], self.origins["network_args"]
         entry, source = entries.pop(index), sources.pop(index)
         name = entry.partition("=")[0].strip()
         label = f"{source}.{name}" if source.endswith("network_args") else source
-        self.skip(label, entry, f"Danlu refuses it: {reason}")
+        self.skip(label, entry, f"Danlu refuses it: {reason}", f"丹炉不接受：{zh}")
         self.refused[label] = ARG_RENAMES.get(name, name)
         if not entries:
             self.settings.pop("network_args")
 
 
-def refused_settings(settings: dict[str, Any]) -> dict[str, str]:
-    """What TrainConfig refuses: Danlu key (or "network_args[i]" for one entry) -> why; each problem refuses the
-    first setting among its keys. Empty when accepted; the key "" when no problem names a setting."""
+def refused_settings(settings: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """What TrainConfig refuses: Danlu key (or "network_args[i]" for one entry) -> why (in English and Chinese);
+    each problem refuses the first setting among its keys. Empty when accepted; the key "" when no problem names
+    a setting."""
     try:
         validate_config(settings)
         return {}
     except ConfigError as exc:
         problems = exc.problems
-    refused: dict[str, str] = {}
+    refused: dict[str, tuple[str, str]] = {}
     for problem in problems:
         named = [(_setting(settings, key), key) for key in problem.keys if _setting(settings, key)]
         if named:
             setting, key = named[0]
-            refused.setdefault(setting, problem.detail if setting == key else str(problem))
-    return refused or {"": str(problems[0])}
+            refused.setdefault(setting, (problem.detail, problem.detail_in("zh")) if setting == key else
+                               (str(problem), problem.line_in("zh")))
+    return refused or {"": (str(problems[0]), problems[0].line_in("zh"))}
 
 
 def _danlu_key(settings: dict[str, Any], setting: str) -> str:

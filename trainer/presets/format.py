@@ -10,8 +10,9 @@ from the defaults. Presets are data: parsed with yaml.safe_load / json, never ex
     author: Danlu
     settings: {network_dim: 32, ...}
 
-Applying one: the defaults, then the preset's settings, then the user's own machine values (paths). Presets
-written before configs carried a version name it preset_version; a plain config file reads as a preset too.
+Applying one: the defaults, then the preset's settings, then the user's own machine values (paths) and LoRA name
+(kept_keys). Importing a file instead changes only the keys it names (import_settings). Presets written before
+configs carried a version name it preset_version; a plain config file reads as a preset too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from trainer.config import TrainConfig, field_info
 from trainer.config.io import parse_config_file, validate_config
 from trainer.config.migrations import OLD_VERSION_KEY, VERSION_KEY, migrate, split_version, versioned
 from trainer.config.schema.steps import length_defaults
+from trainer.presets.paths import usable_here
 
 LANG_TEXT_KEYS = ("title", "description")  # {en, zh} mappings
 META_KEYS = (VERSION_KEY, "name", *LANG_TEXT_KEYS, "model_family", "vram_gb", "author", "settings")
@@ -57,6 +59,17 @@ def machine_keys() -> list[str]:
     return [name for name in TrainConfig.model_fields if field_info(name).get("machine")]
 
 
+def kept_keys() -> list[str]:
+    """What applying a preset keeps from the form: this computer's values (machine_keys) and the LoRA's name."""
+    return [*machine_keys(), "output_name"]
+
+
+def path_keys() -> list[str]:
+    """The machine keys that hold a path (the others are launch settings): a file's value applies only when it
+    exists on this computer."""
+    return [key for key in machine_keys() if field_info(key).get("group") != "launch"]
+
+
 def changed_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The keys whose values differ from the defaults, in schema order (what a preset stores)."""
     defaults = {name: info.default for name, info in TrainConfig.model_fields.items()}
@@ -72,16 +85,33 @@ def share_safe(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def apply_preset(preset: Preset, current: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The config to use: defaults, then the preset, then the user's own machine values from `current`; and the
-    keys whose value changed from `current`."""
+    """The config to use: defaults, then the preset, then the user's own paths and LoRA name from `current`
+    (kept_keys); and the keys whose value changed from `current`."""
     config = {name: info.default for name, info in TrainConfig.model_fields.items()}
-    settings = preset.settings
-    if "network_module" in settings or "network_args" in settings:  # sd-scripts' spelling: as network_type etc.,
-        settings = map_network_config(settings)  # else the default network_type would contradict it
-    config.update({**settings, **length_defaults(settings)})  # steps without epochs: the steps decide
-    config.update({key: current[key] for key in machine_keys() if current.get(key) not in (None, "")})
-    changed = [key for key in config if config[key] != current.get(key, TrainConfig.model_fields[key].default)]
-    return config, changed
+    config.update(_named(preset.settings))
+    config.update({key: current[key] for key in kept_keys() if current.get(key) not in (None, "")})
+    return config, _changed(config, current)
+
+
+def import_settings(settings: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An imported file applied to the form `current`: only the keys it names change. A path it names that does
+    not exist on this computer, or that it leaves empty (paths.usable_here), is not applied: the second mapping
+    lists those with the file's value, and the form keeps its own."""
+    named = _named(settings)
+    skipped = {key: named.pop(key) for key in path_keys() if key in named and not usable_here(key, named[key])}
+    return {**current, **named}, skipped
+
+
+def _named(settings: dict[str, Any]) -> dict[str, Any]:
+    """The keys a preset or file sets, as Danlu's own: sd-scripts' network_module/network_args as network_type
+    etc. (else the default network_type would contradict them), and steps without epochs train those steps."""
+    if "network_module" in settings or "network_args" in settings:
+        settings = map_network_config(settings)
+    return {**settings, **length_defaults(settings)}
+
+
+def _changed(config: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [key for key in config if config[key] != current.get(key, TrainConfig.model_fields[key].default)]
 
 
 def is_preset(data: dict[str, Any]) -> bool:
@@ -90,16 +120,17 @@ def is_preset(data: dict[str, Any]) -> bool:
                                           if key != VERSION_KEY and key not in TrainConfig.model_fields)
 
 
-def read_preset(path: Path) -> Preset:
+def read_preset(path: Path, every_key: bool = False) -> Preset:
     """A preset file of any version (its settings migrate), or a plain config file (the keys that differ from the
-    defaults, named after the file). ConfigError names the file and each problem."""
+    defaults, or with every_key all the keys it names; named after the file). ConfigError names the file and
+    each problem."""
     data = parse_config_file(path)  # YAML, JSON (or a TOML config), with a clear error when it cannot be parsed
     try:
         version, rest = split_version(data)
         if is_preset(data):
             return preset_from_mapping(rest, version)
         preset = preset_from_mapping({"name": path.stem, "settings": rest}, version)  # a plain config
-        return replace(preset, settings=changed_settings(preset.settings))
+        return preset if every_key else replace(preset, settings=changed_settings(preset.settings))
     except ConfigError as exc:
         raise ConfigError([problem.within(f"{path.name}: ") for problem in exc.problems]) from None
 
@@ -109,10 +140,13 @@ def preset_from_mapping(data: dict[str, Any], version: int) -> Preset:
     unknown = [key for key in data if key not in META_KEYS]
     if unknown:
         raise ConfigError([Problem((key,), "not a preset field", f"a preset has {', '.join(META_KEYS)} (config keys "
-                                   "go under settings)") for key in unknown])
+                                   "go under settings)", zh="不是预设的字段",
+                                   hint_zh=f"预设只有 {', '.join(META_KEYS)}（配置参数写在 settings 下面）")
+                           for key in unknown])
     settings = data.get("settings") or {}
     if not isinstance(settings, dict):
-        raise ConfigError([Problem(("settings",), "expected a mapping of config keys to values")])
+        raise ConfigError([Problem(("settings",), "expected a mapping of config keys to values",
+                                   zh="应为“参数: 值”的映射")])
     settings = migrate(settings, version)
     validate_config(settings)
     texts = {key: _lang_text(data, key) for key in LANG_TEXT_KEYS}
@@ -150,5 +184,5 @@ def _lang_text(data: dict[str, Any], key: str) -> dict[str, str]:
     if isinstance(value, str):
         return {"en": value}
     if not isinstance(value, dict) or not set(value) <= {"en", "zh"}:
-        raise ConfigError([Problem((key,), "expected {en: ..., zh: ...}")])
+        raise ConfigError([Problem((key,), "expected {en: ..., zh: ...}", zh="应写成 {en: ..., zh: ...}")])
     return {lang: str(text) for lang, text in value.items()}

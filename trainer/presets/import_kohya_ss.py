@@ -12,6 +12,7 @@ from trainer.config.schema.flux import FluxFields
 from trainer.presets.collector import Collector, coerce, number
 from trainer.presets.import_sd_scripts import (
     ALWAYS_LIKE_DANLU,
+    FULL_PRESET_ONLY,
     NO_EQUIVALENT,
     SD_SCRIPTS_DEFAULTS,
     as_entries,
@@ -19,19 +20,21 @@ from trainer.presets.import_sd_scripts import (
     skip_unless_off,
 )
 
-GUI_ONLY_REASON = "kohya_ss GUI setting, no effect on training"
+GUI_ONLY_REASON = ("kohya_ss GUI setting, no effect on training", "kohya_ss 图形界面自己的设置，对训练没有影响")
 GUI_ONLY = ("model_list", "training_preset", "save_as", "save_as_bool", "file_path", "headless", "print_only")
 # accelerate launch options Danlu does not take (num_processes, num_machines, gpu_ids, main_process_port are its
 # own keys and import as they are).
 LAUNCH = ("num_cpu_threads_per_process", "multi_gpu", "dynamo_backend", "dynamo_mode", "dynamo_use_fullgraph",
           "dynamo_use_dynamic", "extra_accelerate_launch_args")
 LAUNCH_REASON = ("an accelerate launch option: Danlu launches the processes itself (num_processes, gpu_ids; "
-                 "torch_compile for dynamo)")
+                 "torch_compile for dynamo)", "accelerate 的启动选项：丹炉自己启动进程（num_processes、gpu_ids；"
+                 "dynamo 对应 torch_compile）")
+_IGNORED_BY_KOHYA = ("kohya_ss ignores it too ('not yet supported')", "kohya_ss 自己也忽略它（“尚未支持”）")
 KOHYA_NO_EQUIVALENT = {
     **NO_EQUIVALENT,
     "use_wandb": NO_EQUIVALENT["wandb_api_key"],
-    "stop_text_encoder_training_pct": "kohya_ss ignores it too ('not yet supported')",
-    "stop_text_encoder_training": "kohya_ss ignores it too ('not yet supported')",
+    "stop_text_encoder_training_pct": _IGNORED_BY_KOHYA,
+    "stop_text_encoder_training": _IGNORED_BY_KOHYA,
 }
 # LoRA_type -> Danlu's network_type.
 LORA_TYPES = {"Standard": "lora", "Kohya LoCon": "locon", "LoCon": "locon", "LyCORIS/LoCon": "locon",
@@ -46,11 +49,13 @@ TYPE_FIELDS = {
     "constrain": (), "rescaled": (), "train_on_input": (),  # OFT / iA3 switches: Danlu trains neither
 }
 TYPE_FIELDS["conv_alpha"] = TYPE_FIELDS["conv_dim"]
+LYCORIS_ONLY = ("a LyCORIS option Danlu does not have", "丹炉没有这个 LyCORIS 选项")
 LYCORIS_SWITCHES = (*_LOCON_SWITCHES, "use_cp", "decompose_both", "constrain", "rescaled", "train_on_input")
 FLUX_ONLY = (*FluxFields.model_fields, "ae", "clip_l", "t5xxl")  # kohya_ss passes them only with flux1_checkbox
 NOISE_FIELDS = {"Original": ("noise_offset", "adaptive_noise_scale", "noise_offset_random_strength"),
                 "Multires": ("multires_noise_iterations", "multires_noise_discount")}
-DROPPED_ZERO = "kohya_ss leaves 0 out of sd-scripts' arguments, so sd-scripts' default applies"
+DROPPED_ZERO = ("kohya_ss leaves 0 out of sd-scripts' arguments, so sd-scripts' default applies",
+                "kohya_ss 不把 0 传给 sd-scripts，所以用的是 sd-scripts 的默认值")
 KEEPS_ZERO = ("max_data_loader_n_workers",)  # train_model passes it after dropping the empty values
 RENAMES = {"max_resolution": "resolution", "optimizer": "optimizer_type", "lora_network_weights": "network_weights"}
 
@@ -68,9 +73,9 @@ def import_kohya_ss(data: dict[str, Any]) -> Collector:
 
 def _field(out: Collector, key: str, value: Any) -> None:
     if key in GUI_ONLY:
-        out.skip(key, value, GUI_ONLY_REASON)
+        out.skip(key, value, *GUI_ONLY_REASON)
     elif key in LAUNCH:
-        out.skip(key, value, LAUNCH_REASON)
+        out.skip(key, value, *LAUNCH_REASON)
     elif key in TrainConfig.model_fields or key in RENAMES:
         set_kohya(out, RENAMES.get(key, key), value, key)
     elif key in ALWAYS_LIKE_DANLU:
@@ -78,7 +83,7 @@ def _field(out: Collector, key: str, value: Any) -> None:
     elif key in KOHYA_NO_EQUIVALENT:
         skip_unless_off(out, key, value, KOHYA_NO_EQUIVALENT[key])
     else:
-        out.skip(key, value, "a kohya_ss field Danlu has no equivalent for")
+        out.skip(key, value, "a kohya_ss field Danlu has no equivalent for", "丹炉没有与这个 kohya_ss 字段对应的设置")
 
 
 def set_kohya(out: Collector, key: str, value: Any, source: str) -> None:
@@ -91,18 +96,19 @@ def set_kohya(out: Collector, key: str, value: Any, source: str) -> None:
     elif value is False and danlu is True:
         out.set(key, False, source)  # a store_true flag left off: sd-scripts' default
     elif key in SD_SCRIPTS_DEFAULTS:
-        out.set(key, SD_SCRIPTS_DEFAULTS[key], source, why=DROPPED_ZERO)
+        out.set(key, SD_SCRIPTS_DEFAULTS[key], source, why=DROPPED_ZERO[0], why_zh=DROPPED_ZERO[1])
     else:
         out.keep(source)  # Danlu's default is sd-scripts'
         if number(value) == 0 and value is not False and number(danlu) not in (None, 0):  # 0 == False: not `in`
-            out.changed_to_default(source, key, danlu, DROPPED_ZERO)
+            out.changed_to_default(source, key, danlu, *DROPPED_ZERO)
 
 
 def _network(out: Collector, data: dict[str, Any]) -> None:
     lora_type = data.get("LoRA_type", "Standard")
     kind = LORA_TYPES.get(lora_type)
     if "LoRA_type" in data and kind is None:
-        out.skip("LoRA_type", lora_type, f"Danlu trains {', '.join(LORA_TYPES)}; network_type stays lora")
+        out.skip("LoRA_type", lora_type, f"Danlu trains {', '.join(LORA_TYPES)}; network_type stays lora",
+                 f"丹炉能训练 {', '.join(LORA_TYPES)}；network_type 保持 lora")
     elif "LoRA_type" in data:
         out.set("network_type", kind, "LoRA_type")
         if lora_type == "Flux1":
@@ -110,15 +116,14 @@ def _network(out: Collector, data: dict[str, Any]) -> None:
     if "LyCORIS_preset" in data:
         preset = data["LyCORIS_preset"]
         lycoris = lora_type == "LoCon" or lora_type.startswith("LyCORIS/")
-        out.skip("LyCORIS_preset", preset, GUI_ONLY_REASON if preset == "full" or not lycoris else
-                 "Danlu adapts LyCORIS's full preset only (attention, MLP and ResNet conv layers)")
+        out.skip("LyCORIS_preset", preset, *(GUI_ONLY_REASON if preset == "full" or not lycoris else FULL_PRESET_ONLY))
     for key, types in TYPE_FIELDS.items():
         if key not in data:
             continue
         if lora_type not in types:
             out.keep(key)  # kohya_ss does not pass it for this LoRA type
         elif key in LYCORIS_SWITCHES:
-            skip_unless_off(out, key, data[key], "a LyCORIS option Danlu does not have")
+            skip_unless_off(out, key, data[key], LYCORIS_ONLY)
         else:
             set_kohya(out, key, data[key], key)
 
@@ -152,7 +157,10 @@ def _length(out: Collector, data: dict[str, Any]) -> None:
     elif epoch:
         out.set("max_train_epochs", int(epoch), "epoch", why="kohya_ss passes max_train_steps = ceil(images × "
                 "repeats / batch / accumulation × epoch), whole epochs when each bucket fills its last batch and a "
-                "few steps fewer otherwise; Danlu trains the whole epochs")
+                "few steps fewer otherwise; Danlu trains the whole epochs",
+                why_zh="kohya_ss 传给 sd-scripts 的是 max_train_steps = ceil(图片数 × 重复次数"
+                " / 批次 / 梯度累积 × 轮数)，"
+                "每个分桶最后一批都装满时正好是整轮，否则少几步；丹炉训练完整的轮数")
     for key in ("max_train_epochs", "max_train_steps", "epoch"):
         if key in data:
             out.keep(key)  # empty, or outweighed by the one above
@@ -175,17 +183,20 @@ def _warmup(out: Collector, data: dict[str, Any]) -> None:
     percent = number(data.get("lr_warmup")) or 0
     if percent >= 100:
         out.skip("lr_warmup", data["lr_warmup"], "a warm-up over the whole run cannot be written as a fraction "
-                                                 "below 1; set lr_warmup_steps to the number of steps")
+                                                 "below 1; set lr_warmup_steps to the number of steps",
+                 "贯穿整个训练的预热无法写成小于 1 的比例；请把 lr_warmup_steps 设为具体步数")
     elif percent:
         out.set("lr_warmup_steps", percent / 100, "lr_warmup", why="kohya_ss gives the warm-up in percent of the "
-                "steps; Danlu's lr_warmup_steps below 1 is that fraction")
+                "steps; Danlu's lr_warmup_steps below 1 is that fraction",
+                why_zh="kohya_ss 的预热按总步数的百分比给出；丹炉的 lr_warmup_steps 小于 1 时就是这个比例")
     elif "lr_warmup" in data:
         out.keep("lr_warmup")
     cycles = data.get("lr_scheduler_num_cycles")
     epoch = number(data.get("epoch"))
     if cycles == "" and epoch and data.get("lr_scheduler") == "cosine_with_restarts":
         out.set("lr_scheduler_num_cycles", int(epoch), "lr_scheduler_num_cycles",
-                why="kohya_ss passes epoch for an empty lr_scheduler_num_cycles")
+                why="kohya_ss passes epoch for an empty lr_scheduler_num_cycles",
+                why_zh="lr_scheduler_num_cycles 为空时，kohya_ss 传的是轮数（epoch）")
     elif "lr_scheduler_num_cycles" in data:
         set_kohya(out, "lr_scheduler_num_cycles", cycles, "lr_scheduler_num_cycles")
 
@@ -196,7 +207,7 @@ def _attention(out: Collector, data: dict[str, Any]) -> None:
         return
     choice = {True: "xformers", False: "none"}.get(data["xformers"], data["xformers"])
     if choice not in ("xformers", "sdpa", "none"):
-        out.skip("xformers", data["xformers"], "expected xformers, sdpa or none")
+        out.skip("xformers", data["xformers"], "expected xformers, sdpa or none", "应为 xformers、sdpa 或 none")
         return
     if choice == "xformers":
         out.set("xformers", True, "xformers")
@@ -225,7 +236,8 @@ def _extras(out: Collector, data: dict[str, Any]) -> None:
             out.set("seed", int(number(data["seed"])), "seed")
         else:
             out.skip("seed", data["seed"], "empty means a new random seed each run in kohya_ss; Danlu always "
-                                           "seeds (default 1337), so runs repeat")
+                                           "seeds (default 1337), so runs repeat",
+                     "在 kohya_ss 里留空表示每次训练用新的随机种子；丹炉总是固定种子（默认 1337），训练可以复现")
     for key in ("optimizer_args", "lr_scheduler_args"):
         if key in data:
             out.set(key, as_entries(data[key]), key)
@@ -250,7 +262,8 @@ def _additional(out: Collector, text: str) -> None:
     try:
         arguments = parse_arguments(text)
     except ValueError as exc:
-        out.skip("additional_parameters", text, f"cannot be read as --name value arguments: {exc}")
+        out.skip("additional_parameters", text, f"cannot be read as --name value arguments: {exc}",
+                 f"无法按 --参数名 值 的形式读取：{exc}")
         return
     out.keep("additional_parameters")
     map_sd_scripts_keys(out, arguments, prefix="additional_parameters.")

@@ -34,6 +34,9 @@ PREVIEW_DEFAULTS = {"negative_prompts": "", "sample_width": 512, "sample_height"
 PREVIEW_FIELDS = ("positive_prompts", *PREVIEW_DEFAULTS, "randomly_choice_prompt", "prompt_file")
 PREVIEW_CHANGED = ("lora-scripts' preview form, written as the one prompt line it passes to sd-scripts (--n negative, "
                    "--w/--h size, --l CFG, --s steps, --d seed; lora-scripts' values for the fields left out)")
+PREVIEW_CHANGED_ZH = ("秋叶训练器的预览表单，写成它传给 sd-scripts 的那一行提示词"
+"（--n 反向提示词、--w/--h 尺寸、--l CFG、"
+                      "--s 步数、--d 种子；没填的字段用秋叶训练器的默认值）")
 # A form switch and the fields it shows: with the switch off they are not sent to sd-scripts.
 SWITCHED = {"enable_base_weight": ("base_weights", "base_weights_multiplier"),
             "enable_block_weights": ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold")}
@@ -49,7 +52,8 @@ def import_lora_scripts(data: dict[str, Any]) -> Collector:
     for key in metadata:
         out.keep(f"metadata.{key}")
     for key, value in extra.items():
-        out.skip(key, value, "a lora-scripts preset holds [metadata] and [data] only")
+        out.skip(key, value, "a lora-scripts preset holds [metadata] and [data] only",
+                 "秋叶训练器的预设只有 [metadata] 和 [data] 两部分")
     for step in (_network, _optimizer, _model_type, _preview, _switches, _renamed):
         step(out, flat)  # each takes the form fields it understands out of flat
     custom = flat.pop("ui_custom_params", None)
@@ -106,7 +110,8 @@ def _model_type(out: Collector, flat: dict[str, Any]) -> None:
     kind = flat.pop("model_train_type")
     if kind not in MODEL_TRAIN_TYPES:
         out.skip("model_train_type", kind, f"Danlu trains {', '.join(MODEL_TRAIN_TYPES)} (LoRAs for SD1/SD2, "
-                                           "SDXL and Flux.1), not this")
+                                           "SDXL and Flux.1), not this",
+                 f"丹炉能训练 {', '.join(MODEL_TRAIN_TYPES)}（SD1/SD2、SDXL 和 Flux.1 的 LoRA），不包括这个")
     elif MODEL_TRAIN_TYPES[kind]:
         out.set("model_family", MODEL_TRAIN_TYPES[kind], "model_train_type")
         if "clip_skip" in flat:
@@ -124,7 +129,8 @@ def _preview(out: Collector, flat: dict[str, Any]) -> None:
         out.keep("enable_preview")
     if not enabled:
         for key, value in form.items():
-            out.skip(key, value, "enable_preview is off: lora-scripts makes no previews with it")
+            out.skip(key, value, "enable_preview is off: lora-scripts makes no previews with it",
+                     "enable_preview 关着：秋叶训练器这样设置时不出预览图")
         return
     if str(form.get("prompt_file", "")).strip():
         out.set("sample_prompts", str(form["prompt_file"]).strip(), "prompt_file")
@@ -135,10 +141,11 @@ def _preview(out: Collector, flat: dict[str, Any]) -> None:
                   f"--h {values['sample_height']} --l {values['sample_cfg']} --s {values['sample_steps']} "
                   f"--d {values['sample_seed']}")
         out.set("sample_prompts", [prompt], *(key for key in form if key != "randomly_choice_prompt"),
-                why=PREVIEW_CHANGED)
+                why=PREVIEW_CHANGED, why_zh=PREVIEW_CHANGED_ZH)
     if form.get("randomly_choice_prompt"):
         out.skip("randomly_choice_prompt", True, "Danlu does not pick a random caption as the preview prompt; "
-                                                 "it uses positive_prompts")
+                                                 "it uses positive_prompts",
+                 "丹炉不会随机挑一条标注当预览提示词；它用 positive_prompts")
     for key in form:
         out.keep(key)  # left empty, or part of the prompt line above
 
@@ -170,7 +177,7 @@ def _custom_params(out: Collector, text: Any) -> None:
     try:
         custom = flatten_sections(tomllib.loads(str(text)))
     except tomllib.TOMLDecodeError as exc:
-        out.skip("ui_custom_params", text, f"not valid TOML: {exc}")
+        out.skip("ui_custom_params", text, f"not valid TOML: {exc}", f"不是有效的 TOML：{exc}")
         return
     out.keep("ui_custom_params")
     map_sd_scripts_keys(out, custom, prefix="ui_custom_params.")

@@ -11,48 +11,58 @@ from typing import Any
 
 from trainer.adapters.sd_scripts import ARG_KEYS, LYCORIS_ALGOS, NETWORK_MODULES
 from trainer.config import TrainConfig
-from trainer.config.io import NOT_NEEDED
+from trainer.config.io import NOT_NEEDED, NOT_NEEDED_ZH
 from trainer.dataset.scan import parse_folder_name
 from trainer.presets.collector import Collector, coerce, is_off
 from trainer.presets.paths import name_of, parent_of, with_name
 
-_LOGS = NOT_NEEDED["log_with"]
-_DEEPSPEED = "DeepSpeed is not supported: Danlu trains with DDP (num_processes)"
-_GROUPS: dict[str, tuple[str, ...]] = {
+_LOGS = (NOT_NEEDED["log_with"], NOT_NEEDED_ZH["log_with"])
+_DEEPSPEED = ("DeepSpeed is not supported: Danlu trains with DDP (num_processes)",
+              "不支持 DeepSpeed：丹炉用 DDP 多卡训练（num_processes）")
+# (reason, its Chinese) -> the sd-scripts options it is the reason for
+_GROUPS: dict[tuple[str, str], tuple[str, ...]] = {
     _LOGS: ("logging_dir", "log_with", "log_prefix", "log_tracker_name", "log_tracker_config", "log_config",
             "wandb_api_key", "wandb_run_name"),
-    NOT_NEEDED["mem_eff_attn"]: ("mem_eff_attn",),
-    "Danlu saves to output_dir only; upload the file yourself": (
+    (NOT_NEEDED["mem_eff_attn"], NOT_NEEDED_ZH["mem_eff_attn"]): ("mem_eff_attn",),
+    ("Danlu saves to output_dir only; upload the file yourself", "丹炉只保存到 output_dir；上传请自己来"): (
         "huggingface_repo_id", "huggingface_repo_type", "huggingface_path_in_repo", "huggingface_token",
         "huggingface_repo_visibility", "save_state_to_huggingface", "resume_from_huggingface", "async_upload"),
-    "Danlu places the models in memory itself": ("lowram", "highvram", "lowvram"),
+    ("Danlu places the models in memory itself", "丹炉自己安排模型放在显存还是内存"): ("lowram", "highvram", "lowvram"),
     _DEEPSPEED: ("deepspeed", "zero_stage"),
-    "weighted captions ((word:1.2)) are not supported": ("weighted_captions",),
-    "token warm-up is not supported": ("token_warmup_min", "token_warmup_step"),
-    "face crop augmentation is not supported": ("face_crop_aug_range",),
-    "import the dataset TOML on its own (python -m trainer preset import DATASET.toml)": ("dataset_config",),
-    "fine-tuning (metadata JSON) datasets are not supported; Danlu reads N_name folders": (
-        "in_json", "dataset_repeats", "metadata_file"),
-    "not supported (masked / alpha-mask loss)": ("masked_loss", "alpha_mask"),
-    "Danlu does not stop text-encoder training part-way": ("stop_text_encoder_training",),
-    "a DreamBooth-script option; LoRA training pads tokens as usual": ("no_token_padding",),
-    "use save_every_n_epochs": ("save_n_epoch_ratio",),
-    "a command-line helper of sd-scripts": ("config_file", "output_config", "debug_dataset"),
-    "Danlu does not write modelspec title/author metadata": (
+    ("weighted captions ((word:1.2)) are not supported", "不支持带权重的标注（(word:1.2)）"): ("weighted_captions",),
+    ("token warm-up is not supported", "不支持 token 预热"): ("token_warmup_min", "token_warmup_step"),
+    ("face crop augmentation is not supported", "不支持人脸裁剪增强"): ("face_crop_aug_range",),
+    ("import the dataset TOML on its own (python -m trainer preset import DATASET.toml)",
+     "请单独导入数据集 TOML（python -m trainer preset import DATASET.toml）"): ("dataset_config",),
+    ("fine-tuning (metadata JSON) datasets are not supported; Danlu reads N_name folders",
+     "不支持微调用的（元数据 JSON）数据集；丹炉读取 N_名称 文件夹"): ("in_json", "dataset_repeats", "metadata_file"),
+    ("not supported (masked / alpha-mask loss)", "不支持（蒙版 / alpha 蒙版 loss）"): ("masked_loss", "alpha_mask"),
+    ("Danlu does not stop text-encoder training part-way", "丹炉不会中途停止训练文本编码器"): (
+        "stop_text_encoder_training",),
+    ("a DreamBooth-script option; LoRA training pads tokens as usual",
+     "DreamBooth 脚本的选项；LoRA 训练照常补齐 token"): ("no_token_padding",),
+    ("use save_every_n_epochs", "请用 save_every_n_epochs"): ("save_n_epoch_ratio",),
+    ("a command-line helper of sd-scripts", "sd-scripts 的命令行辅助选项"): ("config_file", "output_config",
+                                                                         "debug_dataset"),
+    ("Danlu does not write modelspec title/author metadata", "丹炉不写 modelspec 的标题/作者元数据"): (
         "metadata_title", "metadata_author", "metadata_description", "metadata_license", "metadata_tags"),
-    "merging LoRAs into the base model before training is not supported": ("base_weights", "base_weights_multiplier"),
-    "LoRA+ learning-rate ratios are not supported": (
+    ("merging LoRAs into the base model before training is not supported", "不支持训练前把 LoRA 合并进底模"): (
+        "base_weights", "base_weights_multiplier"),
+    ("LoRA+ learning-rate ratios are not supported", "不支持 LoRA+ 的学习率比例"): (
         "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"),
-    "block-wise learning rates and dims are not supported": (
+    ("block-wise learning rates and dims are not supported", "不支持分层学习率和分层 dim"): (
         "down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold", "block_dims", "block_alphas",
         "conv_block_dims", "conv_block_alphas"),
-    "Danlu trains with the LoRA at full strength (multiplier 1)": ("network_multiplier",),
-    "Danlu resumes from a saved state folder (resume)": ("initial_epoch", "initial_step", "skip_until_initial_step"),
-    "validation loss is not supported": ("validation_split", "validation_seed", "validate_every_n_steps",
-                                         "validate_every_n_epochs", "max_validation_steps"),
-    "a Flux.1 memory option Danlu does not have": ("split_mode", "mem_eff_save"),
-    "Danlu checks its caches by their content": ("skip_cache_check", "cache_info"),
-    "Danlu loads images with its own resizing": ("resize_interpolation",),
+    ("Danlu trains with the LoRA at full strength (multiplier 1)", "丹炉训练时 LoRA 始终是全强度（倍率 1）"): (
+        "network_multiplier",),
+    ("Danlu resumes from a saved state folder (resume)", "丹炉从保存的状态文件夹继续训练（resume）"): (
+        "initial_epoch", "initial_step", "skip_until_initial_step"),
+    ("validation loss is not supported", "不支持验证集 loss"): (
+        "validation_split", "validation_seed", "validate_every_n_steps", "validate_every_n_epochs",
+        "max_validation_steps"),
+    ("a Flux.1 memory option Danlu does not have", "丹炉没有这个 Flux.1 省显存选项"): ("split_mode", "mem_eff_save"),
+    ("Danlu checks its caches by their content", "丹炉按内容检查缓存"): ("skip_cache_check", "cache_info"),
+    ("Danlu loads images with its own resizing", "丹炉用自己的方式缩放图片"): ("resize_interpolation",),
 }
 NO_EQUIVALENT = {key: reason for reason, keys in _GROUPS.items() for key in keys}
 OFF_DEFAULTS = {"network_multiplier": 1.0, "token_warmup_min": 1}  # the values that mean "not used"
@@ -107,7 +117,7 @@ def map_sd_scripts_keys(out: Collector, flat: dict[str, Any], prefix: str = "") 
         elif key in NO_EQUIVALENT:
             skip_unless_off(out, key, value, NO_EQUIVALENT[key], source)
         else:
-            out.skip(source, value, "not an option Danlu has (no equivalent)")
+            out.skip(source, value, "not an option Danlu has (no equivalent)", "丹炉没有这个选项（没有对应项）")
 
 
 def set_plain(out: Collector, key: str, value: Any, source: str) -> None:
@@ -119,12 +129,14 @@ def set_plain(out: Collector, key: str, value: Any, source: str) -> None:
         out.set(key, coerce(key, value), source)
 
 
-def skip_unless_off(out: Collector, key: str, value: Any, reason: str, source: str | None = None) -> None:
-    """An option Danlu lacks: switched off it changes nothing (taken); switched on it is listed."""
+def skip_unless_off(out: Collector, key: str, value: Any, reason: tuple[str, str],
+                    source: str | None = None) -> None:
+    """An option Danlu lacks: switched off it changes nothing (taken); switched on it is listed (reason: in English
+    and Chinese)."""
     if is_off(value) or OFF_DEFAULTS.get(key) == value:
         out.keep(source or key)
     else:
-        out.skip(source or key, value, reason)
+        out.skip(source or key, value, *reason)
 
 
 def as_entries(value: Any) -> list[str]:
@@ -143,11 +155,13 @@ def map_network(out: Collector, module: str | None, args: list[tuple[str, str]],
     if (module is not None and module not in NETWORK_MODULES) or unknown_algo:
         what = f"LyCORIS algo {unknown_algo[0]}" if unknown_algo else f"network_module {module}"
         reason = (f"Danlu does not train {what} (it trains LoRA, LoCon, LoHa, LoKr and DyLoRA: network_module "
-                  f"{', '.join(NETWORK_MODULES)}); network_type stays lora")
+                  f"{', '.join(NETWORK_MODULES)}); network_type stays lora",
+                  f"丹炉不训练 {what}（能训练 LoRA、LoCon、LoHa、LoKr 和 DyLoRA：network_module "
+                  f"{', '.join(NETWORK_MODULES)}）；network_type 保持 lora")
         if module is not None:
-            out.skip(module_source, module, reason)
+            out.skip(module_source, module, *reason)
         for source in dict.fromkeys(source for _, source in args):
-            out.skip(source, out.raw.get(source), reason)
+            out.skip(source, out.raw.get(source), *reason)
         return
     if module is not None:
         out.set("network_module", module, module_source)
@@ -162,18 +176,23 @@ def map_network(out: Collector, module: str | None, args: list[tuple[str, str]],
         elif value.strip().lower() in _OFF_TEXT and name not in _ARG_NAMES:
             out.keep(label)  # a LyCORIS switch left off (use_tucker=False, ...): Danlu does the same
         else:
-            out.skip(label, entry, reason)
+            out.skip(label, entry, *reason)
     if kept:
         out.set("network_args", kept, *sources)  # one source per entry, so a refused entry can go alone
     for _, source in args:
         out.keep(source)
 
 
-def _network_arg_problem(name: str, value: str) -> str | None:
+FULL_PRESET_ONLY = ("Danlu adapts LyCORIS's full preset only (attention, MLP and ResNet conv layers)",
+                    "丹炉只适配 LyCORIS 的 full 预设（注意力层、MLP 和 ResNet 卷积层）")
+
+
+def _network_arg_problem(name: str, value: str) -> tuple[str, str] | None:
+    """Why a network_args entry cannot be taken (in English and Chinese), or None."""
     if name == "preset" and value != "full":
-        return "Danlu adapts LyCORIS's full preset only (attention, MLP and ResNet conv layers)"
+        return FULL_PRESET_ONLY
     if name not in _ARG_NAMES:
-        return "a network argument Danlu does not have"
+        return "a network argument Danlu does not have", "丹炉没有这个网络参数"
     return None
 
 
@@ -217,7 +236,8 @@ def import_sd_scripts_dataset(data: dict[str, Any]) -> Collector:
     out = Collector({f"{prefix}{key}": value for prefix, options in levels for key, value in options.items()})
     for key, value in data.items():
         if key not in ("general", "datasets"):
-            out.skip(key, value, "not a dataset-config section ([general] or [[datasets]])")
+            out.skip(key, value, "not a dataset-config section ([general] or [[datasets]])",
+                     "不是数据集配置的小节（[general] 或 [[datasets]]）")
     subsets = [(prefix, _effective(levels, prefix)) for prefix, _ in levels if ".subsets." in prefix]
     handled = {*DATASET_KEYS, *SUBSET_KEYS, *SUBSET_FOLDER_KEYS, "subsets"}
     _agreeing(out, levels, [(p, _effective(levels, p)) for p, _ in levels if p.count(".") == 2],
@@ -228,7 +248,8 @@ def import_sd_scripts_dataset(data: dict[str, Any]) -> Collector:
     for prefix, options in levels:
         for key, value in options.items():
             if key not in handled:
-                reason = NO_EQUIVALENT.get(key, "not a dataset option Danlu has (no equivalent)")
+                reason = NO_EQUIVALENT.get(key, ("not a dataset option Danlu has (no equivalent)",
+                                                 "丹炉没有这个数据集选项（没有对应项）"))
                 skip_unless_off(out, key, value, reason, f"{prefix}{key}")
     return out
 
@@ -265,7 +286,8 @@ def _agreeing(out: Collector, levels: list[tuple[str, dict[str, Any]]], units: l
         else:
             for source in written:
                 out.skip(source, out.raw[source], f"differs between {what}s, and Danlu has one {danlu} for all; "
-                                                  "train them separately or choose one value")
+                                                  "train them separately or choose one value",
+                         f"各个 {what} 的取值不同，而丹炉所有数据只有一个 {danlu}；请分开训练，或统一成一个值")
 
 
 def _folders(out: Collector, subsets: list[tuple[str, dict[str, Any]]], target: str) -> None:
@@ -278,12 +300,16 @@ def _folders(out: Collector, subsets: list[tuple[str, dict[str, Any]]], target: 
     for prefix, options in subsets:
         sources = [f"{prefix}{key}" for key in SUBSET_FOLDER_KEYS if f"{prefix}{key}" in out.raw]
         if len(parents) != 1 or clash:
-            why = ("shares its parent with the training folders; Danlu reads every N_name folder of "
-                   "train_data_dir as training data, so move the regularisation folders under their own parent"
-                   if clash else f"the {target} subsets lie in different folders ({', '.join(sorted(parents))}); "
-                   "Danlu reads one folder of N_name subfolders, so move them under one parent")
+            why = (("shares its parent with the training folders; Danlu reads every N_name folder of "
+                    "train_data_dir as training data, so move the regularisation folders under their own parent",
+                    "与训练文件夹在同一个上层文件夹里；丹炉会把 train_data_dir 下每个 N_名称 文件夹都当作训练数据，"
+                    "请把正则化文件夹移到它们自己的上层文件夹下") if clash else
+                   (f"the {target} subsets lie in different folders ({', '.join(sorted(parents))}); Danlu reads "
+                    "one folder of N_name subfolders, so move them under one parent",
+                    f"{target} 的子集分散在不同的文件夹里（{', '.join(sorted(parents))}）；丹炉读取的是一个装着"
+                    " N_名称 子文件夹的文件夹，请把它们移到同一个上层文件夹下"))
             for source in sources:
-                out.skip(source, out.raw[source], why)
+                out.skip(source, out.raw[source], *why)
             continue
         if "image_dir" in options:
             _folder_name(out, prefix, options)
@@ -300,13 +326,17 @@ def _folder_name(out: Collector, prefix: str, options: dict[str, Any]) -> None:
     parsed = parse_folder_name(name_of(folder))
     wanted = f"{repeats}_{tokens if tokens is not None else (parsed[1] if parsed else name_of(folder))}"
     rename = f"rename {folder} to {with_name(folder, wanted)}"
+    rename_zh = f"请把 {folder} 改名为 {with_name(folder, wanted)}"
     if parsed is None:
         out.skip(f"{prefix}image_dir", folder, f"Danlu reads the repeat count from the folder name "
-                                                     f"(N_name), and this one has none: {rename}")
+                                                     f"(N_name), and this one has none: {rename}",
+                 f"丹炉从文件夹名（N_名称）读取重复次数，而这个文件夹名里没有：{rename_zh}")
     elif parsed[0] != repeats:
         out.skip(f"{prefix}num_repeats", repeats, f"Danlu reads the repeat count from the folder name, which "
-                                                  f"says {parsed[0]}: {rename}")
+                                                  f"says {parsed[0]}: {rename}",
+                 f"丹炉从文件夹名读取重复次数，而文件夹名写的是 {parsed[0]}：{rename_zh}")
     if parsed is not None and tokens is not None and parsed[1] != tokens:
         out.skip(f"{prefix}class_tokens", tokens, f"Danlu reads the class tokens from the folder name, which "
-                                                  f"says '{parsed[1]}': {rename}")
+                                                  f"says '{parsed[1]}': {rename}",
+                 f"丹炉从文件夹名读取类别词，而文件夹名写的是 '{parsed[1]}'：{rename_zh}")
 

@@ -37,20 +37,24 @@ LORA_SCRIPTS_MARKERS = ("model_train_type", "lycoris_algo", "lokr_factor", "dylo
 def read_foreign(path: Path) -> dict[str, Any]:
     """The file parsed as it is (TOML sections kept); ConfigError naming the file when it cannot be read."""
     if not path.is_file():
-        raise ConfigError([Problem((), f"{path}: file not found")])
+        raise ConfigError([Problem((), f"{path}: file not found", zh=f"{path}：找不到文件")])
     suffix = path.suffix.lower()
     if suffix not in (".json", ".toml"):
         kinds = "a kohya_ss .json or sd-scripts/lora-scripts .toml file"
-        raise ConfigError([Problem((), f"{path}: not {kinds} (a Danlu YAML config needs no import)")])
+        raise ConfigError([Problem((), f"{path}: not {kinds} (a Danlu YAML config needs no import)",
+                                   zh=f"{path}：不是 kohya_ss 的 .json 或 sd-scripts/秋叶训练器的 .toml 文件"
+                                   "（丹炉自己的 YAML 配置不用导入）")])
     try:
         text = read_user_text(path)  # UTF-8, UTF-16 with a BOM or GBK (trainer/common/text.py)
         data = json.loads(text) if suffix == ".json" else tomllib.loads(text)
     except UserError as exc:
-        raise ConfigError([Problem((), exc.message, exc.hint)]) from None
+        raise ConfigError(exc.problems) from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([Problem((), f"{path}: not valid {suffix.lstrip('.').upper()}: {exc}")]) from None
+        raise ConfigError([Problem((), f"{path}: not valid {suffix.lstrip('.').upper()}: {exc}",
+                                   zh=f"{path}：不是有效的 {suffix.lstrip('.').upper()} 文件：{exc}")]) from None
     if not isinstance(data, dict):
-        raise ConfigError([Problem((), f"{path}: expected a mapping of fields to values at the top level")])
+        raise ConfigError([Problem((), f"{path}: expected a mapping of fields to values at the top level",
+                                   zh=f"{path}：最外层应是“字段: 值”的映射")])
     return data
 
 
@@ -61,9 +65,11 @@ def detect_format(path: Path, data: dict) -> str:
         if any(key in data for key in KOHYA_SS_MARKERS):
             return "kohya_ss"
         markers = ", ".join(KOHYA_SS_MARKERS)
-        raise ConfigError([Problem((), f"{path}: not a kohya_ss GUI config (it has none of {markers})")])
+        raise ConfigError([Problem((), f"{path}: not a kohya_ss GUI config (it has none of {markers})",
+                                   zh=f"{path}：不是 kohya_ss 图形界面的配置（{markers} 一个都没有）")])
     if suffix != ".toml":
-        raise ConfigError([Problem((), f"{path}: not a kohya_ss .json or sd-scripts/lora-scripts .toml file")])
+        raise ConfigError([Problem((), f"{path}: not a kohya_ss .json or sd-scripts/lora-scripts .toml file",
+                                   zh=f"{path}：不是 kohya_ss 的 .json 或 sd-scripts/秋叶训练器的 .toml 文件")])
     if isinstance(data.get("datasets"), list) or isinstance(data.get("general"), dict):
         return "sd_scripts_dataset"
     if isinstance(data.get("metadata"), dict) and isinstance(data.get("data"), dict):

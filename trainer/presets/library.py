@@ -43,4 +43,6 @@ def find_preset(name: str) -> PresetEntry:
     for entry in reversed(entries):
         if name in (entry.preset.name, entry.path.stem):
             return entry
-    raise ConfigError([Problem((), f"preset: no preset named '{name}'", "`python -m trainer preset list` shows them")])
+    raise ConfigError([Problem((), f"preset: no preset named '{name}'", "`python -m trainer preset list` shows them",
+                               zh=f"preset：没有名为 '{name}' 的预设",
+                               hint_zh="`python -m trainer preset list` 会列出所有预设")])

@@ -160,17 +160,18 @@ class Detached:
     popen: subprocess.Popen
 
 
-def start_detached(args: Sequence[str | Path], folder: Path) -> Detached:
+def start_detached(args: Sequence[str | Path], folder: Path, json_errors: bool = False) -> Detached:
     """Start `python -m trainer ARGS` and return at once. It gets its own process group (its own session on
     POSIX): a stop can signal it and every process it starts, and a Ctrl+C in this terminal does not reach it.
     Its stdout and stderr go to folder/console.log; folder/process.json records {pid, started_at, argv} (whole
-    or not at all), so a restarted GUI finds it again."""
+    or not at all), so a restarted GUI finds it again. json_errors: a refusal ends console.log as one JSON line
+    (error_json), for a caller that shows it in its own words rather than the log."""
     argv = trainer_argv(args)
     isolation: dict[str, Any] = ({"start_new_session": True} if os.name == "posix"
                                  else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP})
     with open(folder / CONSOLE_LOG, "ab") as console:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                 env=child_env(), **isolation)
+                                 env=child_env(json_errors), **isolation)
     started_at = time.time()
     record = {"pid": popen.pid, "started_at": started_at, "argv": argv}
     atomic_write_text(folder / PROCESS_FILE, json.dumps(record, ensure_ascii=False, indent=1))

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer.common.files import new_dated_folder
+
 STOP_FILE = "STOP"
 TERM_GRACE_S = 60.0  # after SIGTERM, how long a run has to save and end before it ends at once
 TERMINATED = 128 + signal.SIGTERM  # the exit status of a run ended at once, as a shell reports a SIGTERM
@@ -29,13 +31,7 @@ TERMINATED = 128 + signal.SIGTERM  # the exit status of a run ended at once, as 
 def new_run_dir(output_dir: Path, kind: str = "runs") -> Path:
     """output_dir/<kind>/<YYYYmmdd-HHMMSS> (kind: runs, or sweeps), with a suffix when two start in the same
     second."""
-    base = output_dir / kind / time.strftime("%Y%m%d-%H%M%S")
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
-    return run_dir
+    return new_dated_folder(output_dir / kind)
 
 
 class RunLog:

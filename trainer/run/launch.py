@@ -55,7 +55,9 @@ def launch(config: TrainConfig, run_dir: Path) -> int:
         return subprocess.run(argv, env=launch_env(config), stdin=subprocess.DEVNULL, check=False).returncode
     except OSError as exc:
         raise UserError(f"num_processes: cannot start the launcher: {exc}",
-                        "check that PyTorch is installed in this Python environment") from None
+                        "check that PyTorch is installed in this Python environment",
+                        zh=f"num_processes：无法启动多进程启动器：{exc}",
+                        hint_zh="请确认这个 Python 环境里装了 PyTorch") from None
 
 
 def main_port(config: TrainConfig) -> int:
@@ -87,15 +89,22 @@ def launch_problems(config: TrainConfig, gpus: int) -> list[Problem]:
     missing = [number for number in ids if number >= gpus]
     if gpus and missing:
         problems.append(Problem(("gpu_ids",), f"this machine has no GPU {', '.join(map(str, missing))} (it has "
-                                f"{gpus}: 0-{gpus - 1})", "use the numbers nvidia-smi shows"))
+                                f"{gpus}: 0-{gpus - 1})", "use the numbers nvidia-smi shows",
+                                zh=f"这台机器没有 {', '.join(map(str, missing))} 号显卡"
+                                f"（它有 {gpus} 张：0-{gpus - 1}）",
+                                hint_zh="请使用 nvidia-smi 显示的编号"))
     if gpus and not ids and config.processes_per_machine > gpus:
         problems.append(Problem(("num_processes",), f"{config.processes_per_machine} processes on this machine, "
                                 f"but it has {gpus} GPU{'s' if gpus > 1 else ''}",
-                                f"set num_processes to at most {gpus * config.num_machines}"))
+                                f"set num_processes to at most {gpus * config.num_machines}",
+                                zh=f"本机要开 {config.processes_per_machine} 个进程，但只有 {gpus} 张显卡",
+                                hint_zh=f"请把 num_processes 设为不超过 {gpus * config.num_machines}"))
     if config.distributed and config.main_process_port and config.machine_rank == 0 and not launched() and \
             port_in_use(config.main_process_port):  # once launched, the processes themselves listen there
         problems.append(Problem(("main_process_port",), f"port {config.main_process_port} is in use on this "
-                                "machine", "pick another port, or leave it empty on a single machine"))
+                                "machine", "pick another port, or leave it empty on a single machine",
+                                zh=f"本机的端口 {config.main_process_port} 已被占用",
+                                hint_zh="请换一个端口；单机训练可以留空"))
     return problems
 
 

@@ -83,7 +83,9 @@ class RunHandle:
         _append_events(self.run_dir / EVENTS_FILE, [
             {"type": "health", "level": "warning", "code": "forced_stop",
              "message": f"the training did not stop within {timeout_s:g}s and was killed",
-             "hint": "the LoRA was not saved at this point; the last saved epoch file is kept"},
+             "hint": "the LoRA was not saved at this point; the last saved epoch file is kept",
+             "message_zh": f"训练在 {timeout_s:g} 秒内没有停下，已被强制结束",
+             "hint_zh": "这一刻的 LoRA 没有保存；之前保存的轮次文件仍然保留"},
             {"type": "finished", "status": "stopped", "forced": True},
         ])
         return "forced"

@@ -10,6 +10,7 @@ loop is one `RunReader` per watched run:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -70,12 +71,16 @@ class EventTail:
 
 @dataclass(frozen=True)
 class Banner:
-    """A health warning or an error to show above the run: level is info, warning or error."""
+    """A health warning or an error to show above the run: level is info, warning or error. One banner per
+    problem: the same code and level again counts up and shows the latest message."""
 
     level: str
     code: str
     message: str
     hint: str = ""
+    count: int = 1  # how many events of this problem the run wrote
+    message_zh: str = ""  # the message and hint in Chinese, when the writer gave them
+    hint_zh: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class Diagnosis:
     message: str
     hint: str
     log_lines: list[str]
+    message_zh: str = ""  # the message and hint in Chinese (the GUI's zh page)
+    hint_zh: str = ""
 
 
 @dataclass
@@ -164,7 +171,8 @@ class RunState:
     def process_died(self, diagnosis: Diagnosis) -> None:
         """The process is gone and wrote no `finished` event (killed, out of memory, crashed hard)."""
         self.status = FAILED
-        self.banners.append(Banner("error", "process_exit", diagnosis.message, diagnosis.hint))
+        self.banners.append(Banner("error", "process_exit", diagnosis.message, diagnosis.hint,
+                                   message_zh=diagnosis.message_zh, hint_zh=diagnosis.hint_zh))
         self.log_tail = diagnosis.log_lines
 
     def _on_plan(self, event: dict[str, Any]) -> None:
@@ -197,12 +205,20 @@ class RunState:
         self.checkpoints.append(Checkpoint(event["path"], int(event.get("epoch", 0)), int(event.get("step", 0))))
 
     def _on_health(self, event: dict[str, Any]) -> None:
-        self.banners.append(Banner(event.get("level", "warning"), event.get("code", ""), event.get("message", ""),
-                                   event.get("hint", "")))
+        self._add_banner(Banner(event.get("level", "warning"), event.get("code", ""), event.get("message", ""),
+                                event.get("hint", ""), 1, event.get("message_zh", ""), event.get("hint_zh", "")))
+
+    def _add_banner(self, banner: Banner) -> None:
+        """A problem seen before (same code and level) replaces its banner, counted, where it stood."""
+        for index, shown in enumerate(self.banners):
+            if (shown.code, shown.level) == (banner.code, banner.level):
+                self.banners[index] = dataclasses.replace(banner, count=shown.count + 1)
+                return
+        self.banners.append(banner)
 
     def _on_error(self, event: dict[str, Any]) -> None:
-        self.banners.append(Banner("error", event.get("code", "error"), event.get("message", ""),
-                                   event.get("hint", "")))
+        self._add_banner(Banner("error", event.get("code", "error"), event.get("message", ""),
+                                event.get("hint", ""), 1, event.get("message_zh", ""), event.get("hint_zh", "")))
 
     def _on_finished(self, event: dict[str, Any]) -> None:
         status = event.get("status")
@@ -246,26 +262,37 @@ def diagnose_exit(run_dir: Path | str, exit_code: int | None) -> Diagnosis:
     lines = last_log_lines(run_dir, LOG_LINES, CONSOLE_LOG) or last_log_lines(run_dir, LOG_LINES)
     text = "\n".join(lines)
     details = "see the last log lines below, and console.log and train.log in the run folder"
+    details_zh = "请看下面最后几行日志，以及运行文件夹里的 console.log 和 train.log"
     if any(marker in text for marker in GPU_OOM_MARKERS):
         return Diagnosis("the GPU ran out of memory", "lower train_batch_size or resolution, turn on "
-                         "gradient_checkpointing and cache_latents, or use mixed_precision bf16 or fp16", lines)
+                         "gradient_checkpointing and cache_latents, or use mixed_precision bf16 or fp16", lines,
+                         "爆显存了（显卡内存不足）", "请调低 train_batch_size 或分辨率，打开 gradient_checkpointing 和 "
+                         "cache_latents，或使用 mixed_precision bf16 或 fp16")
     if any(marker in text for marker in RAM_OOM_MARKERS):
         return Diagnosis("the computer ran out of memory (RAM)", "lower train_batch_size, resolution or "
-                         "max_data_loader_n_workers, and close other programs", lines)
+                         "max_data_loader_n_workers, and close other programs", lines, "电脑内存（RAM）不足",
+                         "请调低 train_batch_size、分辨率或 max_data_loader_n_workers，并关掉其他程序")
     if exit_code in KILLED_EXIT_CODES:
         return Diagnosis("the training process was killed (out of memory?)", "the system kills the largest "
                          "process when RAM runs out: lower train_batch_size, resolution or "
                          "max_data_loader_n_workers, close other programs, and look for 'Out of memory' in the "
-                         "system log", lines)
+                         "system log", lines, "训练进程被系统结束了（内存不足？）",
+                         "内存耗尽时系统会结束占用最大的进程：请调低 train_batch_size、分辨率或 "
+                         "max_data_loader_n_workers，关掉其他程序，并在系统日志里查找 'Out of memory'")
     if exit_code is not None and exit_code < 0:
-        return Diagnosis(f"the training process was ended by signal {_signal_name(-exit_code)}", details, lines)
+        signal_name = _signal_name(-exit_code)
+        return Diagnosis(f"the training process was ended by signal {signal_name}", details, lines,
+                         f"训练进程被信号 {signal_name} 结束", details_zh)
     errors = [line[len("error:"):].strip() for line in lines if line.startswith("error:")]
     hints = [line[len("hint:"):].strip() for line in lines if line.startswith("hint:")]
     if errors:  # the CLI's one-line messages, e.g. a config error before training started
-        return Diagnosis(errors[-1], hints[-1] if hints else details, lines)
+        return Diagnosis(errors[-1], hints[-1] if hints else details, lines, f"训练进程报错：{errors[-1]}",
+                         hints[-1] if hints else details_zh)
     if exit_code is None:
-        return Diagnosis("the training process ended without finishing", details, lines)
-    return Diagnosis(f"the training process exited with code {exit_code} without finishing", details, lines)
+        return Diagnosis("the training process ended without finishing", details, lines, "训练进程没有完成就结束了",
+                         details_zh)
+    return Diagnosis(f"the training process exited with code {exit_code} without finishing", details, lines,
+                     f"训练进程没有完成就退出了（退出码 {exit_code}）", details_zh)
 
 
 def _signal_name(number: int) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # for annotations only: the file names are torch-free, the GU
 
 TRAIN_STATE_FILE = "train_state.json"
 _STATE_HINT = "resume from another state folder (an earlier one), or train without resume"
+_STATE_HINT_ZH = "请从另一个（更早的）状态文件夹继续，或不用 resume 重新训练"
 _SAVE_SUFFIX = r"(-\d{6}|-step\d{8})?"  # what epoch_file and step_file add to output_name
 
 
@@ -135,7 +136,8 @@ def state_problems(folder: Path) -> list[Problem]:
         damage = file_damage(path) if path.suffix == ".safetensors" else \
             "not a complete torch file (cut short?)" if path.suffix == ".bin" and not zipfile.is_zipfile(path) else None
         if damage:
-            return [Problem(("resume",), f"'{path}' is {damage}", _STATE_HINT)]
+            return [Problem(("resume",), f"'{path}' is {damage}", _STATE_HINT, zh=f"'{path}' 已损坏：{damage}",
+                            hint_zh=_STATE_HINT_ZH)]
     return []
 
 
@@ -144,13 +146,16 @@ def _position(folder: Path) -> tuple[int, int]:
     position = folder / TRAIN_STATE_FILE
     if not position.is_file():
         raise UserError(f"'{folder}' is not a Danlu/sd-scripts state folder ({TRAIN_STATE_FILE} missing)",
-                        "pick a folder named like <output_name>-000004-state", "resume")
+                        "pick a folder named like <output_name>-000004-state", "resume",
+                        zh=f"'{folder}' 不是丹炉或 sd-scripts 的状态文件夹（缺少 {TRAIN_STATE_FILE}）",
+                        hint_zh="请选名为 <output_name>-000004-state 这样的文件夹")
     try:
         saved = json.loads(position.read_text(encoding="utf-8"))
         return int(saved["current_step"]), int(saved["current_epoch"])
     except (OSError, ValueError, KeyError, TypeError):  # ValueError: broken JSON, text or numbers
         raise UserError(f"'{position}' is damaged (not JSON with current_step and current_epoch)", _STATE_HINT,
-                        "resume") from None
+                        "resume", zh=f"'{position}' 已损坏（不是含 current_step 和 current_epoch 的 JSON）",
+                        hint_zh=_STATE_HINT_ZH) from None
 
 
 def load_train_state(accelerator: Accelerator, folder: Path) -> tuple[int, int]:
@@ -163,10 +168,11 @@ def load_train_state(accelerator: Accelerator, folder: Path) -> tuple[int, int]:
     try:
         accelerator.load_state(str(folder), strict=False)
     except pickle.UnpicklingError:  # torch's weights_only refused a pickled class or function: never run it
-        raise UserError(f"'{folder}' holds pickled code, which Danlu never loads", _STATE_HINT, "resume") from None
+        raise UserError(f"'{folder}' holds pickled code, which Danlu never loads", _STATE_HINT, "resume",
+                        zh=f"'{folder}' 里有 pickle 代码，丹炉从不加载这种文件", hint_zh=_STATE_HINT_ZH) from None
     except (SafetensorError, EOFError, RuntimeError, OSError) as exc:
-        raise UserError(f"'{folder}' cannot be loaded: {exc}", _STATE_HINT,
-                        "resume") from None
+        raise UserError(f"'{folder}' cannot be loaded: {exc}", _STATE_HINT, "resume",
+                        zh=f"'{folder}' 无法加载：{exc}", hint_zh=_STATE_HINT_ZH) from None
     return position
 
 

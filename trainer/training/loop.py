@@ -34,13 +34,14 @@ from trainer.run.events import RunLog
 from trainer.training.block_swap import BlockSwap, swapped_modules
 from trainer.training.checkpoints import Saver, keep_only_lora_weights, load_train_state
 from trainer.training.distributed import ddp_options, process_group_options, share_of
+from trainer.training.draws import draws_for
 from trainer.training.export import save_lora
 from trainer.training.fp8 import store_in_fp8
 from trainer.training.health import (
     Diverged,
     HealthMonitor,
+    PreviewJudge,
     corrupt_weights_event,
-    sample_event,
 )
 from trainer.training.metadata import build_metadata, for_save
 from trainer.training.network import inject_network
@@ -85,6 +86,7 @@ class Trainer:
         if self.log.enabled:
             (self.log.run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
         self.health = HealthMonitor(config)  # diagnoses with the resolved family and precision
+        self.previews = PreviewJudge()  # each preview against its prompt's first
         # Everything is loaded, cast and quantized on the CPU; the device holds one job's modules at a time (the
         # VAE while latents are cached, the text encoders while their outputs are), and the denoiser comes last.
         self.model.set_attention(config.sdpa, config.xformers)
@@ -232,7 +234,9 @@ class Trainer:
         step, epoch = load_train_state(self.accelerator, Path(self.config.resume).expanduser())
         if step >= self.pre.plan.total_steps:
             raise UserError(f"resume: the state is at step {step}, and this plan has {self.pre.plan.total_steps} "
-                            "steps in all", "raise max_train_epochs to train further")
+                            "steps in all", "raise max_train_epochs to train further",
+                            zh=f"resume：保存的状态在第 {step} 步，而这次的计划一共只有 {self.pre.plan.total_steps} 步",
+                            hint_zh="要继续训练，请调高 max_train_epochs")
         for _ in range(step):  # the schedule is a pure function of the step: replay it
             self.scheduler.step()
         self.step, self.epoch = step, epoch
@@ -240,13 +244,15 @@ class Trainer:
         return next(i for i, batch in enumerate(self.batches) if batch.step > step)
 
     def _forward_backward(self, data: dict, batch: MicroBatch) -> torch.Tensor:
-        """One micro-batch's forward and backward pass; returns its loss, still on the device."""
+        """One micro-batch's forward and backward pass; returns its loss, still on the device. With several
+        processes the loss is weighted by this process's share of the global batch (stream.py schedule), so the
+        all-reduced mean of the gradients is the global batch's."""
         model, accelerator = self.model, self.accelerator
-        data = _on_device(data, accelerator.device)
+        data = {**_on_device(data, accelerator.device), "draws": draws_for(batch, self.config.seed)}
         latents = data["latents"] if "latents" in data else encode_pixels(model.vae, data["pixels"])
         cond = data["conditioning"] if "conditioning" in data else model.encode_text(data["captions"])
         with accelerator.autocast():
-            loss = model.loss(latents, cond, data)
+            loss = model.loss(latents, cond, data) * batch.weight
         with self._sync_only_on_last(batch):
             accelerator.backward(loss / batch.micro_batches)
         return loss.detach()
@@ -409,7 +415,7 @@ class Trainer:
         Image.fromarray(image).save(path)
         self.log.event("sample", path=str(path), step=self.step, epoch=epoch, prompt=spec.prompt)
         self.log.image(f"sample/p{index}", image, self.step)
-        event = sample_event(image, self.step, str(path))  # a warning only: the run goes on
+        event = self.previews.judge(index, image, self.step, str(path))  # a warning only: the run goes on
         if event is not None:
             self.log.health(**event.fields())
 
@@ -434,12 +440,14 @@ def train(config: TrainConfig, run_dir: Path) -> str:
         log.info(f"training failed at step {exc.event.step} ({exc.event.code})")
         return "failed"
     except UserError as exc:
-        log.event("error", message=exc.message, hint=exc.hint)
+        log.event("error", message=exc.message, hint=exc.hint, message_zh=exc.message_in("zh"),
+                  hint_zh=exc.hint_in("zh"))
         log.event("finished", status="failed")
         raise
     except BaseException as exc:
         log.warning(traceback.format_exc())
-        log.event("error", message=f"{type(exc).__name__}: {exc}", hint="see train.log for the details")
+        log.event("error", message=f"{type(exc).__name__}: {exc}", hint="see train.log for the details",
+                  message_zh=f"训练出错：{type(exc).__name__}: {exc}", hint_zh="详情见 train.log")
         log.event("finished", status="failed")
         raise
     finally:

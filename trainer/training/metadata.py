@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from trainer.adapters.sd_scripts import network_args_metadata
 from trainer.config import TrainConfig, field_info
+from trainer.dataset.caption_edit import count_tags
 from trainer.dataset.plan import StepPlan
 from trainer.dataset.scan import DatasetScan
 
@@ -27,8 +27,7 @@ def tag_frequency(scan: DatasetScan) -> dict[str, dict[str, int]]:
     for subset in scan.subsets:
         if subset.is_reg:
             continue
-        counts = Counter(tag.strip() for image in subset.images for tag in image.caption.split(",") if tag.strip())
-        frequency[subset.path.name] = dict(counts)
+        frequency[subset.path.name] = dict(count_tags(image.caption for image in subset.images))
     return frequency
 
 

@@ -57,7 +57,9 @@ def _network_shape(config: TrainConfig, file_shape: tuple[int, float] | None) ->
         return config.network_dim, config.network_alpha
     if file_shape is None:
         raise UserError(f"network_weights: '{config.network_weights}' holds no lora_down weights",
-                        "pick a kohya-format LoRA file")
+                        "pick a kohya-format LoRA file",
+                        zh=f"network_weights：'{config.network_weights}' 里没有 lora_down 权重",
+                        hint_zh="请选 kohya 格式的 LoRA 文件")
     return file_shape
 
 
@@ -66,15 +68,21 @@ def _load_network_weights(config: TrainConfig, model: ModelFamily, weights: dict
     file_alpha = file_shape[1] if file_shape else alpha
     if file_alpha != alpha:
         raise UserError(f"network_alpha: {alpha:g} differs from the alpha {file_alpha:g} in network_weights",
-                        "set network_alpha to the file's value, or dim_from_weights: true")
+                        "set network_alpha to the file's value, or dim_from_weights: true",
+                        zh=f"network_alpha：{alpha:g} 与 network_weights 文件里的 alpha {file_alpha:g} 不同",
+                        hint_zh="请把 network_alpha 设为文件里的值，或设 dim_from_weights: true")
     try:
         used = model.load_network_weights(weights)
     except RuntimeError as exc:  # peft reports rank mismatches as size mismatches
         raise UserError(f"network_weights: the file's rank differs from network_dim {config.network_dim}: "
-                        f"{str(exc).splitlines()[-1].strip()}", "set dim_from_weights: true") from None
+                        f"{str(exc).splitlines()[-1].strip()}", "set dim_from_weights: true",
+                        zh=f"network_weights：文件的 rank 与 network_dim {config.network_dim} 不同："
+                        f"{str(exc).splitlines()[-1].strip()}", hint_zh="请设 dim_from_weights: true") from None
     if not used:
         raise UserError(f"network_weights: no key of '{config.network_weights}' matches this model's LoRA layers",
-                        "pick a LoRA trained for this model family and network type")
+                        "pick a LoRA trained for this model family and network type",
+                        zh=f"network_weights：'{config.network_weights}' 里没有一个键对得上这个模型的 LoRA 层",
+                        hint_zh="请选为这类模型和这种网络类型训练的 LoRA")
     unused = sorted(set(weights) - used)
     if unused:
         log.warning(f"network_weights: {len(unused)} keys of the file were not used, e.g. {unused[0]}")

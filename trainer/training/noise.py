@@ -13,57 +13,59 @@ from diffusers import DDPMScheduler
 
 from trainer.common.errors import UserError
 from trainer.config import TrainConfig
+from trainer.training.draws import Draws
 
 
-def noisy_latents(config: TrainConfig, scheduler: DDPMScheduler,
-                  latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (noisy latents, the noise the target is built from, timesteps)."""
-    noise = training_noise(config, latents)
+def noisy_latents(config: TrainConfig, scheduler: DDPMScheduler, latents: torch.Tensor,
+                  draws: Draws) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (noisy latents, the noise the target is built from, timesteps). Every random number comes from `draws`
+    (drawn for the global batch, this process's rows kept: draws.py)."""
+    noise = training_noise(config, latents, draws)
     low, high = config.timestep_range
-    timesteps = torch.randint(low, high, (latents.shape[0],), device=latents.device)
+    timesteps = draws.randint(low, high, latents.device)
     seen = noise
     if config.ip_noise_gamma:
-        strength = _strength(config.ip_noise_gamma, config.ip_noise_gamma_random_strength, latents.device)
-        seen = noise + strength * _randn(latents.shape, latents)
+        strength = _strength(config.ip_noise_gamma, config.ip_noise_gamma_random_strength, draws, latents.device)
+        seen = noise + strength * draws.randn(latents.shape[1:], latents)
     return scheduler.add_noise(latents, seen, timesteps), noise, timesteps
 
 
-def training_noise(config: TrainConfig, latents: torch.Tensor) -> torch.Tensor:
-    # randn of a shape, not randn_like: the same seed gives the same noise whatever the latents' strides
-    noise = _randn(latents.shape, latents)
+def training_noise(config: TrainConfig, latents: torch.Tensor, draws: Draws) -> torch.Tensor:
+    noise = draws.randn(latents.shape[1:], latents)
     if config.noise_offset:
-        strength = _strength(config.noise_offset, config.noise_offset_random_strength, latents.device)
-        noise = offset_noise(latents, noise, strength, config.adaptive_noise_scale)
+        strength = _strength(config.noise_offset, config.noise_offset_random_strength, draws, latents.device)
+        noise = offset_noise(latents, noise, strength, config.adaptive_noise_scale, draws)
     if config.multires_noise_iterations:
-        noise = pyramid_noise(noise, config.multires_noise_iterations, config.multires_noise_discount)
+        noise = pyramid_noise(noise, config.multires_noise_iterations, config.multires_noise_discount, draws)
     return noise
 
 
 def offset_noise(latents: torch.Tensor, noise: torch.Tensor, offset: float | torch.Tensor,
-                 adaptive_scale: float | None) -> torch.Tensor:
+                 adaptive_scale: float | None, draws: Draws) -> torch.Tensor:
     """One random constant per sample and channel (crosslabs' offset noise): teaches overall brightness."""
     if adaptive_scale:
         # images whose channels are far from zero on average (dark, bright, saturated) get a larger offset
         mean = latents.float().mean(dim=(2, 3), keepdim=True).abs()
         offset = torch.clamp(offset + adaptive_scale * mean, min=0.0)
-    per_channel = _randn((latents.shape[0], latents.shape[1], 1, 1), latents)
+    per_channel = draws.randn((latents.shape[1], 1, 1), latents)
     return noise + (offset * per_channel).to(noise.dtype)
 
 
-def pyramid_noise(noise: torch.Tensor, iterations: int, discount: float) -> torch.Tensor:
+def pyramid_noise(noise: torch.Tensor, iterations: int, discount: float, draws: Draws) -> torch.Tensor:
     """sd-scripts' pyramid_noise_like: noise upsampled from ever coarser grids (each shrunk by a random factor
-    of 2-4 per level, weighted discount**level), rescaled to unit variance."""
-    batch, channels, height, width = noise.shape
+    of 2-4 per level, weighted discount**level), rescaled to unit variance. Rescaled per sample, where sd-scripts
+    divides by the whole batch's std (the same for batch 1): a sample's noise then does not depend on the other
+    samples of its batch, nor on how processes split the batch."""
+    _, channels, height, width = noise.shape
     noise = noise.clone()
     for level in range(iterations):
-        # a CPU draw: the factor is a Python number, so no device sync
-        factor = (2 + 2 * float(torch.rand(()))) ** level
+        factor = (2 + 2 * draws.uniform()) ** level  # a Python number: no device sync
         h, w = max(1, int(height / factor)), max(1, int(width / factor))
-        coarse = _randn((batch, channels, h, w), noise).float()
+        coarse = draws.randn((channels, h, w), noise).float()
         noise += F.interpolate(coarse, size=(height, width), mode="bilinear").to(noise.dtype) * discount ** level
         if h == 1 or w == 1:
             break
-    return noise / noise.std()
+    return noise / noise.std(dim=tuple(range(1, noise.ndim)), keepdim=True)
 
 
 def prepare_scheduler(config: TrainConfig, scheduler: DDPMScheduler) -> list[str]:
@@ -72,9 +74,12 @@ def prepare_scheduler(config: TrainConfig, scheduler: DDPMScheduler) -> list[str
     v_pred = scheduler.config.prediction_type == "v_prediction"
     if config.scale_v_pred_loss_like_noise_pred and not v_pred:
         raise UserError("scale_v_pred_loss_like_noise_pred: the model predicts noise (epsilon), not v",
-                        "turn scale_v_pred_loss_like_noise_pred off, or set v_parameterization for a v model")
+                        "turn scale_v_pred_loss_like_noise_pred off, or set v_parameterization for a v model",
+                        zh="scale_v_pred_loss_like_noise_pred：这个模型预测的是噪声（epsilon），不是 v",
+                        hint_zh="请关掉 scale_v_pred_loss_like_noise_pred；如果是 v 模型，请设 v_parameterization")
     if config.v_pred_like_loss and v_pred:
-        raise UserError("v_pred_like_loss: the model already predicts v", "remove v_pred_like_loss")
+        raise UserError("v_pred_like_loss: the model already predicts v", "remove v_pred_like_loss",
+                        zh="v_pred_like_loss：这个模型本来就预测 v", hint_zh="请去掉 v_pred_like_loss")
     # sd-scripts computes the SNR weights before it rescales the betas: min_snr_gamma and debiased estimation
     # keep the original schedule's SNR, which also never reaches 0 (no division by zero at the last step).
     snr_table(scheduler)
@@ -114,10 +119,6 @@ def set_betas(scheduler: DDPMScheduler, betas: torch.Tensor) -> None:
     scheduler.alphas_cumprod = torch.cumprod(scheduler.alphas, dim=0)
 
 
-def _strength(value: float, random_strength: bool, device: torch.device) -> float | torch.Tensor:
-    """sd-scripts' *_random_strength: one uniform draw in [0, value) per batch."""
-    return torch.rand(1, device=device) * value if random_strength else value
-
-
-def _randn(shape: tuple[int, ...] | torch.Size, like: torch.Tensor) -> torch.Tensor:
-    return torch.randn(tuple(shape), dtype=like.dtype, device=like.device)
+def _strength(value: float, random_strength: bool, draws: Draws, device: torch.device) -> float | torch.Tensor:
+    """sd-scripts' *_random_strength: one uniform draw in [0, value) per (global) batch."""
+    return draws.rand_per_batch(device) * value if random_strength else value

@@ -63,7 +63,8 @@ def make_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optim
     try:
         optimizer = cls(groups, lr=lr, **extra, **kwargs)
     except (TypeError, ValueError) as exc:
-        problem = Problem(("optimizer_args",), f"{config.optimizer_type} does not accept {kwargs}: {exc}")
+        problem = Problem(("optimizer_args",), f"{config.optimizer_type} does not accept {kwargs}: {exc}",
+                          zh=f"{config.optimizer_type} 不接受 {kwargs}：{exc}")
         raise ConfigError([problem]) from None
     optimizer.danlu_args = ",".join(f"{key}={value}" for key, value in kwargs.items())
     return optimizer
@@ -139,9 +140,12 @@ def _import(path: str, key: str, package: str | None, default_module: str | None
         return getattr(importlib.import_module(module_name or default_module), attr)
     except (ImportError, RuntimeError, OSError) as exc:  # a package can fail to load on this machine
         hint = f"install it: pip install {package}" if package else "check the spelling and that it is installed"
-        raise ConfigError([Problem((key,), f"{path} cannot be imported ({exc})", hint)]) from None
+        hint_zh = f"请安装：pip install {package}" if package else "请检查拼写，并确认已安装"
+        raise ConfigError([Problem((key,), f"{path} cannot be imported ({exc})", hint,
+                                   zh=f"无法导入 {path}（{exc}）", hint_zh=hint_zh)]) from None
     except AttributeError:
-        problem = Problem((key,), f"{module_name or default_module} has no {attr}", "check the spelling")
+        problem = Problem((key,), f"{module_name or default_module} has no {attr}", "check the spelling",
+                          zh=f"{module_name or default_module} 里没有 {attr}", hint_zh="请检查拼写")
         raise ConfigError([problem]) from None
 
 
@@ -149,5 +153,6 @@ def _construct(factory: Any, key: str, optimizer: torch.optim.Optimizer, **kwarg
     try:
         return factory(optimizer, **kwargs)
     except (TypeError, ValueError) as exc:
-        problem = Problem((key,), f"{getattr(factory, '__name__', factory)} rejected {kwargs}: {exc}")
+        problem = Problem((key,), f"{getattr(factory, '__name__', factory)} rejected {kwargs}: {exc}",
+                          zh=f"{getattr(factory, '__name__', factory)} 不接受 {kwargs}：{exc}")
         raise ConfigError([problem]) from None

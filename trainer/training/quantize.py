@@ -24,14 +24,16 @@ def quantize_problems(choice: str) -> list[Problem]:
     """What keeps this machine from the chosen quantization (empty when it works)."""
     if choice == "int8" and importlib.util.find_spec("torchao") is None:
         return [Problem(("quantize_base",), "'int8' needs the torchao package: pip install torchao==0.18.0 "
-                        "(or use 'nf4')")]
+                        "(or use 'nf4')", zh="'int8' 需要安装 torchao：pip install torchao==0.18.0（或改用 'nf4'）")]
     if choice == "nf4":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:  # bitsandbytes 0.50 has 4-bit kernels for CUDA and the CPU; probe the one training will use
             _nf4_linear(torch.nn.Linear(64, 64), torch.float32, device)
         except Exception as error:  # noqa: BLE001 - any failure means no 4-bit here; the message says why
             return [Problem(("quantize_base",), f"'nf4' does not work on this machine ({type(error).__name__}: "
-                            f"{error})", "use 'int8' or 'none'")]
+                            f"{error})", "use 'int8' or 'none'",
+                            zh=f"'nf4' 在这台机器上用不了（{type(error).__name__}：{error}）",
+                            hint_zh="请用 'int8' 或 'none'")]
     return []
 
 

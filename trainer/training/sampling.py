@@ -54,7 +54,9 @@ def parse_prompt_line(line: str, default_size: tuple[int, int]) -> SamplePrompt:
 def _option_value(flag: str, value: str, line: str) -> tuple[str, object]:
     if flag not in OPTIONS:
         raise UserError(f"'--{flag}' in '{line}' is not a prompt option", "the options are " + ", ".join(
-            f"--{letter} ({name})" for letter, (name, *_) in OPTIONS.items()), "sample_prompts")
+            f"--{letter} ({name})" for letter, (name, *_) in OPTIONS.items()), "sample_prompts",
+            zh=f"'{line}' 里的 '--{flag}' 不是提示词选项",
+            hint_zh="可用的选项：" + "、".join(f"--{letter}（{name}）" for letter, (name, *_) in OPTIONS.items()))
     name, convert, low, high = OPTIONS[flag]
     if convert is str:
         return name, value
@@ -64,7 +66,9 @@ def _option_value(flag: str, value: str, line: str) -> tuple[str, object]:
         number = None
     if number is None or not low <= number <= high:  # also NaN
         raise UserError(f"'--{flag} {value}' in '{line}' is not a valid {name}",
-                        f"give a number from {convert(low)} to {convert(high)}", "sample_prompts")
+                        f"give a number from {convert(low)} to {convert(high)}", "sample_prompts",
+                        zh=f"'{line}' 里的 '--{flag} {value}' 不是有效的 {name}",
+                        hint_zh=f"请给 {convert(low)} 到 {convert(high)} 之间的数")
     return name, number
 
 
@@ -76,7 +80,8 @@ def load_prompts(value: str | list[str] | None, default_size: tuple[int, int]) -
         path = Path(value).expanduser()
         if not path.exists():
             raise UserError(f"file '{value}' does not exist", "give a text file with one prompt a line, or a list "
-                            "of prompts", "sample_prompts")
+                            "of prompts", "sample_prompts", zh=f"文件 '{value}' 不存在",
+                            hint_zh="请给一个每行一条提示词的文本文件，或提示词列表")
         lines = read_user_text(path, "sample_prompts").splitlines()
     else:
         lines = value

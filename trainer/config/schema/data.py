@@ -94,7 +94,7 @@ class DataFields(SchemaPart):
     @classmethod
     def _separator_not_empty(cls, value: str) -> str:
         if not value:
-            raise ValueError("must not be empty; the usual separator is ,")
+            raise RuleError("must not be empty; the usual separator is ,", zh="不能为空；常用的分隔符是英文逗号 ,")
         return value
 
     @model_validator(mode="after")
@@ -106,5 +106,8 @@ class DataFields(SchemaPart):
             raise RuleError(f"{keys}: cannot be used with cache_latents, which encodes each image once before "
                             f"training, while these options vary the pixels in every step; set cache_latents: "
                             f"false, or turn {keys} off (flip_aug works with the cache)", *pixel_augments,
-                            "cache_latents")
+                            "cache_latents",
+                            zh=f"{keys} 不能和 cache_latents 同时使用：缓存 latent 会在训练前把每张图只编码"
+                            f"一次，而这些选项每一步都要改动像素；请把 cache_latents 设为 false，或关掉 {keys}"
+                            "（flip_aug 可以和缓存一起用）")
         return self

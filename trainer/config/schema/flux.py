@@ -123,14 +123,21 @@ class FluxFields(SchemaPart):
         if self.weighting_scheme in ("logit_normal", "mode") and self.timestep_sampling != "sigma":
             raise RuleError(f"weighting_scheme {self.weighting_scheme} shapes only timestep_sampling sigma, but "
                             f"timestep_sampling is {self.timestep_sampling}: set timestep_sampling to sigma or "
-                            "weighting_scheme to uniform", "weighting_scheme", "timestep_sampling")
+                            "weighting_scheme to uniform", "weighting_scheme", "timestep_sampling",
+                            zh=f"weighting_scheme {self.weighting_scheme} 只对 timestep_sampling sigma 起作用，但 "
+                            f"timestep_sampling 是 {self.timestep_sampling}：请把 timestep_sampling 设为 sigma，"
+                            "或把 weighting_scheme 设为 uniform")
         if self.weighting_scheme in ("sigma_sqrt", "cosmap") and self.model_prediction_type != "sigma_scaled":
             raise RuleError(f"weighting_scheme {self.weighting_scheme} weighs the loss only with "
                             f"model_prediction_type sigma_scaled, but it is {self.model_prediction_type}: "
                             "set model_prediction_type to sigma_scaled or weighting_scheme to uniform",
-                            "weighting_scheme", "model_prediction_type")
+                            "weighting_scheme", "model_prediction_type",
+                            zh=f"weighting_scheme {self.weighting_scheme} 只在 model_prediction_type 为 sigma_scaled "
+                            f"时加权 loss，但现在是 {self.model_prediction_type}：请把 model_prediction_type 设为 "
+                            "sigma_scaled，或把 weighting_scheme 设为 uniform")
         # A text-encoder cache needs network_train_unet_only (schema/text.py), so this also rules out caching.
         if self.train_t5xxl and getattr(self, "network_train_unet_only", False):
             raise RuleError("train_t5xxl trains a text-encoder LoRA, but network_train_unet_only is on: "
-                            "turn one of them off", "train_t5xxl", "network_train_unet_only")
+                            "turn one of them off", "train_t5xxl", "network_train_unet_only",
+                            zh="train_t5xxl 会训练文本编码器的 LoRA，但 network_train_unet_only 开着：请关掉其中一个")
         return self

@@ -59,23 +59,31 @@ class LaunchFields(SchemaPart):
             return None
         ids = [part.strip() for part in str(value).split(",") if part.strip()]
         if not all(part.isdigit() for part in ids) or len(set(ids)) != len(ids):
-            raise ValueError("must be GPU numbers separated by commas, each once, e.g. 0,1")
+            raise RuleError("must be GPU numbers separated by commas, each once, e.g. 0,1",
+                            zh="应为用英文逗号分隔的显卡编号，每个只写一次，例如 0,1")
         return ",".join(ids)
 
     @model_validator(mode="after")
     def _launch_rules(self):
         if self.machine_rank >= self.num_machines:
             raise RuleError(f"machine_rank {self.machine_rank} is not below num_machines ({self.num_machines}): "
-                            "number the machines 0, 1, ...", "machine_rank", "num_machines")
+                            "number the machines 0, 1, ...", "machine_rank", "num_machines",
+                            zh=f"machine_rank {self.machine_rank} 不小于 num_machines（{self.num_machines}）："
+                            "机器请从 0 开始编号：0、1……")
         if self.num_processes % self.num_machines:
             raise RuleError(f"num_processes ({self.num_processes}) counts every machine's processes: make it a "
-                            f"multiple of num_machines ({self.num_machines})", "num_processes", "num_machines")
+                            f"multiple of num_machines ({self.num_machines})", "num_processes", "num_machines",
+                            zh=f"num_processes（{self.num_processes}）是所有机器的进程总数：应为 num_machines"
+                            f"（{self.num_machines}）的整数倍")
         if self.num_machines > 1 and not self.main_process_ip:
             raise RuleError("several machines meet at the main machine: set main_process_ip to its address",
-                            "main_process_ip", "num_machines")
+                            "main_process_ip", "num_machines",
+                            zh="多台机器要在主机器上会合：请把 main_process_ip 设为主机器的地址")
         if self.gpu_ids and len(self.gpu_ids.split(",")) < self.processes_per_machine:
             raise RuleError(f"gpu_ids names {len(self.gpu_ids.split(','))} GPUs for {self.processes_per_machine} "
-                            "processes on this machine: name one GPU per process", "gpu_ids", "num_processes")
+                            "processes on this machine: name one GPU per process", "gpu_ids", "num_processes",
+                            zh=f"gpu_ids 只写了 {len(self.gpu_ids.split(','))} 张显卡，而本机有 "
+                            f"{self.processes_per_machine} 个进程：每个进程需要一张显卡")
         return self
 
     @property

@@ -142,18 +142,23 @@ class LossFields(SchemaPart):
     def _noise_rules(self):
         if self.adaptive_noise_scale and not self.noise_offset:
             raise RuleError("adaptive_noise_scale needs noise_offset: set noise_offset (e.g. 0.05) or remove "
-                            "adaptive_noise_scale", "adaptive_noise_scale", "noise_offset")
+                            "adaptive_noise_scale", "adaptive_noise_scale", "noise_offset",
+                            zh="adaptive_noise_scale 需要 noise_offset：请设置 noise_offset（例如 0.05），"
+                            "或去掉 adaptive_noise_scale")
         if self.noise_offset_random_strength and not self.noise_offset:
             raise RuleError("noise_offset_random_strength needs noise_offset: set noise_offset (e.g. 0.05) or "
-                            "turn noise_offset_random_strength off", "noise_offset_random_strength", "noise_offset")
+                            "turn noise_offset_random_strength off", "noise_offset_random_strength", "noise_offset",
+                            zh="noise_offset_random_strength 需要 noise_offset：请设置 noise_offset（例如 0.05），"
+                            "或关掉 noise_offset_random_strength")
         if self.ip_noise_gamma_random_strength and not self.ip_noise_gamma:
             raise RuleError("ip_noise_gamma_random_strength needs ip_noise_gamma: set ip_noise_gamma (e.g. 0.1) "
                             "or turn ip_noise_gamma_random_strength off", "ip_noise_gamma_random_strength",
-                            "ip_noise_gamma")
+                            "ip_noise_gamma", zh="ip_noise_gamma_random_strength 需要 ip_noise_gamma：请设置 "
+                            "ip_noise_gamma（例如 0.1），或关掉 ip_noise_gamma_random_strength")
         low, high = self.timestep_range
         if low >= high:
             raise RuleError(f"min_timestep ({low}) must be smaller than max_timestep ({high})", "min_timestep",
-                            "max_timestep")
+                            "max_timestep", zh=f"min_timestep（{low}）必须小于 max_timestep（{high}）")
         return self
 
     @model_validator(mode="after")
@@ -163,10 +168,14 @@ class LossFields(SchemaPart):
         if self.scale_v_pred_loss_like_noise_pred and v_pred is False:
             raise RuleError("scale_v_pred_loss_like_noise_pred works only with v-prediction models, but "
                             "v_parameterization is false: turn one of them off", "scale_v_pred_loss_like_noise_pred",
-                            "v_parameterization")
+                            "v_parameterization",
+                            zh="scale_v_pred_loss_like_noise_pred 只对 v-prediction 模型有效，但 v_parameterization "
+                            "是 false：请关掉其中一个")
         if self.v_pred_like_loss and v_pred:
             raise RuleError("v_pred_like_loss is for epsilon models, but v_parameterization is true: remove "
-                            "v_pred_like_loss", "v_pred_like_loss", "v_parameterization")
+                            "v_pred_like_loss", "v_pred_like_loss", "v_parameterization",
+                            zh="v_pred_like_loss 用于 epsilon 模型，但 v_parameterization 是 true："
+                            "请去掉 v_pred_like_loss")
         return self
 
     @property

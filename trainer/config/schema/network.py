@@ -105,7 +105,8 @@ class NetworkFields(SchemaPart):
     network_weights: str | None = field(
         None, "effect", "network",
         "Continue from an existing LoRA file (kohya format): its weights are the starting point.",
-        "从已有的 LoRA 文件（kohya 格式）继续训练，以它的权重为起点。", advanced=True, metadata=False, machine=True)
+        "从已有的 LoRA 文件（kohya 格式）继续训练，以它的权重为起点。", advanced=True,
+        metadata=False, machine=True, path="file")
     dim_from_weights: bool = field(
         False, "effect", "network",
         "Take network_dim and network_alpha from the network_weights file instead of the config.",
@@ -126,7 +127,8 @@ class NetworkFields(SchemaPart):
     def _weights_rules(self):
         if self.dim_from_weights and not self.network_weights:
             raise RuleError("dim_from_weights needs network_weights: give the LoRA file to read the dim from",
-                            "dim_from_weights", "network_weights")
+                            "dim_from_weights", "network_weights",
+                            zh="dim_from_weights 需要 network_weights：请填上要读取 dim 的 LoRA 文件")
         return self
 
     @model_validator(mode="after")
@@ -137,17 +139,24 @@ class NetworkFields(SchemaPart):
             for key in owner.own_keys:
                 if owner is not kind and getattr(self, key) != type(self).model_fields[key].default:
                     raise RuleError(f"{key} is for network_type {owner.name}, and network_type is {kind.name}; "
-                                    f"remove {key}", key, "network_type")
+                                    f"remove {key}", key, "network_type",
+                                    zh=f"{key} 属于 network_type {owner.name}，而现在的 network_type 是 {kind.name}；"
+                                    f"请去掉 {key}")
         if not kind.convs and (self.conv_dim is not None or self.conv_alpha is not None):
             *others, last = [other.name for other in NETWORK_TYPES.values() if other.convs]
             raise RuleError(f"conv_dim / conv_alpha: network_type {kind.name} has no conv layers; use "
-                            f"{', '.join(others)} or {last}", *set_keys(self, "conv_dim", "conv_alpha"), "network_type")
+                            f"{', '.join(others)} or {last}", *set_keys(self, "conv_dim", "conv_alpha"), "network_type",
+                            zh=f"conv_dim / conv_alpha：network_type {kind.name} 没有卷积层；请改用 "
+                            f"{'、'.join(others)} 或 {last}")
         for key in ("network_dim", "conv_dim"):
             rank = getattr(self, key)
             if rank is not None and not kind.takes_rank(rank):
                 full = [f"network_type {other.name} takes {other.full_matrix_rank} or more as its full matrices"
                         for other in NETWORK_TYPES.values() if other.full_matrix_rank]
-                raise RuleError(f"{key} {rank}: ranks go up to {MAX_RANK} ({'; '.join(full)})", key, "network_type")
+                full_zh = [f"network_type {other.name} 取 {other.full_matrix_rank} 及以上即为满秩矩阵"
+                           for other in NETWORK_TYPES.values() if other.full_matrix_rank]
+                raise RuleError(f"{key} {rank}: ranks go up to {MAX_RANK} ({'; '.join(full)})", key, "network_type",
+                                zh=f"{key} {rank}：秩（rank）最大为 {MAX_RANK}（{'；'.join(full_zh)}）")
         kind.check(self)
         return self
 

@@ -70,12 +70,15 @@ def parse_key_values(entries: list[str]) -> dict[str, Any]:
     for entry in entries:
         key, sep, text = entry.partition("=")
         if not sep or not key.strip().isidentifier():
-            raise ValueError(f"entry {entry!r} is not key=value, e.g. weight_decay=0.01")
+            raise RuleError(f"entry {entry!r} is not key=value, e.g. weight_decay=0.01",
+                            zh=f"{entry!r} 不是 参数=值 的形式，例如 weight_decay=0.01")
         try:
             parsed[key.strip()] = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
-            raise ValueError(f"entry {entry!r}: {text.strip()!r} is not a number, True/False, a tuple like "
-                             "(0.9,0.99) or a quoted string") from None
+            raise RuleError(f"entry {entry!r}: {text.strip()!r} is not a number, True/False, a tuple like "
+                            "(0.9,0.99) or a quoted string",
+                            zh=f"{entry!r}：{text.strip()!r} 不是数字、True/False、(0.9,0.99) 这样的元组或带引号的"
+                            "字符串") from None
     return parsed
 
 
@@ -162,9 +165,11 @@ class OptimizerFields(SchemaPart):
     def _one_or_two_rates(cls, value: float | list[float] | None) -> float | list[float] | None:
         rates = value if isinstance(value, list) else [] if value is None else [value]
         if isinstance(value, list) and not 1 <= len(value) <= 2:
-            raise ValueError("give one learning rate, or a list of two (SDXL: [CLIP-L, OpenCLIP-G])")
+            raise RuleError("give one learning rate, or a list of two (SDXL: [CLIP-L, OpenCLIP-G])",
+                            zh="请填一个学习率，或两个组成的列表（SDXL：[CLIP-L, OpenCLIP-G]）")
         if any(not 0 < rate <= 10 for rate in rates):
-            raise ValueError("each learning rate must be above 0 and at most 10")
+            raise RuleError("each learning rate must be above 0 and at most 10",
+                            zh="每个学习率都必须大于 0、不超过 10")
         return value
 
     @field_validator("optimizer_type", mode="before")
@@ -179,9 +184,11 @@ class OptimizerFields(SchemaPart):
             return value
         close = difflib.get_close_matches(value.lower(), list(_BY_LOWER), n=1, cutoff=0.6)
         if close:
-            raise ValueError(f"unknown optimizer; did you mean '{_BY_LOWER[close[0]]}'?")
-        raise ValueError(f"unknown optimizer; use one of {', '.join(OPTIMIZERS)}, or a class path like "
-                         "torch.optim.Adam")
+            raise RuleError(f"unknown optimizer; did you mean '{_BY_LOWER[close[0]]}'?",
+                            zh=f"未知的优化器；是不是想写 '{_BY_LOWER[close[0]]}'？")
+        raise RuleError(f"unknown optimizer; use one of {', '.join(OPTIMIZERS)}, or a class path like "
+                        "torch.optim.Adam", zh=f"未知的优化器；请从 {', '.join(OPTIMIZERS)} 中选一个，或写类路径，"
+                        "例如 torch.optim.Adam")
 
     @field_validator("optimizer_args", "lr_scheduler_args", mode="before")
     @classmethod
@@ -198,7 +205,8 @@ class OptimizerFields(SchemaPart):
     @classmethod
     def _scheduler_path(cls, value: str) -> str:
         if value and not _NAME.match(value):
-            raise ValueError("must be a class name or path like torch.optim.lr_scheduler.StepLR")
+            raise RuleError("must be a class name or path like torch.optim.lr_scheduler.StepLR",
+                            zh="应为类名或类路径，例如 torch.optim.lr_scheduler.StepLR")
         return value
 
     @model_validator(mode="after")
@@ -206,19 +214,25 @@ class OptimizerFields(SchemaPart):
         warmup = self.lr_warmup_steps
         if warmup >= 1 and warmup != int(warmup):
             raise RuleError(f"lr_warmup_steps: {warmup} is neither a whole number of steps nor a fraction below 1",
-                            "lr_warmup_steps")
+                            "lr_warmup_steps", zh=f"lr_warmup_steps：{warmup} 既不是整数步数，也不是小于 1 的比例")
         relative = self.adafactor_relative_step
         if self.lr_scheduler == "adafactor" and not relative:
-            why = ("AdaFactor runs without relative_step (optimizer_args relative_step=False)"
-                   if self.optimizer_type == "AdaFactor" else f"optimizer_type is {self.optimizer_type}")
+            why, why_zh = (("AdaFactor runs without relative_step (optimizer_args relative_step=False)",
+                            "AdaFactor 没开 relative_step（optimizer_args 里 relative_step=False）")
+                           if self.optimizer_type == "AdaFactor" else
+                           (f"optimizer_type is {self.optimizer_type}", f"optimizer_type 是 {self.optimizer_type}"))
             raise RuleError(f"lr_scheduler: 'adafactor' follows AdaFactor's relative step size, but {why}: "
                             "choose another lr_scheduler, or optimizer_type AdaFactor with relative_step",
-                            "lr_scheduler", "optimizer_type", "optimizer_args")
+                            "lr_scheduler", "optimizer_type", "optimizer_args",
+                            zh=f"lr_scheduler: 'adafactor' 跟随 AdaFactor 的相对步长，但{why_zh}：请换一个 "
+                            "lr_scheduler，或用开启 relative_step 的 optimizer_type AdaFactor")
         if warmup and (relative or self.lr_scheduler_type):
-            what = f"lr_scheduler_type {self.lr_scheduler_type}" if self.lr_scheduler_type else \
-                "AdaFactor's relative step (its own warm-up is optimizer_args warmup_init=True)"
+            what, what_zh = (f"lr_scheduler_type {self.lr_scheduler_type}",) * 2 if self.lr_scheduler_type else \
+                ("AdaFactor's relative step (its own warm-up is optimizer_args warmup_init=True)",
+                 "AdaFactor 的相对步长（它自己的预热是 optimizer_args 里的 warmup_init=True）")
             raise RuleError(f"lr_warmup_steps: {what} takes no warm-up; set lr_warmup_steps to 0", "lr_warmup_steps",
-                            "lr_scheduler_type" if self.lr_scheduler_type else "optimizer_args")
+                            "lr_scheduler_type" if self.lr_scheduler_type else "optimizer_args",
+                            zh=f"lr_warmup_steps：{what_zh} 不使用预热（warm-up）；请把 lr_warmup_steps 设为 0")
         return self
 
     # --- Derived values ---------------------------------------------------------------------------

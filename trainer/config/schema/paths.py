@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
+from trainer.common.errors import RuleError
 from trainer.config.schema.base import SchemaPart, field
 from trainer.families.table import FAMILIES
 
@@ -21,7 +22,7 @@ class PathsFields(SchemaPart):
         "best on the model it was trained on.",
         "底模：单个 .safetensors 模型文件（如从 civitai 下载的）、本地 diffusers 模型文件夹，或联网时的 Hugging Face "
         "仓库名。Flux 填 transformer 文件（flux1-dev.safetensors），并在下方填 ae、clip_l、t5xxl。选你之后出图用的"
-        "模型或它的上游模型，LoRA 在训练它的底模上效果最好。", metadata=False, machine=True)
+        "模型或它的上游模型，LoRA 在训练它的底模上效果最好。", metadata=False, machine=True, path="any")
     model_family: Literal[MODEL_FAMILIES] = field(  # type: ignore[valid-type]
         "auto", "paths", "model",
         "Which model the base is: auto detects it from the file or folder; sd1 (SD1.x), sd2 (SD2.x), sdxl "
@@ -34,23 +35,25 @@ class PathsFields(SchemaPart):
         "Optional VAE to use instead of the base model's: a .safetensors file or a diffusers vae folder (e.g. the "
         "fixed sdxl-vae-fp16-fix). For Flux use ae.",
         "可选：替换底模自带 VAE 的文件（.safetensors）或 diffusers vae 文件夹（例如修复版 sdxl-vae-fp16-fix）。"
-        "Flux 请用 ae。", advanced=True, metadata=False, machine=True)
+        "Flux 请用 ae。", advanced=True, metadata=False, machine=True, path="any")
     ae: str | None = field(
         None, "paths", "model", "Flux: the autoencoder file (ae.safetensors) when the base model is a transformer file.",
-        "Flux：底模是单独的 transformer 文件时，自编码器文件（ae.safetensors）。", metadata=False, machine=True)
+        "Flux：底模是单独的 transformer 文件时，自编码器文件（ae.safetensors）。",
+        metadata=False, machine=True, path="file")
     clip_l: str | None = field(
         None, "paths", "model", "Flux: the CLIP-L text encoder file (clip_l.safetensors).",
-        "Flux：CLIP-L 文本编码器文件（clip_l.safetensors）。", metadata=False, machine=True)
+        "Flux：CLIP-L 文本编码器文件（clip_l.safetensors）。", metadata=False, machine=True, path="file")
     t5xxl: str | None = field(
         None, "paths", "model", "Flux: the T5-XXL text encoder file (t5xxl_fp16.safetensors or an fp8 version).",
-        "Flux：T5-XXL 文本编码器文件（t5xxl_fp16.safetensors 或 fp8 版本）。", metadata=False, machine=True)
+        "Flux：T5-XXL 文本编码器文件（t5xxl_fp16.safetensors 或 fp8 版本）。",
+        metadata=False, machine=True, path="file")
     base_model_config: str | None = field(
         None, "paths", "model",
         "For a single-file base model: a diffusers folder (or repo id) whose configs and tokenizers describe it. "
         "Empty = the configs shipped with Danlu for the detected family; tokenizers are then fetched once "
         "while online.",
         "底模为单文件时：描述它结构的 diffusers 文件夹（或仓库名），提供配置和分词器。留空则使用 Danlu 自带的该类"
-        "模型配置，分词器需联网下载一次。", advanced=True, metadata=False, machine=True)
+        "模型配置，分词器需联网下载一次。", advanced=True, metadata=False, machine=True, path="folder")
     v2: bool | None = field(
         None, "paths", "model",
         "The base model is Stable Diffusion 2.x. Empty = detect from the model (its text encoder).",
@@ -66,13 +69,13 @@ class PathsFields(SchemaPart):
         "Folder holding sub-folders named N_name: N is how often each image repeats per epoch, name the "
         "words used for images without a caption file.",
         "训练集文件夹，里面是名为 N_名称 的子文件夹：N 是每张图每轮重复的次数，名称用作没有标注文件的图片的标注。",
-        metadata=False, machine=True)
+        metadata=False, machine=True, path="folder")
     reg_data_dir: str | None = field(
         None, "paths", "dataset",
         "Optional regularization images (same N_name layout): generic images of the class. They are repeated "
         "to match the training images and keep the class from drifting toward your subject.",
         "可选的正则化图片（同样的 N_名称 结构），放同类别的普通图片。它们会重复到与训练图片数量一致，"
-        "防止整个类别都变成你的角色（过拟合）。", metadata=False, machine=True)
+        "防止整个类别都变成你的角色（过拟合）。", metadata=False, machine=True, path="folder")
     prior_loss_weight: float = field(
         1.0, "paths", "dataset",
         "Loss weight of regularization images; 1 treats them like training images, lower lets your subject "
@@ -83,7 +86,7 @@ class PathsFields(SchemaPart):
         "每张图片旁标注文件的扩展名（打标工具多用 .txt，sd-scripts 默认 .caption）。")
     output_dir: str = field(
         "./outputs", "paths", "output", "Folder for the LoRA files and the run folders.",
-        "保存 LoRA 文件和每次运行记录的文件夹。", metadata=False, machine=True)
+        "保存 LoRA 文件和每次运行记录的文件夹。", metadata=False, machine=True, path="folder")
     output_name: str = field(
         "lora", "paths", "output", "File name of the LoRA, without extension.", "LoRA 文件名（不含扩展名）。",
         min_length=1, max_length=128)
@@ -100,15 +103,17 @@ class PathsFields(SchemaPart):
     def _dotted_extension(cls, value: str) -> str:
         value = value.strip()
         if not value:
-            raise ValueError("must not be empty, e.g. .txt")
+            raise RuleError("must not be empty, e.g. .txt", zh="不能为空，例如 .txt")
         if any(c in value for c in '/\\') or value.strip(".") == "":
-            raise ValueError("must be a file name ending without a folder, e.g. .txt")
+            raise RuleError("must be a file name ending without a folder, e.g. .txt",
+                            zh="应为文件扩展名，不带文件夹，例如 .txt")
         return value if value.startswith(".") else "." + value
 
     @field_validator("output_name")
     @classmethod
     def _plain_file_name(cls, value: str) -> str:
         if any(c in value for c in '/\\:*?"<>|') or value.strip(" .") != value:
-            raise ValueError('must be a plain file name without / \\ : * ? " < > | and without leading or '
-                             "trailing dots or spaces")
+            raise RuleError('must be a plain file name without / \\ : * ? " < > | and without leading or '
+                            "trailing dots or spaces",
+                            zh='应为普通文件名：不含 / \\ : * ? " < > |，开头和结尾不能是点或空格')
         return value

@@ -26,7 +26,7 @@ class SampleFields(SchemaPart):
         "Preview prompts: a text file with one prompt a line, or a list. Options after the prompt: --n negative "
         "--w width --h height --s steps --l guidance --d seed.",
         "预览提示词：每行一个提示词的文本文件，或一个列表。提示词后可加选项：--n 反向提示词 --w 宽 --h 高 "
-        "--s 步数 --l 引导强度 --d 种子。", metadata=False, machine=True)
+        "--s 步数 --l 引导强度 --d 种子。", metadata=False, machine=True, path="file")
     sample_every_n_epochs: int | None = field(
         None, "run", "samples", "Make previews every N epochs.", "每 N 轮生成一次预览图。", ge=1)
     sample_every_n_steps: int | None = field(

@@ -119,7 +119,7 @@ class StepsFields(SchemaPart):
         None, "steps", "saving",
         "Continue a run from a saved state folder (name-000004-state): same steps, schedule and data order as if "
         "it had never stopped.", "从保存的状态文件夹（name-000004-state）继续训练：步数、学习率和数据顺序都与未中断时一致。",
-        advanced=True, metadata=False, machine=True)
+        advanced=True, metadata=False, machine=True, path="folder")
     seed: int = field(1337, "steps", "steps", "Random seed: the same seed and config give the same result.",
                       "随机种子：相同的种子和配置得到相同的结果。", ge=0, le=2**32 - 1)
     cache_latents: bool = field(
@@ -230,17 +230,20 @@ class StepsFields(SchemaPart):
     @model_validator(mode="after")
     def _precision_rules(self):
         if self.full_fp16 and self.mixed_precision != "fp16":
-            raise RuleError("full_fp16 needs mixed_precision: fp16", "full_fp16", "mixed_precision")
+            raise RuleError("full_fp16 needs mixed_precision: fp16", "full_fp16", "mixed_precision",
+                            zh="full_fp16 需要 mixed_precision: fp16")
         if self.full_bf16 and self.mixed_precision != "bf16":
-            raise RuleError("full_bf16 needs mixed_precision: bf16", "full_bf16", "mixed_precision")
+            raise RuleError("full_bf16 needs mixed_precision: bf16", "full_bf16", "mixed_precision",
+                            zh="full_bf16 需要 mixed_precision: bf16")
         fp8 = "fp8_base" if self.fp8_base else "fp8_base_unet" if self.fp8_base_unet else None
         if fp8 and self.mixed_precision == "no":
             raise RuleError(f"{fp8} computes in half precision: set mixed_precision to bf16 (or fp16)", fp8,
-                            "mixed_precision")
+                            "mixed_precision", zh=f"{fp8} 用半精度计算：请把 mixed_precision 设为 bf16（或 fp16）")
         if fp8 and self.quantize_base != "none":
             raise RuleError(f"{fp8} and quantize_base both shrink the base model's weights: use only one "
                             f"(quantize_base: int8 keeps more precision than {fp8} at the same size)", fp8,
-                            "quantize_base")
+                            "quantize_base", zh=f"{fp8} 和 quantize_base 都是压缩底模权重：只用其中一个（同样大小下，"
+                            f"quantize_base: int8 比 {fp8} 保留更多精度）")
         return self
 
     @model_validator(mode="after")
@@ -249,18 +252,25 @@ class StepsFields(SchemaPart):
         if self.blocks_to_swap and family is not None and not family.swappable_blocks:
             raise RuleError(f"blocks_to_swap swaps Flux.1's transformer blocks; {family.label} has none to swap "
                             "(its models fit with gradient_checkpointing, fp8_base or quantize_base)",
-                            "blocks_to_swap", "model_family")
+                            "blocks_to_swap", "model_family",
+                            zh=f"blocks_to_swap 交换的是 Flux.1 的 transformer 块；{family.label} 没有可交换的块"
+                            "（它的模型用 gradient_checkpointing、fp8_base 或 quantize_base 就能放下）")
         if self.cpu_offload_checkpointing and not self.gradient_checkpointing:
             raise RuleError("cpu_offload_checkpointing offloads what gradient checkpointing keeps: turn on "
-                            "gradient_checkpointing too", "cpu_offload_checkpointing", "gradient_checkpointing")
+                            "gradient_checkpointing too", "cpu_offload_checkpointing", "gradient_checkpointing",
+                            zh="cpu_offload_checkpointing 卸载的是梯度检查点保存的内容："
+                            "请同时开启 gradient_checkpointing")
         if self.cpu_offload_checkpointing and self.blocks_to_swap:  # as sd-scripts: one way to use system RAM
             raise RuleError("cpu_offload_checkpointing and blocks_to_swap both move memory to system RAM and cannot "
                             "be combined (as in sd-scripts): keep blocks_to_swap, it saves more",
-                            "cpu_offload_checkpointing", "blocks_to_swap")
+                            "cpu_offload_checkpointing", "blocks_to_swap",
+                            zh="cpu_offload_checkpointing 和 blocks_to_swap 都把显存挪到内存，不能同时使用"
+                            "（与 sd-scripts 相同）：保留 blocks_to_swap，它省得更多")
         if self.blocks_to_swap and self.quantize_base != "none":  # packed weights carry state a plain move loses
             raise RuleError("blocks_to_swap moves plain or fp8 weights, not quantize_base's packed ones: use fp8_base "
                             "with blocks_to_swap (as sd-scripts does), or one of them alone", "blocks_to_swap",
-                            "quantize_base")
+                            "quantize_base", zh="blocks_to_swap 只能搬动普通或 fp8 权重，不能搬 quantize_base 打包后的"
+                            "权重：请像 sd-scripts 那样用 fp8_base 配合 blocks_to_swap，或只用其中一个")
         return self
 
 

@@ -60,10 +60,14 @@ class TextFields(SchemaPart):
         if getattr(self, "network_train_unet_only", None) is False or getattr(
                 self, "network_train_text_encoder_only", False):
             raise RuleError(f"{key} needs a frozen text encoder, but the text encoder is trained: set "
-                            f"network_train_unet_only: true, or {key}: false", key, "network_train_unet_only")
+                            f"network_train_unet_only: true, or {key}: false", key, "network_train_unet_only",
+                            zh=f"{key} 需要冻结文本编码器，但现在文本编码器在训练：请设 network_train_unet_only: true，"
+                            f"或 {key}: false")
         changing = [name for name in CAPTION_CHANGES if getattr(self, name, False)]
         if changing:
             raise RuleError(f"{key} encodes each caption once, but {', '.join(changing)} change the captions "
                             f"during training: turn {'it' if len(changing) == 1 else 'them'} off, or set {key}: false",
-                            key, *changing)
+                            key, *changing,
+                            zh=f"{key} 每条标注只编码一次，但 {', '.join(changing)} 会在训练中改动标注：请关掉它们，"
+                            f"或设 {key}: false")
         return self
