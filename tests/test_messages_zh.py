@@ -220,3 +220,13 @@ def test_charts_name_their_axes_and_series_in_chinese():
 
 def test_gradio_upload_texts_have_chinese():
     assert GRADIO_TEXTS_ZH["Drop File Here"] and all(chinese(zh) for zh in GRADIO_TEXTS_ZH.values())
+
+
+def test_a_queues_run_statuses_are_in_the_page_language():
+    from ui.compare_tab import queue_markdown
+
+    runs = {"runs": [{"label": "network_dim=4", "status": "completed", "run_dir": "/x"},
+                     {"label": "network_dim=8", "status": "pending", "run_dir": None}]}
+    zh, en = queue_markdown("zh", runs), queue_markdown("en", runs)
+    assert "已完成" in zh and "排队中" in zh and "completed" not in zh
+    assert "Completed" in en and "Waiting" in en

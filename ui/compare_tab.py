@@ -27,7 +27,7 @@ from trainer.run.events import STOP_FILE
 
 from .charts import colored, series
 from .fields import config_from_form
-from .i18n import t
+from .i18n import TEXT, t
 from .live import chart_keys, chart_titles
 from .page import Page
 from .review import review
@@ -130,7 +130,8 @@ def show_sweep(lang: str, output_dir: str, prompt: str | None, shown: dict | Non
     chart = colored(frame, "run", drawn=shown.get("drawn", ()) if shown.get("folder") == str(folder) else ())
     drawn = () if chart["value"] is None else series(frame, "run")
     ended = shown.get("status") == "running" and status != "running" and shown.get("folder") == str(folder)
-    message = t(lang, "sweep_ended", n=len(data["runs"]), status=status, folder=folder) if ended else gr.skip()
+    message = t(lang, "sweep_ended", n=len(data["runs"]), status=_status(status, lang), folder=folder) if ended \
+        else gr.skip()
     redraw = chart["value"] is None and bool(series(frame, "run"))  # cleared for new series: drawn next tick
     return [queue_markdown(lang, data), gr.update(choices=choices, value=index), chart,
             grid_html(lang, data, int(index) if index is not None else 0), message,
@@ -146,7 +147,8 @@ def _stamp(folder: Path) -> tuple:
 
 def queue_markdown(lang: str, data: dict[str, Any]) -> str:
     rows = [f"| {t(lang, 'sweep_run')} | {t(lang, 'sweep_status')} | {t(lang, 'run_dir')} |", "|---|---|---|"]
-    rows += [f"| `{run['label']}` | {run['status']} | `{run['run_dir'] or '–'}` |" for run in data["runs"]]
+    rows += [f"| `{run['label']}` | {_status(run['status'], lang)} | `{run['run_dir'] or '–'}` |"
+             for run in data["runs"]]
     return "\n".join(rows)
 
 
@@ -176,3 +178,8 @@ def _cell(path: str | None) -> str:
     return (f'<td><img src="{data_url(path, THUMB_PX)}" title="{html.escape(path)}" '
             'tabindex="0" class="danlu-zoomable"></td>')
 
+
+def _status(status: str, lang: str) -> str:
+    """A queued run's status in words (a status the page has no words for as it is)."""
+    key = f"status_{status}"
+    return t(lang, key) if key in TEXT[lang] else status

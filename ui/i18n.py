@@ -71,6 +71,7 @@ TEXT: dict[str, dict[str, str]] = {
         "line_over": "Last run in this output folder ({run_dir}): {status}. Start training starts a new one.",
         "status_idle": "No training is running.", "status_starting": "Starting…", "status_running": "Training",
         "status_completed": "Completed", "status_stopped": "Stopped", "status_failed": "Failed",
+        "status_pending": "Waiting", "status_skipped": "Skipped",
         "progress": "step {step} / {total} · epoch {epoch} / {epochs} · {speed} · ETA {eta}",
         "started": "Training started in {run_dir}.", "already_running": "A training is already running in "
         "{run_dir}. Stop it, or wait for it to finish, before starting another.",
@@ -261,6 +262,7 @@ TEXT: dict[str, dict[str, str]] = {
         "line_over": "这个输出文件夹的上一次训练（{run_dir}）：{status}。点“开始训练”会开始新的一次。",
         "status_idle": "当前没有训练在运行。", "status_starting": "正在启动…", "status_running": "训练中",
         "status_completed": "已完成", "status_stopped": "已停止", "status_failed": "失败",
+        "status_pending": "排队中", "status_skipped": "已跳过",
         "progress": "第 {step} / {total} 步 · 第 {epoch} / {epochs} 轮 · {speed} · 预计剩余 {eta}",
         "started": "训练已在 {run_dir} 启动。", "already_running": "{run_dir} 中已有训练在运行。请先停止它或等它结束，再开始新的训练。",
         "stopped_clean": "已停止，LoRA 已保存：{path}", "stopped_forced": "训练没有按时停止，已被强制结束；之前保存的轮次文件仍然保留。",
