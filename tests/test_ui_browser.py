@@ -232,7 +232,7 @@ def test_a_two_variation_queue_makes_two_runs_and_a_compare_grid(page, gui):
     page.click("#sweep-start")
     page.locator("#message").filter(has_text="Queue of 2 runs started").wait_for()
     queue = page.locator("#sweep-queue")
-    page.wait_for_function("() => (document.querySelector('#sweep-queue')?.innerText.match(/completed/g) || [])"
+    page.wait_for_function("() => (document.querySelector('#sweep-queue')?.innerText.match(/Completed/g) || [])"
                            ".length === 2", timeout=600_000)
     assert "network_dim=4" in queue.inner_text() and "network_dim=8" in queue.inner_text()
     grid = page.locator("#compare-grid table")
