@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         server_name=host, server_port=port, auth=auth, inbrowser=not args.no_browser, css_paths=[CSS_PATH],
         head=builtin_texts.head() + PAGE_HEAD, allowed_paths=[str(settings.home())], footer_links=[], quiet=True,
         state_session_capacity=MAX_SESSIONS,
+        # Gradio's run history copies every event's inputs and outputs (and each widget's props) into the browser's
+        # localStorage: with Danlu's 150-field form, seconds of script time per language switch (docs/benchmarks.md)
+        run_history=False,
         # Gradio's own "is localhost reachable" probe gives up after one 3-second HEAD of the whole page and then
         # refuses to start; on a busy machine (a training running) that page takes longer. The server was just
         # bound on this machine, so skip the probe (its only effect in gradio 6).

@@ -5,6 +5,7 @@ for bit, effect sizes that rise with strength, seed spread over two seeds, rerun
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -16,9 +17,11 @@ from PIL import Image
 from tests.test_families import train_in_process
 from trainer.__main__ import main
 from trainer.training.sampling import SamplePrompt
+from trainer.try_lora.client import TryServer
 from trainer.try_lora.grid import GridSpec, lora_choice
 from trainer.try_lora.picture import read_settings
 from trainer.try_lora.render import render_grid
+from trainer.try_lora.serve import KeptModel, serve
 from trainer.try_lora.session import TrySession, sampling_config
 
 PROMPT = SamplePrompt("red circle, on white background", width=64, height=64, steps=4)
@@ -158,10 +161,58 @@ def test_a_stop_keeps_the_cells_done(sd1_run, sd1_session, tiny_sd1, tmp_path):
     spec = GridSpec(str(tiny_sd1), [lora_choice(lora)], strengths=[0.0, 1.0], seeds=[1, 2], prompts=[PROMPT_LINE],
                     sampler=SAMPLER)
     asked = iter([False] * 4 + [True] * 10)  # 2 base pictures, 2 strength-0 cells, then the stop
-    record = render_grid(spec, tmp_path / "grid", lambda: next(asked), lambda line: None, sd1_session)
+    record = render_grid(spec, tmp_path / "grid", lambda: next(asked), lambda line: None,
+                         lambda _spec: sd1_session)
     assert record["status"] == "stopped" and len(record["cells"]) == 2
     assert (tmp_path / "grid" / "grid.png").is_file()
     assert all(cell["strength"] == 0 and cell["effect"] == 0 for cell in record["cells"])
+
+
+def test_the_server_keeps_the_model_between_grids_and_serves_on_after_a_refusal(sd1_run, tmp_path, monkeypatch):
+    from trainer.try_lora import session as session_module
+
+    loads = []
+    monkeypatch.setattr(session_module, "TrySession", type("Counted", (TrySession,), {
+        "__init__": lambda self, *a, **k: (loads.append(1), TrySession.__init__(self, *a, **k))[1]}))
+    run, lora = sd1_run
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(lora.read_bytes())
+    grid = ["--run", str(run), "--lora", str(mine), "--strengths", "1", "--seeds", "1", "--prompts", PROMPT_LINE,
+            "--sampler", SAMPLER]
+    requests = [{"args": grid, "out": str(tmp_path / "a")},
+                {"args": ["--run", str(run), "--lora", str(tmp_path / "gone.safetensors")], "out": str(tmp_path / "b")},
+                {"args": grid, "out": str(tmp_path / "c")}]
+    kept = KeptModel()
+    serve([json.dumps(request) for request in requests], kept)
+
+    def events(name: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / name / "progress.jsonl").read_text("utf-8").splitlines()]
+
+    assert [e.get("model_kept") for e in events("a") + events("c") if e["type"] == "plan"] == [False, True]
+    assert len(loads) == 1 and kept.session is None  # loaded once; let go when the requests ended
+    refused = events("b")
+    assert [e["type"] for e in refused] == ["error", "finished"] and "gone.safetensors" in refused[0]["message"]
+    assert "gone.safetensors" in (tmp_path / "b" / "console.log").read_text("utf-8")
+    first = next(e for e in events("c") if e["type"] == "cell")["effect"]
+    tensors = safetensors.torch.load_file(mine)  # the file saved anew (a training wrote it again): read again
+    safetensors.torch.save_file({k: v * 2 if "lora_up" in k else v for k, v in tensors.items()}, mine)
+    serve([json.dumps({"args": grid, "out": str(tmp_path / "d")})], kept)
+    assert next(e for e in events("d") if e["type"] == "cell")["effect"] > first * 1.2
+
+
+def test_the_guis_server_child_renders_what_it_is_given_and_ends_when_idle(tmp_path):
+    server = TryServer(tmp_path / "server.log", keep_s=0.5, check_s=0.2)
+    folder = tmp_path / "grid"
+    folder.mkdir()
+    server.submit(["--base", str(tmp_path / "model")], folder)  # no --lora: refused in the child
+    pid = json.loads((folder / "process.json").read_text("utf-8"))["pid"]
+    assert server.alive() and pid == server._process.pid
+    deadline = time.monotonic() + 240
+    while server.alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not server.alive()  # released once its grid had ended and it stayed idle
+    events = [json.loads(line) for line in (folder / "progress.jsonl").read_text("utf-8").splitlines()]
+    assert events[-1] == {**events[-1], "type": "finished", "status": "failed"} and "--lora" in events[0]["message"]
 
 
 def test_flux_kohya_lora_equals_diffusers_and_zero_is_the_base(tiny_flux, tmp_path):

@@ -4,6 +4,7 @@ the Try tab's options (torch-free)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -119,16 +120,33 @@ def test_grid_png_labels_and_settings(tmp_path):
 
 
 def test_the_try_tab_shows_progress_cells_and_a_refusal_in_the_pages_language(tmp_path):
-    from ui.try_tab import grid_html, status_markdown
+    from ui.try_tab import axis_choices, grid_html, status_markdown, summary_frame
 
     cell = tmp_path / "r00-c01.png"
     Image.new("RGB", (8, 8), "red").save(cell)
-    events = [{"type": "plan", "total": 2, "rows": [["strength 1"]], "cols": [["P1: 一只猫"], ["seed 2"]],
-               "family": "sd1", "device": "cpu"},
-              {"type": "cell", "row": 0, "col": 1, "path": str(cell), "effect": 0.25, "health": "noise"}]
+    spec = _spec(strengths=[1.0], seeds=[2], prompts=["一只猫"], rows=["epoch", "strength"], cols=["prompt", "seed"])
+    rows, cols = spec.layout()
+    events = [{"type": "plan", "total": 2, "rows": spec.labels(rows), "cols": spec.labels(cols), "row_axes": rows,
+               "col_axes": cols, "settings": spec.to_json(), "family": "sd1", "device": "cpu"},
+              {"type": "cell", "row": 0, "col": 0, "path": str(cell), "effect": 0.25, "health": "noise"}]
     assert "1 / 2" in status_markdown("en", str(tmp_path), events, alive=True)
-    shown = grid_html(events)
-    assert shown.count("<img") == 1 and "一只猫" in shown and "effect 0.250 · noise" in shown
+    assert "still loaded" not in status_markdown("en", str(tmp_path), events, alive=True)
+    kept = [{**events[0], "model_kept": True, "ready_s": 0.4}, *events[1:]]
+    assert "底模仍在内存中" in status_markdown("zh", str(tmp_path), kept, alive=True)
+    shown = grid_html("en", events)
+    assert shown.count("<img") == 1 and "P1: 一只猫" in shown and "effect 0.250 · noise" in shown
+    assert "epoch 2" in shown and "strength 1" in shown and "seed 2" in shown
+    shown = grid_html("zh", events)  # grid.png stays English; the page's labels follow the page
+    texts = [text for part in re.findall(r"<(?:th|small)>(.*?)</(?:th|small)>", shown) for text in part.split("<br>")]
+    names = {lora.name for lora in spec.loras}
+    assert "第 2 轮" in texts and "效果 0.250 · 噪点" in texts and "提示词 1：一只猫" in texts
+    assert all(re.search(r"[\u4e00-\u9fff]", text) for text in texts if text and text not in names), texts
+    record = {"settings": spec.to_json(), "summary": [
+        {"file": "a e2", "lora": 0, "strength": 1.0, "effect": 0.25, "effect_min": 0.2, "effect_max": 0.3,
+         "seed_spread": None, "base_seed_spread": None, "broken": {"noise": 1}}]}
+    table = summary_frame("zh", record)
+    assert all(re.search(r"[\u4e00-\u9fff]", label) for label, _ in axis_choices("zh"))  # the rows/columns choices
+    assert table.iloc[0].tolist()[:2] == ["a · 第 2 轮", 1.0] and table.iloc[0].tolist()[-1] == "噪点 1"
     failed = events + [{"type": "error", "message": "x: a LoRA for SDXL", "hint": "h", "zh": "这是 SDXL 的 LoRA"},
                        {"type": "finished", "status": "failed"}]
     assert "这是 SDXL 的 LoRA" in status_markdown("zh", str(tmp_path), failed, alive=False)

@@ -141,9 +141,17 @@ def test_bad_dataset_path_is_shown_at_its_field_and_language_switch(page, gui):
     shot(page, "paths-error")
     fill(page, "train_data_dir", demo_paths(gui[1])["train_data_dir"])
     page.wait_for_selector("#train_data_dir:not(.danlu-invalid)")
+    browse = page.locator("#train_data_dir-browse")  # its folder icon is drawn, not an emoji some fonts lack
+    assert "svg" in browse.evaluate("b => getComputedStyle(b, '::before').backgroundImage")
+    assert not re.search(r"[\U0001F300-\U0001FAFF]", browse.inner_text())
     page.locator("#lang").get_by_text("中文").click()
     page.get_by_role("tab", name="路径").wait_for()
     assert page.get_by_role("tab", name="模型效果").is_visible()
+    chinese = re.compile(r"[\u4e00-\u9fff]")
+    line = page.locator("#run-line")
+    assert chinese.search(line.inner_text()), line.inner_text()  # the switch words the bar itself, not the next poll
+    page.wait_for_timeout(2_500)  # two polls later: none sent before the switch put the old language back
+    assert chinese.search(line.inner_text()), line.inner_text()
     open_tab(page, "模型效果")
     assert "LoRA 的秩" in page.locator("#network_dim").inner_text()
     shot(page, "effect-zh")

@@ -192,7 +192,7 @@ def test_both_languages_have_the_same_tool_texts():
 
 
 def test_the_tab_builds_with_its_ids_choices_and_both_languages():
-    with gr.Blocks() as blocks:
+    with gr.Blocks():
         lang = gr.Radio(["zh", "en"], value="en")
         page = Page(lang, Form("en"), gr.Markdown(), RunMonitor(), gr.State({}))
         tools_tab.build(page)
@@ -208,11 +208,11 @@ def test_the_tab_builds_with_its_ids_choices_and_both_languages():
     assert [v for _, v in by_id["tools-resize-method"].choices] == ["none", *DYNAMIC_METHODS]
     assert [v for _, v in by_id["tools-resize-precision"].choices] == ["", *PRECISIONS]
     assert [v for _, v in by_id["tools-convert-to"].choices] == list(LAYOUTS)
-    zh = {component.elem_id: update for (component, _, _), update in zip(page.localized, page.relabel("zh"))
+    zh = {component.elem_id: update for component, update in zip(page.localized_components, page.relabel("zh"))
           if getattr(component, "elem_id", None)}
     assert zh["tools-resize-rank"]["label"] == "新 rank" and zh["tools-merge-run"]["value"] == "开始融合"
-    help_switch = next(f for f in blocks.fns.values() if f.inputs == [lang] and by_id["tools-resize-rank"] in f.outputs)
-    helps = dict(zip([c.elem_id for c in help_switch.outputs], help_switch.fn("zh")))
+    help_switch, _, outputs = next(f for f in page.language_followers if by_id["tools-resize-rank"] in f[2])
+    helps = dict(zip([c.elem_id for c in outputs], help_switch("zh")))
     assert helps["tools-resize-rank"]["info"] == TOOLS_TEXT["zh"]["tools_resize_rank_help"]
     assert helps["tools-resize-precision"]["choices"][0] == ("（与原文件相同）", "")
 

@@ -1,6 +1,6 @@
 """The Try tab in a real headless Chromium (the fixtures of tests/test_ui_browser.py): a 2x2 grid of the demo run
-(strength 0 and 1 x its two epoch files), rendered by a child process, shown with its table; the grid PNG and its
-JSON on disk, and a second render of the same settings gives the same pixels."""
+(strength 0 and 1 x its two epoch files), rendered by the GUI's try server, shown with its table; the grid PNG and
+its JSON on disk, and a second render of the same settings gives the same pixels on the model kept loaded."""
 
 from __future__ import annotations
 
@@ -75,3 +75,6 @@ def test_a_two_by_two_grid_of_the_demo_run(page, gui):  # noqa: F811
     page.locator("#try-status").filter(has_text=second.name).filter(has_text="Completed: 4 of 4 cells").wait_for()
     assert np.array_equal(np.asarray(Image.open(first / "grid.png")), np.asarray(Image.open(second / "grid.png")))
     assert json.loads((second / "grid.json").read_text(encoding="utf-8"))["settings"] == record["settings"]
+    plans = [next(json.loads(line) for line in (grid / "progress.jsonl").read_text("utf-8").splitlines()
+                  if '"plan"' in line) for grid in (first, second)]
+    assert [plan["model_kept"] for plan in plans] == [False, True]  # the second grid found the model loaded

@@ -16,6 +16,7 @@ from trainer.presets.cli import add_preset_commands
 from trainer.run.child import JSON_ERRORS_ENV, error_json
 from trainer.tagging.cli import add_caption_command
 from trainer.try_lora.cli import add_try_command
+from trainer.try_lora.serve import add_server_command
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
                                  "optimizer), one JSON line per request on stdin; see trainer/checks/service.py")
     worker.set_defaults(func=_worker)
     add_try_command(commands)
+    add_server_command(commands)
     add_lora_commands(commands)
     add_preset_commands(commands)
     add_caption_command(commands)

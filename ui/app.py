@@ -34,7 +34,7 @@ from .form import Form
 from .i18n import LANGS, t
 from .monitor import RunMonitor
 from .page import Page, form_data
-from .review import review
+from .review import Review, review
 
 PAGE_HEAD = (Path(__file__).resolve().parent / "page_head.html").read_text(encoding="utf-8")  # launch(head=...)
 MAX_SESSIONS = 100  # browser sessions whose state Gradio keeps (its default, 10000, is gigabytes of this page)
@@ -71,7 +71,7 @@ def build_app(lang: str, initial: dict[str, Any], monitor: RunMonitor | None = N
         _wire_live(page, views)
         for wire in page.later:
             wire()
-        _wire_language(page, title, views)
+        _wire_language(page, title, views, bar["line"])
         page.then_review(blocks.load(lambda: _on_load(page, initial), None, [tabs, switch, *form.inputs],
                                      show_progress="hidden"))
         blocks.unload(_session_forgetter(blocks))
@@ -151,15 +151,34 @@ def _wire_live(page: Page, views: dict[str, Any]) -> None:
                        page.form.components["network_module"], show_progress="hidden")
 
 
-def _wire_language(page: Page, title: gr.Markdown, views: dict[str, Any]) -> None:
+def _wire_language(page: Page, title: gr.Markdown, views: dict[str, Any], line: gr.HTML) -> None:
+    """One event words anew what the page shows: the header, the run bar's line (else it waits for the next poll),
+    each text that differs between the languages, the review the page shows (Page.reviewed, not the form's 150
+    widgets) and what the tabs registered with Page.on_language. The browser's cost grows with every input
+    gathered, every attribute set and every event (each walks every widget that ever had a loading status): one
+    event, few inputs, changed attributes only (figures in docs/benchmarks.md)."""
     boxes = [box for box, _ in page.form.titled]
+    output_dir = page.form.components["output_dir"]
+    followers = page.language_followers
 
-    def switch(lang: str, *values: Any) -> list[Any]:
+    def switch(lang: str, reviewed: Review | None, folder: str, *more: Any) -> list[Any]:
         settings.save_lang(lang)
-        header = [gr.update(value=f"## {t(lang, 'title')}")]
-        refreshed = live.render_review(page, review(form_data(values)), lang, None)
+        errors = reviewed.errors_in(lang) if reviewed else {}
+        shown = live.review_views(reviewed, lang) if reviewed else [gr.skip()] * len(live.LIVE_VIEWS)
+        run_dir, state = page.monitor.view(Path(folder).expanduser() if folder else None)
         # the message line answered the last action in the old language: cleared, not left behind
-        return header + [""] + page.relabel(lang) + page.form.box_labels(lang) + refreshed
+        chrome = [f"## {t(lang, 'title')}", "", lang, run_tab.bar_line(lang, folder, errors, run_dir, state)]
+        updates = chrome + page.relabel(lang) + page.form.box_labels(lang) + shown + [errors] + \
+            page.form.language_updates(errors, lang)
+        for fn, inputs, _ in followers:
+            updates += fn(lang, *more[:len(inputs)])
+            more = more[len(inputs):]
+        return updates
 
-    outputs = [title, page.message, *page.localized_components, *boxes, *live.live_outputs(page, views)]
-    page.lang.change(switch, [page.lang, *page.form.inputs], outputs, show_progress="hidden")
+    outputs = [title, page.message, page.shown_lang, line, *page.localized_components, *boxes,
+               *(views[name] for name in live.LIVE_VIEWS), page.shown_errors, *page.form.inputs]
+    inputs = [page.lang, page.reviewed, output_dir]
+    for _, more_inputs, more_outputs in followers:
+        inputs += more_inputs
+        outputs += more_outputs
+    page.lang.change(switch, inputs, outputs, show_progress="hidden")

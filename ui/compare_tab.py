@@ -32,6 +32,7 @@ from .live import chart_keys, chart_titles
 from .page import Page
 from .review import review
 from .thumbnails import data_url
+from .try_server import release_model
 
 POLL_S = 2.0
 THUMB_PX = 512  # the grid travels inside the page: cells show 256 px, a clicked cell up to 512 (ui/style.css)
@@ -88,6 +89,7 @@ def start_sweep(lang: str, items: str, values: tuple) -> str:
     config_file = folder / "base.yaml"
     config_file.write_text(config_to_yaml(checked.config), encoding="utf-8")
     varied = [arg for line in lines for arg in ("--vary", line)]
+    release_model()
     child.start_detached(["sweep", config_file, "--sweep-dir", folder, *varied], folder)  # outlives the page
     return t(lang, "sweep_started", n=len(plan.runs), folder=folder)
 

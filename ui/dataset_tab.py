@@ -25,6 +25,7 @@ from trainer.tagging.run import MODES
 
 from . import caption_job as jobs
 from . import dataset_views as views
+from .fields import form_values
 from .i18n import t
 from .page import Page, form_data
 
@@ -80,8 +81,7 @@ def build(page: Page, tab: gr.Tab) -> Callable[[], None]:
         gr.on([tab.select, folder.input], **read)
         page.then_review(refresh.click(**read))  # files added or removed by hand: the plan follows too
         page.then_review(version.change(**{**read, "show_progress": "hidden"}))
-        page.lang.change(relabel_views, [page.lang, shown, folder, chosen, *values], shown_views,
-                         show_progress="hidden")
+        page.on_language(relabel_views, [shown, folder, chosen, page.reviewed], shown_views)
         gallery.select(pick, [page.lang, shown, *values], [editing, editing_name, caption], show_progress="hidden")
         save.click(save_caption, [page.lang, editing, caption, *values], [editor_status, version])
         choose.click(choose_image, [editing, chosen], chosen, show_progress="hidden")
@@ -215,9 +215,10 @@ def refresh_views(lang: str, folder: str, chosen: list[str], *values: Any) -> li
             views.findings_markdown(root, findings, lang)]
 
 
-def relabel_views(lang: str, shown: list[str], folder: str, chosen: list[str], *values: Any) -> list[Any]:
-    """The views in the new language, once the tab has shown a folder (else nothing is read)."""
-    return refresh_views(lang, folder, chosen, *values) if shown else [gr.skip()] * 7
+def relabel_views(lang: str, shown: list[str], folder: str, chosen: list[str], reviewed: Any) -> list[Any]:
+    """The views in the new language, once the tab has shown a folder (else nothing is read), of the form as the
+    page last reviewed it (ui/page.py Page.reviewed)."""
+    return refresh_views(lang, folder, chosen, *form_values(reviewed.data)) if shown and reviewed else [gr.skip()] * 7
 
 
 def pick(evt: gr.SelectData, lang: str, shown: list[str], *values: Any) -> list[Any]:

@@ -30,7 +30,7 @@ class Form:
         self.lang = lang
         self.components: dict[str, gr.components.Component] = {}
         self.titled: list[tuple[Any, str]] = []  # (accordion, text key): relabelled when the language changes
-        self.browse: dict[str, gr.Button] = {}  # the 📂 under each path field (ui/picker.py wires them)
+        self.browse: dict[str, gr.Button] = {}  # the folder button under each path field (ui/picker.py wires them)
 
     @property
     def inputs(self) -> list[gr.components.Component]:
@@ -63,10 +63,10 @@ class Form:
                         self.components[spec.name] = self._widget(spec)
 
     def _path_widget(self, spec: FieldSpec) -> None:
-        """A path field with its 📂 (the picker) under it."""
+        """A path field with its folder button (the picker; its icon: ui/style.css) under it."""
         with gr.Column(min_width=160, elem_classes=["danlu-path"]):
             self.components[spec.name] = self._widget(spec)
-            self.browse[spec.name] = gr.Button("📂 …", size="sm", elem_id=f"{spec.name}-browse",
+            self.browse[spec.name] = gr.Button("…", size="sm", elem_id=f"{spec.name}-browse",
                                                elem_classes=["danlu-browse"])
 
     def _widget(self, spec: FieldSpec) -> gr.components.Component:
@@ -94,10 +94,26 @@ class Form:
 
     def field_update(self, name: str, error: str | None, lang: str) -> Any:
         spec = FIELD_SPECS[name]
-        info = f"⚠ {error}" if error else help_text(name, lang)
+        info = self._info(name, error, lang)
         classes = ["danlu-field", INVALID] if error else ["danlu-field"]
         extra = {"choices": self.choices(spec, lang)} if spec.kind in ("choice", "tristate") and spec.optional else {}
         return gr.update(info=info, elem_classes=classes, **extra)
+
+    def language_updates(self, errors: dict[str, str], lang: str) -> list[Any]:
+        """Every widget's help or problem in lang after a language switch (FIELD_SPECS order), with only what a
+        switch changes: no class (the same problems are shown), no help text both languages share."""
+        return [self._language_update(name, spec, errors.get(name), lang) for name, spec in FIELD_SPECS.items()]
+
+    def _language_update(self, name: str, spec: FieldSpec, error: str | None, lang: str) -> Any:
+        texts = {"info": self._info(name, error, lang)} if error or help_text(name, "en") != help_text(name, "zh") \
+            else {}
+        if spec.kind in ("choice", "tristate") and spec.optional:  # the empty choice's words
+            texts["choices"] = self.choices(spec, lang)
+        return gr.update(**texts) if texts else gr.skip()
+
+    @staticmethod
+    def _info(name: str, error: str | None, lang: str) -> str:
+        return f"⚠ {error}" if error else help_text(name, lang)
 
     def field_updates(self, errors: dict[str, str], lang: str, shown: dict[str, str] | None = None) -> list[Any]:
         """Every widget's help or problem (FIELD_SPECS order); with `shown`, only those whose problem changed

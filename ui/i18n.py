@@ -59,10 +59,10 @@ TEXT: dict[str, dict[str, str]] = {
         "stay.",
         "preset_shared": "{path} is ready to share. Left out (this computer's paths): {keys}",
         "picker_folder": "Folder (or paste a path and press Enter)", "picker_use": "Use this folder",
-        "picker_cancel": "Cancel", "picker_title_file": "**Choose a file for `{field}`**: click a 📁 to open it, a 📄 "
-        "to pick it.", "picker_title_folder": "**Choose a folder for `{field}`**: click a 📁 to open it, then "
-        "Use this folder.", "picker_title_any": "**Choose a file or folder for `{field}`**: click a 📄 to pick a "
-        "file, or open a 📁 and Use this folder.", "picker_cut": "Only the first {n} entries are listed.",
+        "picker_cancel": "Cancel", "picker_title_file": "**Choose a file for `{field}`**: click a folder to open it, a "
+        "file to pick it.", "picker_title_folder": "**Choose a folder for `{field}`**: click a folder to open it, "
+        "then Use this folder.", "picker_title_any": "**Choose a file or folder for `{field}`**: click a file to pick "
+        "it, or open a folder and Use this folder.", "picker_cut": "Only the first {n} entries are listed.",
         "line_demo": "▶ The demo is filled in and ready: press Start training (top right) to train a tiny LoRA, "
         "a few minutes on a CPU. Then put your own model and images in the Paths tab.",
         "line_idle": "No training in this output folder yet: press Start training when the form is ready.",
@@ -163,6 +163,7 @@ TEXT: dict[str, dict[str, str]] = {
         "try_start": "Render the grid", "try_stop": "Stop",
         "try_table": "Effects per file and strength", "try_chart": "Effect size against strength, per file",
         "try_axis_strength": "strength", "try_axis_effect": "effect size", "try_axis_file": "file",
+        "try_axis_epoch": "epoch", "try_axis_seed": "seed", "try_axis_prompt": "prompt",
         "try_col_file": "file", "try_col_strength": "strength", "try_col_effect": "effect size (mean)",
         "try_col_effect_min": "lowest", "try_col_effect_max": "highest", "try_col_seed_spread": "seed spread",
         "try_col_base_seed_spread": "base model's seed spread", "try_col_broken": "broken pictures",
@@ -172,8 +173,13 @@ TEXT: dict[str, dict[str, str]] = {
         "try_stopping": "Stop requested: the grid ends after the current cell, with the cells done so far.",
         "try_loading": "Loading the base model… ({folder})",
         "try_progress": "{done} / {total} cells · {family} on {device}",
+        "try_kept": " · the base model was still loaded ({seconds:g} s to start)",
         "try_done": "{status}: {done} of {total} cells. Grid: `{grid}` · settings and effects: `{json}`",
-        "try_failed": "The grid failed:", "try_died": "the process ended without finishing; see {log}",
+        "try_failed": "The grid failed:", "try_died": "the process ended without finishing; see {log} and {server_log}",
+        "try_label_final": "final", "try_label_epoch": "epoch {epoch}", "try_label_strength": "strength {strength:g}",
+        "try_label_seed": "seed {seed}", "try_label_prompt": "P{n}: {prompt}", "try_cell_effect": "effect {effect:.3f}",
+        "try_health_noise": "noise", "try_health_black": "black", "try_health_white": "white",
+        "try_health_flat": "flat colour", "try_health_nan": "NaN",
         "sweep_intro": "Train variations of the form's config one after another, with the same preview prompts and "
         "seeds, then compare their previews side by side. One line per key: key=value1,value2 (several lines: every "
         "combination).",
@@ -250,9 +256,9 @@ TEXT: dict[str, dict[str, str]] = {
         "覆盖同名文件等）已恢复为默认值；你自己改过的设置保持不变。",
         "preset_shared": "{path} 可以分享了。已去掉本机路径：{keys}",
         "picker_folder": "文件夹（也可以粘贴路径后按回车）", "picker_use": "选择这个文件夹", "picker_cancel": "取消",
-        "picker_title_file": "**为 `{field}` 选择文件**：点 📁 打开文件夹，点 📄 选中文件。",
-        "picker_title_folder": "**为 `{field}` 选择文件夹**：点 📁 打开，然后点“选择这个文件夹”。",
-        "picker_title_any": "**为 `{field}` 选择文件或文件夹**：点 📄 选中文件，或打开 📁 后点“选择这个文件夹”。",
+        "picker_title_file": "**为 `{field}` 选择文件**：点文件夹打开，点文件选中。",
+        "picker_title_folder": "**为 `{field}` 选择文件夹**：点文件夹打开，然后点“选择这个文件夹”。",
+        "picker_title_any": "**为 `{field}` 选择文件或文件夹**：点文件选中，或打开文件夹后点“选择这个文件夹”。",
         "picker_cut": "只列出了前 {n} 项。",
         "line_demo": "▶ 演示已填好，可以直接开始：点右上角的“开始训练”，几分钟（CPU）就能训练出一个很小的 LoRA。"
         "之后在“路径”页换成你自己的模型和图片。",
@@ -344,6 +350,7 @@ TEXT: dict[str, dict[str, str]] = {
         "try_start": "生成网格", "try_stop": "停止",
         "try_table": "各文件、各强度的效果", "try_chart": "效果大小随强度的变化（每个文件一条线）",
         "try_axis_strength": "强度", "try_axis_effect": "效果大小", "try_axis_file": "文件",
+        "try_axis_epoch": "轮数", "try_axis_seed": "种子", "try_axis_prompt": "提示词",
         "try_col_file": "文件", "try_col_strength": "强度", "try_col_effect": "效果大小（平均）",
         "try_col_effect_min": "最低", "try_col_effect_max": "最高", "try_col_seed_spread": "种子离散度",
         "try_col_base_seed_spread": "底模的种子离散度", "try_col_broken": "坏图",
@@ -353,8 +360,14 @@ TEXT: dict[str, dict[str, str]] = {
         "try_stopping": "已请求停止：当前这一格完成后结束，已完成的格子会保留。",
         "try_loading": "正在加载底模……（{folder}）",
         "try_progress": "{done} / {total} 格 · {family}，{device}",
+        "try_kept": " · 底模仍在内存中，无需重新加载（{seconds:g} 秒即开始）",
         "try_done": "{status}：{done} / {total} 格。网格图：`{grid}` · 设置与效果：`{json}`",
-        "try_failed": "网格生成失败：", "try_died": "进程未完成就结束了；请看 {log}",
+        "try_failed": "网格生成失败：", "try_died": "进程未完成就结束了；请看 {log} 和 {server_log}",
+        "try_label_final": "最终", "try_label_epoch": "第 {epoch} 轮", "try_label_strength": "强度 {strength:g}",
+        "try_label_seed": "种子 {seed}", "try_label_prompt": "提示词 {n}：{prompt}",
+        "try_cell_effect": "效果 {effect:.3f}",
+        "try_health_noise": "噪点", "try_health_black": "全黑", "try_health_white": "全白",
+        "try_health_flat": "纯色", "try_health_nan": "数值无效（NaN）",
         "sweep_intro": "把当前表单的配置按不同参数依次训练，预览提示词和种子完全相同，然后并排比较预览图。"
         "每行一个参数：参数名=值1,值2（写多行则训练所有组合）。",
         "sweep_vary": "参数变化", "sweep_start": "开始队列", "sweep_stop": "停止队列",

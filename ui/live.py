@@ -35,17 +35,22 @@ def chart_titles(lang: str, y_key: str, color_key: str = "axis_curve") -> dict[s
 
 
 def live_outputs(page, views: dict[str, Any]) -> list[Any]:
-    """What render_review fills: the views, the shown-problems state (ui.page.Page.shown_errors), the fields."""
-    return [views[name] for name in LIVE_VIEWS] + [page.shown_errors, *page.form.inputs]
+    """What render_review fills: the views, the shown-problems state (ui.page.Page.shown_errors), the review shown
+    (Page.reviewed: what a language switch words anew), the fields."""
+    return [views[name] for name in LIVE_VIEWS] + [page.shown_errors, page.reviewed, *page.form.inputs]
 
 
 def render_review(page, result: Review, lang: str, shown: dict[str, str] | None) -> list[Any]:
-    """The live views, the new shown-problems state and the fields' help or problem: with `shown`, only the
-    fields whose problem changed; with None, every field (after a language switch)."""
+    """The live views, the new shown-problems state, the review and the fields' help or problem: with `shown`,
+    only the fields whose problem changed; with None, every field."""
     errors = result.errors_in(lang)
-    views = [family_markdown(result, lang), report_markdown(result, lang),
-             plan_markdown(result, lang), advice_markdown(result, lang), lr_plot(result, lang)]
-    return views + [errors, *page.form.field_updates(errors, lang, shown)]
+    return review_views(result, lang) + [errors, result, *page.form.field_updates(errors, lang, shown)]
+
+
+def review_views(result: Review, lang: str) -> list[Any]:
+    """The LIVE_VIEWS of a review, in lang."""
+    return [family_markdown(result, lang), report_markdown(result, lang), plan_markdown(result, lang),
+            advice_markdown(result, lang), lr_plot(result, lang)]
 
 
 def family_markdown(result: Review, lang: str) -> str:

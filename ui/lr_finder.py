@@ -28,6 +28,7 @@ from .live import chart_keys, chart_titles
 from .page import Page
 from .review import review
 from .run_view import progress_html
+from .try_server import release_model
 
 FIND_TIMEOUT_S = 3600
 POLL_S = 1.0  # how often the page shows the probe's progress
@@ -110,6 +111,7 @@ class _Probe:
     def __init__(self, args: list[Any]):
         self.outcome: child.ChildResult | UserError | None = None
         self.done = threading.Event()
+        release_model()
         threading.Thread(target=self._run, args=(args,), daemon=True, name="lr-find").start()
 
     def _run(self, args: list[Any]) -> None:

@@ -14,6 +14,8 @@ from trainer.config import TrainConfig
 from trainer.run import runner
 from trainer.run.state import EVENTS_FILE, RunReader, RunState
 
+from .try_server import release_model
+
 PAST_READERS = 8  # finished runs whose readers are kept (one per output folder a page showed recently)
 
 
@@ -27,6 +29,7 @@ class RunMonitor:
     def start(self, config: TrainConfig) -> runner.RunHandle:
         """Start training a validated config (runner.start: AlreadyRunning) and watch it."""
         with self._lock:
+            release_model()
             handle = runner.start(config)
             self._watch(handle)
             return handle

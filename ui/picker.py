@@ -1,5 +1,5 @@
 """A file and folder picker for every path field (the schema says which fields are paths, and whether a file, a
-folder or either: trainer/config/schema/base.py `path`). The 📂 button under such a field opens a panel at the
+folder or either: trainer/config/schema/base.py `path`). The folder button under such a field opens a panel at the
 right listing this computer's folders from the field's value (ui/browse.py); a click on a folder opens it, on a
 file picks it, "Use this folder" picks the folder shown. The GUI runs on the user's computer: nothing is uploaded.
 """
@@ -25,7 +25,8 @@ def path_fields() -> list[str]:
 
 
 def build(page: Page) -> Callable[[], None]:
-    """The panel (hidden until a 📂 is pressed); returns its wiring, to run once every tab's fields exist."""
+    """The panel (hidden until a folder button is pressed); returns its wiring, to run once every tab's fields
+    exist."""
     lang = page.form.lang
     with gr.Sidebar(open=True, visible=False, position="right", width=460, elem_id="picker") as panel:
         title = gr.Markdown(elem_id="picker-title")
@@ -70,7 +71,8 @@ def _show(lang: str, name: str | None, where: str, opened: bool = False) -> list
     """The panel's title, folder, entries and 'use this folder' button for field `name` at folder `where`."""
     kind = FIELD_SPECS[name].path if name else "any"
     listing = browse.list_folder(where, files=kind != "folder")
-    choices = [(f"📁 {n}", FOLDER + n) for n in listing.folders] + [(f"📄 {n}", FILE + n) for n in listing.files]
+    # names only: the folder and file icons come from ui/style.css (by the value's kind), not an emoji font
+    choices = [(n, FOLDER + n) for n in listing.folders] + [(n, FILE + n) for n in listing.files]
     title = t(lang, f"picker_title_{kind}", field=name or "")
     if listing.cut:
         title += "\n\n" + t(lang, "picker_cut", n=browse.MAX_ENTRIES)

@@ -81,7 +81,7 @@ def build(page: Page) -> Callable[[], None]:
             page.then_review(page.form.components[key].change(lambda lang, *values: leave_demo(lang, values),
                                                               [page.lang, *inputs], [page.message, *inputs],
                                                               show_progress="hidden"))
-        page.lang.change(lambda lang: gr.update(choices=preset_choices(lang)), page.lang, chooser)
+        page.on_language(lambda lang: [gr.update(choices=preset_choices(lang))], [], [chooser])
 
     return wire
 

@@ -43,6 +43,7 @@ class Review:
     scan: DatasetScan | None = None
     plan: StepPlan | None = None
     family: str | None = None  # the base model's family as detected, e.g. "sdxl"
+    data: dict[str, Any] = field(default_factory=dict)  # the form's values reviewed (Page.reviewed keeps them)
 
     def errors_in(self, lang: str) -> dict[str, str]:
         """The first problem of each field it names (what the field shows in place of its help), in lang."""
@@ -59,7 +60,7 @@ class Review:
 
 
 def review(data: dict[str, Any], full: bool = False) -> Review:
-    result = Review(family=_family(data.get("pretrained_model_name_or_path")))
+    result = Review(family=_family(data.get("pretrained_model_name_or_path")), data=data)
     try:
         result.config = validate_config(data)
     except ConfigError as exc:

@@ -143,8 +143,7 @@ def _wire_poll(page: Page, run: dict[str, Any], bar: dict[str, Any]) -> None:
         run[name] for name in ("status", "progress", "banners", "loss", "lr", "gallery", "log", "checkpoints")]
 
     def poll(lang: str, folder: str, errors: dict, shown: dict | None) -> list[Any]:
-        folder_path = Path(folder).expanduser() if folder else None
-        run_dir, state = page.monitor.view(folder_path)
+        run_dir, state = page.monitor.view(Path(folder).expanduser() if folder else None)
         running = state is not None and not state.is_over
         version = (lang, str(run_dir), state.status if state else None, state.step if state else 0,
                    len(state.sample_list) if state else 0, len(state.banners) if state else 0,
@@ -156,16 +155,23 @@ def _wire_poll(page: Page, run: dict[str, Any], bar: dict[str, Any]) -> None:
         changed_curve = before is None or version[:4] != before[:4] or shown["redraw"]
         curves, drawn, redraw = _curves(state, lang, shown["drawn"] if shown else {}) if changed_curve else \
             ([gr.skip(), gr.skip()], shown["drawn"], False)
-        line = run_view.run_line(state, run_dir, lang, ready=not errors, demo=settings.is_demo(folder_path))
-        return [line, gr.update(interactive=not running and not errors), gr.update(interactive=running),
+        return [bar_line(lang, folder, errors, run_dir, state), gr.update(interactive=not running and not errors),
+                gr.update(interactive=running),
                 run_view.status_markdown(state, run_dir, lang), run_view.progress_html(state, lang),
                 run_view.banners_html(state, lang), *curves,
                 run_view.gallery_items(state, run_dir, lang) if changed_samples else gr.skip(),
                 _log_text(run_dir, lang), run_view.checkpoints_markdown(state),
                 dict(version=version, drawn=drawn, redraw=redraw)]
 
-    timer.tick(poll, [page.lang, output_dir, page.shown_errors, seen], outputs + [seen], show_progress="hidden",
+    # the language the page shows (server side): a tick sent just before a language switch draws the new one
+    timer.tick(poll, [page.shown_lang, output_dir, page.shown_errors, seen], outputs + [seen], show_progress="hidden",
                concurrency_id="poll")
+
+
+def bar_line(lang: str, folder: str, errors: dict, run_dir: Path | None, state: Any) -> str:
+    """The bar's line for a page whose output_dir is `folder`, showing `errors` and the run monitor.view gave."""
+    demo = settings.is_demo(Path(folder).expanduser() if folder else None)
+    return run_view.run_line(state, run_dir, lang, ready=not errors, demo=demo)
 
 
 def _curves(state: Any, lang: str, drawn: dict[str, tuple]) -> tuple[list[Any], dict[str, tuple], bool]:

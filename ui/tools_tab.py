@@ -238,8 +238,7 @@ def build(page: Page) -> None:
         with page.text(gr.Accordion(t(lang, title), open=tool == "info", elem_id=f"tools-{tool}"), title):
             page.text(gr.Markdown(t(lang, f"tools_{tool}_about")), f"tools_{tool}_about", "value")
             build_section(_Section(page, tool, helps))
-    page.lang.change(lambda lang: [update(lang) for _, update in helps], page.lang,
-                     [component for component, _ in helps], show_progress="hidden")
+    page.on_language(lambda lang: [update(lang) for _, update in helps], [], [component for component, _ in helps])
 
 
 def _info(section: _Section) -> None:

@@ -1,11 +1,11 @@
 """The Try tab: LoRA files at several strengths, seeds and prompts on their base model, as a grid with measured
 effects (trainer/try_lora/; docs/training.md, "Try the LoRA").
 
-Start checks the settings here (torch-free: trainer.try_lora.cli.check_try_args), then runs `python -m trainer try
-... --out FOLDER` as a detached child (trainer/run/child.py): one process per grid, which loads the base model once
-and ends with the grid, so a reloaded page finds its folder again and the GUI holds no model memory between grids.
-The tab polls FOLDER/progress.jsonl and shows each cell as it finishes, then the effects table, the effect-vs-strength
-chart and the labelled grid.png. Stop writes FOLDER/STOP: the child ends after the current cell and keeps what is done.
+Start checks the settings here (torch-free: trainer.try_lora.cli.check_try_args), then hands the grid to the GUI's
+try server (trainer/try_lora/client.py), one child that keeps the base model loaded between grids and lets it go
+after ten idle minutes or when a training starts (ui/try_server.py). The tab polls FOLDER/progress.jsonl and shows
+each cell as it finishes, then the effects table, the effect-vs-strength chart and the labelled grid.png; a reloaded
+page finds the folder again. Stop writes FOLDER/STOP: the grid ends after the current cell and keeps what is done.
 """
 
 from __future__ import annotations
@@ -25,22 +25,21 @@ from trainer.common.errors import UserError
 from trainer.config import SAMPLERS
 from trainer.run import child
 from trainer.run.events import new_run_dir
+from trainer.run.state import CONSOLE_LOG
 from trainer.try_lora.cli import check_try_args
-from trainer.try_lora.grid import AXES, GRID_JSON, PROGRESS_FILE, STOP_FILE
+from trainer.try_lora.grid import AXES, GRID_JSON, LABEL_WORDS, PROGRESS_FILE, STOP_FILE, GridSpec
 from trainer.try_lora.runs import RUN_CONFIG, run_defaults
 
 from .charts import colored
-from .i18n import t
+from .i18n import TEXT, t
 from .page import Page
 from .thumbnails import data_url
+from .try_server import server_log, try_server
 
 POLL_S = 1.0
 THUMB_PX = 192
 TABLE_COLUMNS = ("file", "strength", "effect", "effect_min", "effect_max", "seed_spread", "base_seed_spread",
                  "broken")
-_started: dict[str, Any] = {}  # grid folder -> the Popen of the child this GUI started (its exit code)
-
-
 def build(page: Page) -> Callable[[], None]:
     lang = page.form.lang
     page.text(gr.Markdown(t(lang, "try_intro")), "try_intro", "value")
@@ -76,6 +75,11 @@ def build(page: Page) -> Callable[[], None]:
     return wire
 
 
+def axis_choices(lang: str) -> list[tuple[str, str]]:
+    """The grid's axes (trainer/try_lora/grid.py AXES) as the rows' and columns' choices, named in lang."""
+    return [(t(lang, f"try_axis_{axis}"), axis) for axis in AXES]
+
+
 def _settings_inputs(page: Page) -> dict[str, Any]:
     lang, text = page.form.lang, page.text
     inputs = {"base": text(gr.Textbox(label=t(lang, "try_base"), elem_id="try-base"), "try_base"),
@@ -85,10 +89,11 @@ def _settings_inputs(page: Page) -> dict[str, Any]:
         inputs["strengths"] = text(gr.Textbox("0, 0.4, 0.7, 1", label=t(lang, "try_strengths"),
                                               elem_id="try-strengths"), "try_strengths")
         inputs["seeds"] = text(gr.Textbox("1, 2", label=t(lang, "try_seeds"), elem_id="try-seeds"), "try_seeds")
-        inputs["rows"] = text(gr.Dropdown(list(AXES), value=["strength"], multiselect=True, label=t(lang, "try_rows"),
-                                          elem_id="try-rows"), "try_rows")
-        inputs["cols"] = text(gr.Dropdown(list(AXES), value=["file"], multiselect=True, label=t(lang, "try_cols"),
-                                          elem_id="try-cols"), "try_cols")
+        inputs["rows"] = text(gr.Dropdown(axis_choices(lang), value=["strength"], multiselect=True,
+                                          label=t(lang, "try_rows"), elem_id="try-rows"), "try_rows")
+        inputs["cols"] = text(gr.Dropdown(axis_choices(lang), value=["file"], multiselect=True,
+                                          label=t(lang, "try_cols"), elem_id="try-cols"), "try_cols")
+    page.on_language(lambda lang: [gr.update(choices=axis_choices(lang))] * 2, [], [inputs["rows"], inputs["cols"]])
     with gr.Row():
         inputs["sampler"] = text(gr.Dropdown(list(SAMPLERS), value="euler_a", label=t(lang, "try_sampler"),
                                              elem_id="try-sampler"), "try_sampler")
@@ -144,7 +149,7 @@ def start_grid(lang: str, run: str, output_dir: str, *fields: Any) -> list[Any]:
         return [_problems(lang, exc)] + [gr.skip()] * 6
     parent = Path(spec.run) if spec.run else Path(output_dir or ".").expanduser().resolve()
     folder = new_run_dir(parent, "try")
-    _started[str(folder)] = child.start_detached(["try", *args, "--out", folder], folder).popen
+    try_server().submit(args, folder)
     return [t(lang, "try_started", n=len(spec.cells()), folder=folder), str(folder), None, "", None, None, None]
 
 
@@ -173,14 +178,15 @@ def poll(lang: str, folder: str, seen: Any, output_dir: str, runs_seen: Any) -> 
     if version == seen:
         return [gr.skip()] * 5 + [seen] + run_update
     events = read_progress(progress)
-    views = [status_markdown(lang, folder, events, alive), grid_html(events)]
+    views = [status_markdown(lang, folder, events, alive), grid_html(lang, events)]
     finished = next((e for e in events if e["type"] == "finished" and e.get("json")), None)
     if finished is None:
         return views + [gr.skip()] * 3 + [version] + run_update
     record = json.loads(Path(finished["json"]).read_text(encoding="utf-8"))
     with Image.open(finished["grid"]) as image:
         image.load()
-    return views + [summary_frame(lang, record), colored(chart_frame(record), "file"), image, version] + run_update
+    chart = colored(chart_frame(lang, record), "file")
+    return views + [summary_frame(lang, record), chart, image, version] + run_update
 
 
 def run_choices(output_dir: str) -> list[str]:
@@ -192,13 +198,11 @@ def run_choices(output_dir: str) -> list[str]:
 
 
 def _alive(folder: str) -> bool:
-    popen = _started.get(folder)
-    if popen is not None:
-        return popen.poll() is None
-    try:  # started by an earlier GUI: its process.json
+    """The process rendering the grid (its process.json: this GUI's try server, or an earlier one's) still runs."""
+    try:
         record = json.loads((Path(folder) / child.PROCESS_FILE).read_text(encoding="utf-8"))
-        return psutil.pid_exists(int(record["pid"]))
-    except (OSError, ValueError, KeyError):
+        return psutil.Process(int(record["pid"])).status() != psutil.STATUS_ZOMBIE
+    except (OSError, ValueError, KeyError, psutil.Error):
         return False
 
 
@@ -223,45 +227,79 @@ def status_markdown(lang: str, folder: str, events: list[dict[str, Any]], alive:
         why = error.get("zh") if lang == "zh" and error.get("zh") else f"{error['message']} {error.get('hint', '')}"
         return f"**{t(lang, 'try_failed')}** {why}"
     if finished is None and not alive:
-        return f"**{t(lang, 'try_failed')}** {t(lang, 'try_died', log=Path(folder) / 'console.log')}"
+        died = t(lang, "try_died", log=Path(folder) / CONSOLE_LOG, server_log=server_log())
+        return f"**{t(lang, 'try_failed')}** {died}"
     if finished is not None:
         return t(lang, "try_done", status=t(lang, f"status_{finished['status']}"), done=done,
                  total=plan["total"] if plan else done, grid=finished.get("grid", ""), json=finished.get("json", ""))
     if plan is None:
         return t(lang, "try_loading", folder=folder)
-    return t(lang, "try_progress", done=done, total=plan["total"], family=plan["family"], device=plan["device"])
+    kept = t(lang, "try_kept", seconds=plan.get("ready_s", 0)) if plan.get("model_kept") else ""
+    return t(lang, "try_progress", done=done, total=plan["total"], family=plan["family"], device=plan["device"]) + kept
 
 
-def grid_html(events: list[dict[str, Any]]) -> str:
-    """The cells finished so far in their places, labels as the grid.png has them (the page draws any language)."""
+def grid_html(lang: str, events: list[dict[str, Any]]) -> str:
+    """The cells finished so far in their places, labelled in the page's language (grid.png keeps English)."""
     plan = next((e for e in events if e["type"] == "plan"), None)
     if plan is None:
         return ""
+    rows, cols = _labels(lang, plan)
     cells = {(e["row"], e["col"]): e for e in events if e["type"] == "cell"}
-    head = "".join(f"<th>{'<br>'.join(map(html.escape, label))}</th>" for label in plan["cols"])
+    head = "".join(f"<th>{'<br>'.join(map(html.escape, label))}</th>" for label in cols)
     body = []
-    for r, label in enumerate(plan["rows"]):
-        row = "".join(_cell(cells.get((r, c))) for c in range(len(plan["cols"])))
+    for r, label in enumerate(rows):
+        row = "".join(_cell(lang, cells.get((r, c))) for c in range(len(cols)))
         body.append(f"<tr><th>{'<br>'.join(map(html.escape, label))}</th>{row}</tr>")
     return f'<table class="danlu-compare danlu-try"><tr><th></th>{head}</tr>{"".join(body)}</table>'
 
 
-def _cell(event: dict[str, Any] | None) -> str:
+def _labels(lang: str, plan: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """The rows' and columns' labels in lang, from the grid's settings (one layout: GridSpec's); a grid from
+    before the plan carried its settings keeps the English it wrote."""
+    if "settings" not in plan:
+        return plan["rows"], plan["cols"]
+    spec, words = GridSpec.from_json(plan["settings"]), {key: t(lang, f"try_label_{key}") for key in LABEL_WORDS}
+    return spec.labels(plan["row_axes"], words), spec.labels(plan["col_axes"], words)
+
+
+def _cell(lang: str, event: dict[str, Any] | None) -> str:
     if event is None or not Path(event["path"]).is_file():
         return "<td></td>"
-    note = f"effect {event['effect']:.3f}" + ("" if event["health"] == "ok" else f" · {event['health']}")
+    note = t(lang, "try_cell_effect", effect=event["effect"])
+    note += "" if event["health"] == "ok" else f" · {_health(lang, event['health'])}"
     source = data_url(event["path"], THUMB_PX, 88)
     return f'<td><img src="{source}" title="{html.escape(event["path"])}"><br><small>{html.escape(note)}</small></td>'
 
 
+def _health(lang: str, verdict: str) -> str:
+    """A picture's health verdict (trainer/try_lora/effects.py: black, white, flat, nan, noise) in words."""
+    return TEXT[lang].get(f"try_health_{verdict}", verdict)
+
 
 def summary_frame(lang: str, record: dict[str, Any]) -> pd.DataFrame:
-    """grid.json's summary with the column names in the page's language."""
-    rows = [[row[key] if key != "broken" else ", ".join(f"{k} {v}" for k, v in row[key].items()) or "–"
-             for key in TABLE_COLUMNS] for row in record["summary"]]
+    """grid.json's summary with the column names, files and health verdicts in the page's language."""
+    def cell(row: dict[str, Any], key: str) -> Any:
+        if key == "file":
+            return _file_label(lang, record, row)
+        if key == "broken":
+            return ", ".join(f"{_health(lang, verdict)} {n}" for verdict, n in row[key].items()) or "–"
+        return row[key]
+
+    rows = [[cell(row, key) for key in TABLE_COLUMNS] for row in record["summary"]]
     return pd.DataFrame(rows, columns=[t(lang, f"try_col_{key}") for key in TABLE_COLUMNS])
 
 
-def chart_frame(record: dict[str, Any]) -> pd.DataFrame:
-    rows = [(row["strength"], row["effect"], row["file"]) for row in record["summary"] if row["effect"] is not None]
+def _file_label(lang: str, record: dict[str, Any], row: dict[str, Any]) -> str:
+    """A summary row's file: its name, and its epoch in lang (grid.json's `file` is LoraChoice.label, English)."""
+    loras = record.get("settings", {}).get("loras", [])
+    if not isinstance(row.get("lora"), int) or row["lora"] >= len(loras):
+        return row["file"]
+    lora = loras[row["lora"]]
+    return lora["name"] if lora.get("epoch") is None else \
+        f"{lora['name']} · {t(lang, 'try_label_epoch', epoch=lora['epoch'])}"
+
+
+def chart_frame(lang: str, record: dict[str, Any]) -> pd.DataFrame:
+    rows = [(row["strength"], row["effect"], _file_label(lang, record, row)) for row in record["summary"]
+            if row["effect"] is not None]
     return pd.DataFrame(rows, columns=["strength", "effect", "file"]).astype({"strength": float, "effect": float})

@@ -6,7 +6,7 @@ One environment recipe (`child_env`), one argument list (`trainer_argv`) and thr
     answer = run(["lr-find", cfg, "--json"]).check().json  # the JSON it printed; a refusal raises ConfigError
     child = start_detached(["train", cfg, "--run-dir", run_dir], run_dir)  # returns at once; own session,
                                                       # run_dir/console.log and run_dir/process.json
-    process = start_piped(["worker"], log)            # a long-lived helper answering on stdin/stdout
+    process = start_piped(["worker"], log)            # a long-lived helper reading requests on stdin
 
 A refusal (exit status 2) comes back as the child's Problems, never as text to parse: `run` sets
 DANLU_JSON_ERRORS, under which the CLI prints them as one JSON line on stderr (trainer/__main__.py),
@@ -178,9 +178,11 @@ def start_detached(args: Sequence[str | Path], folder: Path, json_errors: bool =
     return Detached(popen.pid, started_at, popen)
 
 
-def start_piped(args: Sequence[str | Path], stderr: IO[bytes] | None = None) -> subprocess.Popen:
-    """Start `python -m trainer ARGS` with text pipes to its stdin and stdout, for a helper that answers one
-    line per request; its stderr goes to `stderr` (default: this process's). It stays in this process's group:
-    a Ctrl+C ends both, and it ends by itself when its stdin closes."""
-    return subprocess.Popen(trainer_argv(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+def start_piped(args: Sequence[str | Path], stderr: IO[bytes] | None = None,
+                stdout: IO[bytes] | int = subprocess.PIPE) -> subprocess.Popen:
+    """Start `python -m trainer ARGS` with a text pipe to its stdin and (unless `stdout` says where it goes
+    instead) from its stdout, for a helper that reads one line per request; its stderr goes to `stderr` (default:
+    this process's). It stays in this process's group: a Ctrl+C ends both, and it ends by itself when its stdin
+    closes."""
+    return subprocess.Popen(trainer_argv(args), stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
                             env=child_env(), text=True, encoding="utf-8", bufsize=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ DEFAULT_STRENGTHS = (0.0, 0.4, 0.7, 1.0)
 # A grid's folder (trainer/try_lora/render.py): what the CLI writes and the GUI reads.
 PROGRESS_FILE, GRID_FILE, GRID_JSON = "progress.jsonl", "grid.png", "grid.json"
 STOP_FILE = "STOP"  # written to ask for a stop after the current cell
+# A label's words (str.format templates): grid.png's; the Try tab passes its own language's (ui/i18n.py try_label_*).
+LABEL_WORDS = {"final": "final", "epoch": "epoch {epoch}", "strength": "strength {strength:g}", "seed": "seed {seed}",
+               "prompt": "P{n}: {prompt}"}
 
 
 @dataclass(frozen=True)
@@ -158,20 +162,19 @@ class GridSpec:
             keys = [key for key in keys if (key[at[0]], key[at[1]]) in pairs]
         return keys
 
-    def labels(self, axes: list[str]) -> list[list[str]]:
-        """Each row's (or column's) label, one text per axis."""
-        return [[self.value_label(axis, value) for axis, value in zip(axes, key)] for key in self._keys(axes)]
+    def labels(self, axes: list[str], words: Mapping[str, str] = LABEL_WORDS) -> list[list[str]]:
+        """Each row's (or column's) label, one text per axis, worded by `words` (LABEL_WORDS' keys: the PNG's
+        English, or the page's language from ui/i18n.py)."""
+        return [[self.value_label(axis, value, words) for axis, value in zip(axes, key)] for key in self._keys(axes)]
 
-    def value_label(self, axis: str, value: Any) -> str:
+    def value_label(self, axis: str, value: Any, words: Mapping[str, str] = LABEL_WORDS) -> str:
         if axis == "epoch":
-            return "final" if value is None else f"epoch {value}"
-        if axis == "strength":
-            return f"strength {value:g}"
-        if axis == "seed":
-            return f"seed {value}"
+            return words["final"] if value is None else words["epoch"].format(epoch=value)
         if axis == "prompt":
-            return f"P{value + 1}: {self.prompt(value).prompt}"
-        return str(value)
+            return words["prompt"].format(n=value + 1, prompt=self.prompt(value).prompt)
+        if axis in ("strength", "seed"):
+            return words[axis].format(**{axis: value})
+        return str(value)  # a file: its name
 
     def prompt(self, index: int, default_size: tuple[int, int] = (512, 512)) -> SamplePrompt:
         """Prompt `index` with the grid's --steps, --cfg, --width and --height over its own options."""

@@ -1,6 +1,6 @@
 """Rendering a try grid into a folder, cell by cell, so whoever watches sees each cell as it finishes.
 
-    OUT/progress.jsonl   one JSON object a line, flushed: plan (total, labels), base (a control picture),
+    OUT/progress.jsonl   one JSON object a line, flushed: plan (total, labels, settings), base (a control picture),
                          cell (its row, col, picture, effect size, health), finished (status, grid, json) or error
     OUT/base/p1-s1.png   the base model's picture of each prompt and seed (the controls effect sizes measure from)
     OUT/cells/r00-c00.png
@@ -51,33 +51,49 @@ class GridWriter:
         tmp.replace(path)  # the page never reads half a picture
         return str(path)
 
+    def failed(self, exc: BaseException) -> None:
+        """The error and a failed end: what the page shows in place of the grid."""
+        problems = getattr(exc, "problems", None)  # a UserError: its words in both languages, for the GUI
+        self.event("error", message=str(getattr(exc, "message", exc)), hint=getattr(exc, "hint", ""),
+                   zh=problems[0].detail_in("zh") if problems else "")
+        self.event("finished", status="failed")
+
     def close(self) -> None:
         self._progress.close()
 
 
+def new_session(spec: GridSpec) -> TrySession:
+    """The base model of `spec` loaded afresh (the CLI's one grid; trainer/try_lora/serve.py keeps one instead)."""
+    return TrySession(sampling_config(spec.base, spec.run))
+
+
 def render_grid(spec: GridSpec, out: Path, stopped: Callable[[], bool], say: Callable[[str], None] = print,
-                session: TrySession | None = None) -> dict[str, Any]:
-    """Render every cell into `out`; returns grid.json's content. `stopped()` is asked between cells."""
+                session_for: Callable[[GridSpec], TrySession] = new_session) -> dict[str, Any]:
+    """Render every cell into `out`; returns grid.json's content. `stopped()` is asked between cells;
+    `session_for(spec)` gives the loaded base model."""
     spec.check()
     cells = spec.cells()
     out.mkdir(parents=True, exist_ok=True)
     writer = GridWriter(out, say)
     try:
-        session = session or TrySession(sampling_config(spec.base, spec.run))
+        started = time.monotonic()
+        session = session_for(spec)
+        session.keep_files({lora.path for lora in spec.loras})
         for lora in spec.loras:
             session.read(lora.path)
         row_axes, col_axes = spec.layout()
         rows, cols = spec.labels(row_axes), spec.labels(col_axes)
+        session.grids += 1
         writer.event("plan", total=len(cells), rows=rows, cols=cols, row_axes=row_axes, col_axes=col_axes,
-                     family=session.family, device=str(session.device))
-        say(f"{len(cells)} cells ({len(rows)} rows x {len(cols)} columns) on {session.family}, {session.device}")
+                     settings=spec.to_json(),  # the page words the labels in its language from these
+                     family=session.family, device=str(session.device), model_kept=session.grids > 1,
+                     ready_s=round(time.monotonic() - started, 2))
+        say(f"{len(cells)} cells ({len(rows)} rows x {len(cols)} columns) on {session.family}, {session.device}"
+            + (f", the model kept loaded (grid {session.grids})" if session.grids > 1 else ""))
         done = _render_cells(spec, cells, session, writer, stopped)
         return _finish(spec, cells, done, writer, "completed" if len(done["results"]) == len(cells) else "stopped")
     except BaseException as exc:
-        problems = getattr(exc, "problems", None)  # a UserError: its words in both languages, for the GUI
-        writer.event("error", message=str(getattr(exc, "message", exc)), hint=getattr(exc, "hint", ""),
-                     zh=problems[0].detail_in("zh") if problems else "")
-        writer.event("finished", status="failed")
+        writer.failed(exc)
         raise
     finally:
         writer.close()

@@ -61,20 +61,31 @@ class TrySession:
         self.table = module_table(self.model.name, parts)
         self.originals: dict[torch.nn.Module, torch.Tensor] = {}  # layer -> its base weight, on the CPU
         self.current: tuple[str, float] | None = None
-        self.files: dict[str, LoraFile] = {}
+        self.files: dict[str, tuple[tuple[int, int], LoraFile]] = {}  # path -> (its mtime and size, the file)
+        self.grids = 0  # grids rendered with this model (trainer/try_lora/serve.py keeps it between grids)
 
     @property
     def family(self) -> str:
         return self.model.name
 
     def read(self, path: str) -> LoraFile:
-        """A LoRA file, read once and kept in CPU memory; one of another family or with modules that name no layer
-        of this model is refused here (call it for every file before rendering)."""
-        if path not in self.files:
+        """A LoRA file, read once and kept in CPU memory (read again once it changed on disk: a training that saved
+        it anew); one of another family or with modules that name no layer of this model is refused here (call it
+        for every file before rendering)."""
+        stat = Path(path).stat()
+        state = (stat.st_mtime_ns, stat.st_size)
+        if self.files.get(path, (None,))[0] != state:
+            if self.current is not None and self.current[0] == path:
+                self._restore()  # its old weights leave the model before the new ones come in
             lora = read_lora(Path(path))
             lora_updates(self.family, self.model.components, self.table, self._on_device(lora))  # may refuse
-            self.files[path] = lora
-        return self.files[path]
+            self.files[path] = state, lora
+        return self.files[path][1]
+
+    def keep_files(self, paths: set[str]) -> None:
+        """Forget the files read for earlier grids but `paths` (the model kept loaded does not hoard them)."""
+        self.use(None)
+        self.files = {path: entry for path, entry in self.files.items() if path in paths}
 
     def _on_device(self, lora: LoraFile) -> LoraFile:
         """A copy with its tensors on the model's device, where its deltas are computed (one file at a time)."""
