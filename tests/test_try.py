@@ -151,6 +151,7 @@ def test_effect_rises_with_strength_and_a_rerun_gives_the_same_pixels(sd1_run, t
     assert read_settings(first / "grid.png") == record["settings"]
     events = [json.loads(line) for line in (first / "progress.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [e["type"] for e in events].count("cell") == 6 and events[-1]["status"] == "completed"
+    assert [e["type"] for e in events[:2]] == ["started", "plan"]
     assert main(["try", "--again", str(first / "grid.json"), "--out", str(again)]) == 0
     assert np.array_equal(np.asarray(Image.open(first / "grid.png")), np.asarray(Image.open(again / "grid.png")))
     assert json.loads((again / "grid.json").read_text(encoding="utf-8"))["summary"] == record["summary"]

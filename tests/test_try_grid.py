@@ -129,6 +129,8 @@ def test_the_try_tab_shows_progress_cells_and_a_refusal_in_the_pages_language(tm
     events = [{"type": "plan", "total": 2, "rows": spec.labels(rows), "cols": spec.labels(cols), "row_axes": rows,
                "col_axes": cols, "settings": spec.to_json(), "family": "sd1", "device": "cpu"},
               {"type": "cell", "row": 0, "col": 0, "path": str(cell), "effect": 0.25, "health": "noise"}]
+    assert "Waiting to start" in status_markdown("en", str(tmp_path), [], alive=True)  # behind another grid
+    assert "正在加载底模" in status_markdown("zh", str(tmp_path), [{"type": "started"}], alive=True)
     assert "1 / 2" in status_markdown("en", str(tmp_path), events, alive=True)
     assert "still loaded" not in status_markdown("en", str(tmp_path), events, alive=True)
     kept = [{**events[0], "model_kept": True, "ready_s": 0.4}, *events[1:]]

@@ -233,7 +233,8 @@ def status_markdown(lang: str, folder: str, events: list[dict[str, Any]], alive:
         return t(lang, "try_done", status=t(lang, f"status_{finished['status']}"), done=done,
                  total=plan["total"] if plan else done, grid=finished.get("grid", ""), json=finished.get("json", ""))
     if plan is None:
-        return t(lang, "try_loading", folder=folder)
+        started = any(e["type"] == "started" for e in events)
+        return t(lang, "try_loading" if started else "try_waiting", folder=folder)
     kept = t(lang, "try_kept", seconds=plan.get("ready_s", 0)) if plan.get("model_kept") else ""
     return t(lang, "try_progress", done=done, total=plan["total"], family=plan["family"], device=plan["device"]) + kept
 

@@ -1,7 +1,8 @@
 """Rendering a try grid into a folder, cell by cell, so whoever watches sees each cell as it finishes.
 
-    OUT/progress.jsonl   one JSON object a line, flushed: plan (total, labels, settings), base (a control picture),
-                         cell (its row, col, picture, effect size, health), finished (status, grid, json) or error
+    OUT/progress.jsonl   one JSON object a line, flushed: started (the model loading), plan (total, labels,
+                         settings), base (a control picture), cell (its row, col, picture, effect size, health),
+                         finished (status, grid, json) or error
     OUT/base/p1-s1.png   the base model's picture of each prompt and seed (the controls effect sizes measure from)
     OUT/cells/r00-c00.png
     OUT/grid.png         the labelled grid, the settings in its text chunk; OUT/grid.json: settings, cells, summary
@@ -77,6 +78,7 @@ def render_grid(spec: GridSpec, out: Path, stopped: Callable[[], bool], say: Cal
     writer = GridWriter(out, say)
     try:
         started = time.monotonic()
+        writer.event("started")  # the page: loading the model now, no longer waiting behind another grid
         session = session_for(spec)
         session.keep_files({lora.path for lora in spec.loras})
         for lora in spec.loras:
