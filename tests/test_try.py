@@ -23,6 +23,7 @@ from trainer.try_lora.picture import read_settings
 from trainer.try_lora.render import render_grid
 from trainer.try_lora.serve import KeptModel, serve
 from trainer.try_lora.session import TrySession, sampling_config
+from ui.try_tab import grid_process_alive
 
 PROMPT = SamplePrompt("red circle, on white background", width=64, height=64, steps=4)
 PROMPT_LINE = "red circle, on white background --w 64 --h 64 --s 4"
@@ -206,12 +207,11 @@ def test_the_guis_server_child_renders_what_it_is_given_and_ends_when_idle(tmp_p
     folder = tmp_path / "grid"
     folder.mkdir()
     server.submit(["--base", str(tmp_path / "model")], folder)  # no --lora: refused in the child
-    pid = json.loads((folder / "process.json").read_text("utf-8"))["pid"]
-    assert server.alive() and pid == server._process.pid
+    assert grid_process_alive(str(folder))  # as the Try tab asks: the process its process.json names
     deadline = time.monotonic() + 240
-    while server.alive() and time.monotonic() < deadline:
+    while grid_process_alive(str(folder)) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not server.alive()  # released once its grid had ended and it stayed idle
+    assert not grid_process_alive(str(folder))  # released once its grid had ended and it stayed idle
     events = [json.loads(line) for line in (folder / "progress.jsonl").read_text("utf-8").splitlines()]
     assert events[-1] == {**events[-1], "type": "finished", "status": "failed"} and "--lora" in events[0]["message"]
 

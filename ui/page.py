@@ -54,10 +54,10 @@ class Page:
     def relabel(self, lang: str) -> list[Any]:
         """One update per component (localized_components' order) with its texts in lang: only those that differ
         between the languages (the browser's cost of a language switch grows with each attribute it sets)."""
-        texts: dict[int, dict[str, str]] = {}
+        texts: dict[int, dict[str, str]] = {}  # in registration order, as localized_components
         for component, attribute, key in self._translated():
             texts.setdefault(id(component), {})[attribute] = t(lang, key)
-        return [gr.update(**texts[id(component)]) for component in self.localized_components]
+        return [gr.update(**attributes) for attributes in texts.values()]
 
     @property
     def localized_components(self) -> list[Any]:

@@ -40,6 +40,8 @@ POLL_S = 1.0
 THUMB_PX = 192
 TABLE_COLUMNS = ("file", "strength", "effect", "effect_min", "effect_max", "seed_spread", "base_seed_spread",
                  "broken")
+
+
 def build(page: Page) -> Callable[[], None]:
     lang = page.form.lang
     page.text(gr.Markdown(t(lang, "try_intro")), "try_intro", "value")
@@ -173,7 +175,7 @@ def poll(lang: str, folder: str, seen: Any, output_dir: str, runs_seen: Any) -> 
     if not folder:
         return [gr.skip()] * 5 + [seen] + run_update
     progress = Path(folder) / PROGRESS_FILE
-    alive = _alive(folder)
+    alive = grid_process_alive(folder)
     version = (lang, progress.stat().st_size if progress.exists() else 0, alive)
     if version == seen:
         return [gr.skip()] * 5 + [seen] + run_update
@@ -197,7 +199,7 @@ def run_choices(output_dir: str) -> list[str]:
     return sorted((str(path.parent) for path in runs.glob(f"*/{RUN_CONFIG}")), reverse=True)
 
 
-def _alive(folder: str) -> bool:
+def grid_process_alive(folder: str) -> bool:
     """The process rendering the grid (its process.json: this GUI's try server, or an earlier one's) still runs."""
     try:
         record = json.loads((Path(folder) / child.PROCESS_FILE).read_text(encoding="utf-8"))

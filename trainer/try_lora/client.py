@@ -57,10 +57,6 @@ class TryServer:
             atomic_write_text(folder / PROCESS_FILE, json.dumps(record, ensure_ascii=False, indent=1))
             self._arm()
 
-    def alive(self) -> bool:
-        with self._lock:
-            return self._process is not None and self._process.poll() is None
-
     def release(self) -> None:
         """Close the child's input: it renders the grids already asked for, lets the model go and ends."""
         with self._lock:

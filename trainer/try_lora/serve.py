@@ -123,9 +123,7 @@ def serve_one(request: dict[str, Any], kept: KeptModel, ending: Callable[[], boo
 
 
 def serve_stdio() -> int:
-    """serve() on stdin; anything printed to stdout goes to stderr (the server's log)."""
-    sys.stdout.flush()
-    sys.stdout = sys.stderr
+    """serve() on stdin (its stdout and stderr: the server's log, trainer/try_lora/client.py)."""
     hide_unused(set())
     quiet_libraries()
     return serve(sys.stdin)

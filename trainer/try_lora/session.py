@@ -74,16 +74,15 @@ class TrySession:
         for every file before rendering)."""
         stat = Path(path).stat()
         state = (stat.st_mtime_ns, stat.st_size)
-        if self.files.get(path, (None,))[0] != state:
-            if self.current is not None and self.current[0] == path:
-                self._restore()  # its old weights leave the model before the new ones come in
+        if self.files.get(path, (None,))[0] != state:  # the model is the base here (keep_files, use)
             lora = read_lora(Path(path))
             lora_updates(self.family, self.model.components, self.table, self._on_device(lora))  # may refuse
             self.files[path] = state, lora
         return self.files[path][1]
 
     def keep_files(self, paths: set[str]) -> None:
-        """Forget the files read for earlier grids but `paths` (the model kept loaded does not hoard them)."""
+        """Back to the base model, and forget the files read for earlier grids but `paths` (the model kept loaded
+        does not hoard them)."""
         self.use(None)
         self.files = {path: entry for path, entry in self.files.items() if path in paths}
 
