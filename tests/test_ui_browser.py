@@ -149,8 +149,10 @@ def test_bad_dataset_path_is_shown_at_its_field_and_language_switch(page, gui):
     assert page.get_by_role("tab", name="模型效果").is_visible()
     chinese = re.compile(r"[\u4e00-\u9fff]")
     line = page.locator("#run-line")
-    assert chinese.search(line.inner_text()), line.inner_text()  # the switch words the bar itself, not the next poll
-    page.wait_for_timeout(2_500)  # two polls later: none sent before the switch put the old language back
+    # the bar follows (a poll answered just before the switch may show the old words for one poll, < 1 s) ...
+    page.wait_for_function("() => /[\\u4e00-\\u9fff]/.test(document.querySelector('#run-line')?.innerText)",
+                           timeout=5_000)
+    page.wait_for_timeout(2_500)  # ... and stays: two polls later none has put the old language back
     assert chinese.search(line.inner_text()), line.inner_text()
     open_tab(page, "模型效果")
     assert "LoRA 的秩" in page.locator("#network_dim").inner_text()
