@@ -62,6 +62,7 @@ def test_min_snr_gamma_weights(prediction_type):
     denominator = snr + 1 if prediction_type == "v_prediction" else snr
     expected = torch.clamp(snr, max=gamma) / denominator
     config = TrainConfig(min_snr_gamma=gamma)
+    assert timestep_weights(TrainConfig(), scheduler, TIMESTEPS) is None  # no weighting: no operations
     assert close(timestep_weights(config, scheduler, TIMESTEPS), expected)
     assert not close(expected, torch.ones_like(expected))
     # the weights reach the loss: every per-sample error is 1 here, so the loss is the mean weight

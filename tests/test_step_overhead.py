@@ -1,5 +1,6 @@
-"""Step overhead (issue 15): one host readback per optimizer step, batches built ahead on a thread, torch_compile
-and channels_last for the denoiser, and torch's CPU thread count on small machines."""
+"""Step overhead (issue 15): one host readback per optimizer step, batches built ahead on a thread for a GPU (in
+turn on the CPU), torch_compile and channels_last for the denoiser, and torch's CPU thread count on small
+machines."""
 
 import math
 import sys
@@ -12,7 +13,7 @@ from conftest import read_events
 
 from trainer.config import TrainConfig
 from trainer.config.io import validate_config
-from trainer.dataset.prefetch import ahead
+from trainer.dataset.prefetch import DEPTH, ahead, depth_for
 from trainer.training import loop
 from trainer.training.speed import cpu_threads, speed_up_denoiser, use_cpu_threads
 
@@ -24,7 +25,8 @@ def test_one_readback_per_step_and_a_nan_micro_batch_stops_its_step(tmp_path, ma
     """Every host readback outside torch's own code is recorded between the step events (torch's optimizers read
     their step counters, which live on the CPU even for a GPU run). With 2 micro-batches per step, each step reads
     back once: the losses stay on the device until the step ends. The first micro-batch of step 3 is NaN: its
-    loss is averaged on the device with the next one's, and the run still stops at step 3, with no update."""
+    loss is averaged on the device with the next one's, and the run still stops at step 3, with no update. On the
+    CPU the batches are built in turn, on the main thread."""
     marks: list[str] = []
     for name in READBACKS:
         original = getattr(torch.Tensor, name)
@@ -35,7 +37,7 @@ def test_one_readback_per_step_and_a_nan_micro_batch_stops_its_step(tmp_path, ma
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, recorded)
-    log_event, run, with_text, built = loop.RunLog.event, loop.Trainer.run, loop.Trainer._with_text, []
+    log_event, run, with_text, built, builders = loop.RunLog.event, loop.Trainer.run, loop.Trainer._with_text, [], set()
 
     def event(log, kind, **fields):
         marks.append(kind)
@@ -45,8 +47,9 @@ def test_one_readback_per_step_and_a_nan_micro_batch_stops_its_step(tmp_path, ma
         marks.append("run")
         return run(trainer)
 
-    def poisoned(trainer, data):  # on the prefetching thread: micro-batch 5 is the first of step 3
+    def poisoned(trainer, data):  # micro-batch 5 is the first of step 3
         built.append(data)
+        builders.add(threading.current_thread().name)
         if len(built) == 5:
             data["latents"] = torch.full_like(data["latents"], math.nan)
         return with_text(trainer, data)
@@ -66,6 +69,22 @@ def test_one_readback_per_step_and_a_nan_micro_batch_stops_its_step(tmp_path, ma
     assert per_step == [("step", 1), ("step", 1), ("health", 1)]  # steps 1 and 2, then step 3, the NaN one
     health = next(e for e in read_events(tmp_path / "run") if e["type"] == "health")
     assert health["code"] == "nan_loss" and health["step"] == 3
+    assert builders == {threading.main_thread().name}
+
+
+def test_batches_are_built_ahead_for_an_accelerator_and_in_turn_on_the_cpu():
+    assert [depth_for(kind) for kind in ("cuda", "xpu", "mps", "cpu")] == [DEPTH, DEPTH, DEPTH, 0]
+    before = threading.active_count()
+    stream = ahead(broken_after(2), depth=0)
+    assert next(stream) == 0 and threading.active_count() == before  # no thread: nothing is built ahead
+    assert next(stream) == 1
+    with pytest.raises(ValueError, match="broken image"):
+        next(stream)
+
+
+def broken_after(count: int):
+    yield from range(count)
+    raise ValueError("broken image")
 
 
 def test_ahead_keeps_the_order_runs_ahead_and_raises_where_it_failed():

@@ -4,6 +4,10 @@ With cached latents the loader runs in the training process (worker processes wo
 without this the batches were built on the main thread between steps, with the device idle. The thread draws
 from no global random generator (captions and augmentations are seeded per sample, the loader has its own
 generator), so the batches and the run are the same with or without it.
+
+On the CPU there is no device to wait for: the main thread computes all the time, and a second Python thread
+only makes it wait for the GIL after every torch operation (a step of the tiny model took 1-2 ms longer:
+docs/benchmarks.md, "Loop overhead"), so there the batches are built in turn (depth 0).
 """
 
 from __future__ import annotations
@@ -16,6 +20,12 @@ from typing import TypeVar
 
 T = TypeVar("T")
 _END = object()
+DEPTH = 2  # batches built ahead on an accelerator: the next one ready, one more in the making
+
+
+def depth_for(device_type: str) -> int:
+    """How many batches to build ahead for a run on this kind of device (torch.device.type)."""
+    return 0 if device_type == "cpu" else DEPTH
 
 
 @dataclass(frozen=True)
@@ -23,10 +33,14 @@ class _Failed:
     error: BaseException
 
 
-def ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Yields `items` in order, produced by a daemon thread up to `depth` items ahead of the consumer. An
-    exception raised while producing is raised here, at the item it stopped; closing the iterator early (a
-    STOP, a failed step) lets the thread finish the item in hand and end."""
+def ahead(items: Iterable[T], depth: int = DEPTH) -> Iterator[T]:
+    """Yields `items` in order, produced by a daemon thread up to `depth` items ahead of the consumer (depth 0:
+    each item when it is asked for, no thread). An exception raised while producing is raised here, at the item
+    it stopped; closing the iterator early (a STOP, a failed step) lets the thread finish the item in hand and
+    end."""
+    if depth == 0:
+        yield from items
+        return
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     done = threading.Event()
 

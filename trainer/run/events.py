@@ -80,10 +80,14 @@ class RunLog:
         self._logger.warning(message)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        """One TensorBoard event holding all of a step's values: each event wakes TensorBoard's writer thread,
+        which then contends with the training loop for the GIL (docs/benchmarks.md, "Loop overhead")."""
         writer = self._writer()
         if writer is not None:
-            for tag, value in values.items():
-                writer.add_scalar(tag, value, step)
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, simple_value=float(value))
+                                                          for tag, value in values.items()]), step)
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         """image: HxWx3 uint8."""

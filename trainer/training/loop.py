@@ -24,7 +24,7 @@ from trainer.common.errors import UserError
 from trainer.config import TrainConfig
 from trainer.config.io import config_to_yaml
 from trainer.dataset.latents import LatentCache, encode_pixels
-from trainer.dataset.prefetch import ahead
+from trainer.dataset.prefetch import ahead, depth_for
 from trainer.dataset.share import shares_text
 from trainer.dataset.stream import BatchDataset, MicroBatch, make_loader, schedule
 from trainer.dataset.te_cache import build_text_encoder_cache
@@ -210,19 +210,20 @@ class Trainer:
         return status
 
     def _stream(self, first: int) -> Iterator[tuple[int, dict]]:
-        """(index, data) of the micro-batches from `first` on, built ahead on a thread while the device computes
-        (prefetch.py): one loader for the run, or a fresh one (and fresh workers) each epoch when
+        """(index, data) of the micro-batches from `first` on, built ahead on a thread while a GPU computes, in
+        turn on the CPU (prefetch.py): one loader for the run, or a fresh one (and fresh workers) each epoch when
         persistent_data_loader_workers is off, as in sd-scripts."""
         indices = range(first, len(self.batches))
         spans = [indices] if self.config.persistent_data_loader_workers else [
             list(group) for _, group in itertools.groupby(indices, key=lambda i: self.batches[i].epoch)]
+        depth = depth_for(self.accelerator.device.type)
         for span in spans:
             loader = make_loader(self.dataset, span, self.config.max_data_loader_n_workers, self.config.seed)
-            with contextlib.closing(ahead(map(self._with_text, loader))) as batches:
+            with contextlib.closing(ahead(map(self._with_text, loader), depth)) as batches:
                 yield from zip(span, batches)
 
     def _with_text(self, data: dict) -> dict:
-        """A micro-batch with its cached text-encoder outputs (looked up on the prefetching thread, pinned for an
+        """A micro-batch with its cached text-encoder outputs (looked up where the batch is built, pinned for an
         asynchronous copy to the GPU)."""
         if self.te_cache is not None:
             cached = self.te_cache.get(data["captions"])
@@ -299,7 +300,7 @@ class Trainer:
         # The LRs this step used (and d·lr for D-Adaptation/Prodigy), read before the scheduler moves on.
         lrs, lr_effective = step_lrs(self.optimizer.optimizer, self.group_names)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.optimizer.zero_grad(set_to_none=True)  # accelerate's inspects the signature every call
         self.step, self.epoch = batch.step, batch.epoch
         self.losses.append(loss)
         self.step_times.append(time.time())

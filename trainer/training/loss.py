@@ -31,12 +31,18 @@ def weighted_mean(config: TrainConfig, per_element: torch.Tensor, is_reg: torch.
                   weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean per sample, times the per-sample weights and prior_loss_weight for regularization images, averaged."""
     per_sample = per_element.mean(dim=tuple(range(1, per_element.ndim)))
-    prior = torch.where(is_reg.to(per_sample.device), config.prior_loss_weight, 1.0)
-    return (per_sample * prior * (1.0 if weights is None else weights.to(per_sample.device))).mean()
+    if config.prior_loss_weight != 1.0:  # a factor of 1 would only add operations to every step
+        per_sample = per_sample * torch.where(is_reg.to(per_sample.device), config.prior_loss_weight, 1.0)
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample.device)
+    return per_sample.mean()
 
 
-def timestep_weights(config: TrainConfig, scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    """The product of the enabled SNR-based per-sample weights (1 where none is on)."""
+def timestep_weights(config: TrainConfig, scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor | None:
+    """The product of the enabled SNR-based per-sample weights; None when none is on."""
+    if not (config.min_snr_gamma or config.scale_v_pred_loss_like_noise_pred or config.v_pred_like_loss
+            or config.debiased_estimation_loss):
+        return None
     snr = snr_table(scheduler).to(timesteps.device)[timesteps]
     v_pred = scheduler.config.prediction_type == "v_prediction"
     capped = torch.clamp(snr, max=SNR_CAP)
