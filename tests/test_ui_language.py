@@ -9,6 +9,7 @@ The app and browser fixtures are tests/test_ui_browser.py's (one app per module,
 from __future__ import annotations
 
 import re
+import time
 
 import test_ui_browser as ui_browser
 from test_ui_browser import demo_paths, fill, open_tab, shot
@@ -56,6 +57,15 @@ def visible_english(tab) -> list[str]:
     return [line for line in text.splitlines() if ENGLISH_PHRASE.search(line) and not CJK.search(line)]
 
 
+def left_once_drawn(read) -> list[str]:
+    """What read() finds once it finds nothing, or after 5 s: the page draws a switch's texts over several frames,
+    so a line read at the instant the first one changed can still be in the old language (an import too)."""
+    deadline = time.monotonic() + 5
+    while (found := read()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
 def switch_to(tab, lang: str) -> None:
     tab.locator("#lang").get_by_text("中文" if lang == "zh" else "English").click()
     tab.get_by_role("tab", name="路径" if lang == "zh" else "Paths").wait_for()
@@ -79,12 +89,12 @@ def test_the_chinese_page_is_chinese_and_english_leaves_no_chinese(page, gui, tm
     assert page.locator("#train_data_dir .info-text").evaluate(CONTRAST_JS) >= WCAG_AA
     shot(page, "paths-error-zh")
     assert CJK.search(page.locator("#dataset-report").inner_text())  # the dataset check's problem, in Chinese
-    assert not visible_english(page), visible_english(page)
+    assert not (left := left_once_drawn(lambda: visible_english(page))), left
     open_tab(page, "预设")
     upload_says(page, "点击上传")  # Gradio's own words, in an English browser
     switch_to(page, "en")
     upload_says(page, "Click to Upload")
-    assert not visible_chinese(page), visible_chinese(page)
+    assert not (left := left_once_drawn(lambda: visible_chinese(page))), left
     switch_to(page, "zh")
     upload_says(page, "点击上传")
 
@@ -95,13 +105,13 @@ def test_the_chinese_page_is_chinese_and_english_leaves_no_chinese(page, gui, tm
     page.locator("#message").filter(has_text="已导入").wait_for()
     report = page.locator("#message").inner_text()
     assert all(CJK.search(line) for line in report.splitlines() if line.strip()), report  # the reasons too
-    assert not visible_english(page), visible_english(page)
+    assert not (left := left_once_drawn(lambda: visible_english(page))), left
     shot(page, "import-zh", full_page=True)
 
     switch_to(page, "en")
     open_tab(page, "Paths")
     page.wait_for_function("document.querySelector('#train_data_dir .info-text')?.innerText.includes('does not exist')")
-    assert not visible_chinese(page), visible_chinese(page)  # no Chinese message left behind
+    assert not (left := left_once_drawn(lambda: visible_chinese(page))), left  # no Chinese message left behind
     switch_to(page, "zh")
     page.wait_for_function("document.querySelector('#train_data_dir .info-text')?.innerText.includes('不存在')")
     fill(page, "train_data_dir", demo_paths(gui[1])["train_data_dir"])
