@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # tests/: the tiny Flux builder
 
-WARMUP_STEPS = 3  # steps left out of the median (allocator warm-up, first compile of kernels)
+FIRST_TIMED_STEP = 5  # s/it is the median from this step on: the first ones warm the allocator, compile kernels
 IMAGES = 4
 COUNTED_STEP = 2  # the step whose denoiser forward is repeated under the FLOP counter (excluded from the median)
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12,
@@ -49,6 +49,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=12, help="training steps per preset")
     parser.add_argument("--tiny", action="store_true", help="dry run on the CPU with the tiny models")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per preset")
+    parser.add_argument("--first-step", type=int, default=FIRST_TIMED_STEP,
+                        help="s/it is the median duration of this step and the later ones")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config value over the preset's (YAML value), e.g. train_batch_size=4; repeatable")
     parser.add_argument("--label", help="the row's name in the table (default: the preset)")
@@ -78,7 +80,8 @@ def preset_names(chosen: str | None) -> list[str]:
 
 
 def run_child(name: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), *(["--tiny"] if args.tiny else []),
+    command = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--first-step",
+               str(args.first_step), *(["--tiny"] if args.tiny else []),
                *(["--no-cap"] if args.no_cap else []), *[f"--set={item}" for item in args.set],
                *([f"--peak-tflops={args.peak_tflops}"] if args.peak_tflops else [])]
     started = time.time()
@@ -125,7 +128,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     flops = count_forward_flops()
     status = _train(train, config, root / "run")
     result = {"preset": name, "status": status, "family": preset.model_family, "card_gb": preset.vram_gb,
-              "estimate_gib": round(estimate(config, preset.model_family).peak_gib, 2), **run_figures(root / "run")}
+              "estimate_gib": round(estimate(config, preset.model_family).peak_gib, 2),
+              **run_figures(root / "run", args.first_step)}
     result["forward_flops"] = int(flops[0]) if flops else None
     if cuda:
         result |= {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
@@ -246,18 +250,24 @@ def write_images(folder: Path, size: tuple[int, int], count: int) -> None:
         (folder / f"{index}.txt").write_text(f"bench image {index}, a red circle", encoding="utf-8")
 
 
-def run_figures(run_dir: Path) -> dict:
-    """s/it (median of the steps after the warm-up), the losses' finiteness and the preview's brightness."""
+def steady_s_per_it(step_ends: list[float], first_step: int) -> float | None:
+    """The median duration of steps first_step, first_step + 1, ... (step_ends: when each step ended, step 1's
+    first; step k lasted step_ends[k - 1] - step_ends[k - 2]); None when the run ended before."""
+    durations = [step_ends[k - 1] - step_ends[k - 2] for k in range(max(first_step, 2), len(step_ends) + 1)]
+    return round(statistics.median(durations), 3) if durations else None
+
+
+def run_figures(run_dir: Path, first_step: int) -> dict:
+    """s/it (steady_s_per_it), the losses' finiteness and the preview's brightness."""
     import numpy as np
     from PIL import Image
 
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()]
     times = [event["t"] for event in events if event["type"] == "step"]
     losses = [event["loss"] for event in events if event["type"] == "step"]
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])][WARMUP_STEPS:]
     samples = sorted((run_dir / "samples").glob("*.png"))
     preview = np.asarray(Image.open(samples[-1]).convert("L")) if samples else None
-    return {"steps": len(times), "s_per_it": round(statistics.median(gaps), 3) if gaps else None,
+    return {"steps": len(times), "s_per_it": steady_s_per_it(times, first_step),
             "losses_finite": bool(losses) and all(np.isfinite(losses)),
             "preview_max": int(preview.max()) if preview is not None else None,
             "preview_black": preview is not None and int(preview.max()) < 10}

@@ -48,7 +48,18 @@ def inject_network(config: TrainConfig, model: ModelFamily, dtype: torch.dtype, 
         _load_network_weights(config, model, weights, alpha, file_shape, log)
     for part in parts:
         part.module.train()
+        if config.mixed_precision != "no":
+            _leave_inputs_to_autocast(part.module)
     return Network(parts, alpha, groups)
+
+
+def _leave_inputs_to_autocast(module: torch.nn.Module) -> None:
+    """Under mixed precision the loop runs the model in autocast, which computes each adapter matmul in the half
+    dtype whatever its input's: peft's cast of every input to the fp32 adapter weights' dtype would only copy the
+    activations once more per layer (the values are the same: half -> fp32 -> half is exact)."""
+    for layer in module.modules():
+        if hasattr(layer, "cast_input_dtype_enabled"):  # peft's adapter layers (LoRA, LoHa, LoKr, ...)
+            layer.cast_input_dtype_enabled = False
 
 
 def _network_shape(config: TrainConfig, file_shape: tuple[int, float] | None) -> tuple[int, float]:
